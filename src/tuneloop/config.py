@@ -1,0 +1,212 @@
+"""The run config: a typed schema split by stage, read from YAML, overridable with `--set key=value`.
+
+Every problem is reported at once, each naming the key, the value given and what is allowed.
+Relative paths are resolved against the current working directory, like any command-line tool.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tuneloop.errors import ConfigError
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors: a typo must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    """Which model to start from and where it runs."""
+
+    name: str = Field("smollm2-135m-instruct", description="Registry name, local HF directory, .gguf file or hub id.")
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="Compute dtype; auto picks bf16 where the hardware runs it fast, else fp32."
+    )
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+
+
+class DataConfig(_Section):
+    """Where the examples come from and how they become tokens."""
+
+    train_file: str = Field(..., description="Training examples: jsonl, json, csv, tsv or parquet.")
+    validation_file: str | None = Field(None, description="Held-out rows for validation loss and early stopping.")
+    test_file: str | None = Field(None, description="Held-out rows scored by generation (never trained on).")
+    format: Literal["auto", "chat", "alpaca", "prompt_completion", "text"] = "auto"
+    validation_size: float = Field(0.1, gt=0.0, lt=1.0, description="Share of train split off when no validation_file.")
+    max_length: int = Field(512, ge=8, description="Longer examples are truncated (and counted).")
+    chat_template: str = Field(
+        "model", description="'model' (the tokenizer's own), 'chatml', 'plain', or a Jinja template string."
+    )
+    train_on_prompt: bool = Field(False, description="Also compute the loss on prompt tokens.")
+    skip_invalid: bool = Field(False, description="Skip malformed rows (and report how many) instead of stopping.")
+
+
+class LoraConfig(_Section):
+    rank: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: str | list[str] = Field("all-linear", description="'all-linear' or a list of module names.")
+
+
+class TrainConfig(_Section):
+    """How the model is trained."""
+
+    method: Literal["lora", "full"] = "lora"
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
+    learning_rate: float = Field(2e-4, gt=0, lt=1)
+    batch_size: int = Field(8, ge=1)
+    gradient_accumulation: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
+    max_grad_norm: float = Field(1.0, gt=0)
+    gradient_checkpointing: bool = False
+    eval_every: int = Field(50, ge=1, description="Steps between validation-loss evaluations.")
+    save_every: int = Field(50, ge=1, description="Steps between checkpoints.")
+    save_total_limit: int = Field(2, ge=1)
+    early_stopping_patience: int | None = Field(
+        3, ge=1, description="Stop after this many evaluations without improvement; null disables."
+    )
+    logging_steps: int = Field(5, ge=1)
+    lora: LoraConfig = LoraConfig()
+
+
+GENERATION_METRICS = ("exact_match", "contains_answer", "rouge_l", "bleu")
+
+
+class EvaluateConfig(_Section):
+    """How the tuned model and its untuned baseline are scored."""
+
+    baseline: bool = Field(True, description="Score the untuned model on the same rows.")
+    max_samples: int = Field(200, ge=1, description="Held-out rows scored by generation.")
+    max_new_tokens: int = Field(64, ge=1)
+    batch_size: int = Field(16, ge=1)
+    metrics: list[str] = Field(list(GENERATION_METRICS))
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, names: list[str]) -> list[str]:
+        unknown = [n for n in names if n not in GENERATION_METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; allowed: {list(GENERATION_METRICS)}")
+        return names
+
+
+class RunConfig(_Section):
+    """One run: a model, its data, how to train and how to evaluate; outputs land in output_dir."""
+
+    output_dir: str = Field("runs/run", description="The run directory; everything the run writes lands here.")
+    seed: int = 42
+    model: ModelConfig = ModelConfig()
+    data: DataConfig
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None, base: dict | None = None) -> RunConfig:
+    """Read a YAML config, apply `key.path=value` overrides and validate; raise ConfigError listing every problem."""
+    raw: dict[str, Any] = dict(base or {})
+    source = "config"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such config file. Create one with `tuneloop init {path}`.")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark else str(path)
+            raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)}).") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a UTF-8 text file; a config is YAML text.") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections (model:, data:, train:, ...).")
+        raw.update(loaded)
+    for item in overrides or []:
+        apply_override(raw, item)
+    return validate_config(raw, source)
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set `a.b.c=value` in a nested dict; the value is parsed as YAML (so 1e-4, true, [a, b] work)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.learning_rate=1e-4")
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {item!r}: '{part}' is a value, not a section.")
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(value)
+    except yaml.YAMLError:
+        node[parts[-1]] = value
+
+
+def validate_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = [_describe(err) for err in exc.errors()]
+        raise ConfigError(f"{source}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems)) from None
+
+
+# Names other tools use for our keys, so the hint points at the right one.
+KNOWN_ALIASES = {
+    "lr": "learning_rate",
+    "num_epochs": "epochs",
+    "num_train_epochs": "epochs",
+    "per_device_train_batch_size": "batch_size",
+    "micro_batch_size": "batch_size",
+    "gradient_accumulation_steps": "gradient_accumulation",
+    "r": "rank",
+    "lora_r": "rank",
+    "lora_alpha": "alpha",
+    "lora_dropout": "dropout",
+    "model_name": "name",
+    "sequence_len": "max_length",
+    "max_seq_length": "max_length",
+}
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        allowed = _fields_at(loc[:-1])
+        close = [KNOWN_ALIASES[loc[-1]]] if KNOWN_ALIASES.get(loc[-1]) in allowed else []
+        close = close or difflib.get_close_matches(loc[-1], allowed, n=1)
+        hint = f" Did you mean '{'.'.join(loc[:-1] + close)}'?" if close else ""
+        return f"{key}: unknown key.{hint} Allowed here: {', '.join(allowed)}."
+    if err["type"] == "missing":
+        return f"{key}: required but missing."
+    message = err["msg"].removeprefix("Value error, ")
+    return f"{key}: {message} (got {err.get('input')!r})."
+
+
+def _fields_at(loc: list[str]) -> list[str]:
+    model: type[BaseModel] = RunConfig
+    for part in loc:
+        annotation = model.model_fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def config_to_yaml(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

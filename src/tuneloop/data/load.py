@@ -1,0 +1,179 @@
+"""Read rows from jsonl, json, csv, tsv and parquet files, each row tagged with its `file:line`.
+
+Rows that cannot be read (bad JSON, ragged CSV rows, non-objects) come back as `BadRow`s instead of
+raising, so the caller can either stop with every problem listed or skip them and say how many.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tuneloop.errors import DataError
+
+SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class Row:
+    where: str  # "file:line" (or "file:row N" for parquet)
+    fields: dict
+
+
+@dataclass(frozen=True)
+class BadRow:
+    where: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}"
+
+
+def read_rows(path: str | Path) -> Iterator[Row | BadRow]:
+    """Yield every row of a data file in order; the file type comes from its suffix."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file. Check the path (relative paths start at the current directory).")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; point at a data file (.jsonl, .json, .csv, .tsv or .parquet).")
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(
+            f"{path}: unknown file type '{path.suffix}'. Use one of: {', '.join(sorted(SUFFIXES))}."
+        )
+    if kind == "parquet":
+        yield from _read_parquet(path)
+        return
+    _reject_binary(path)
+    if kind == "jsonl":
+        yield from _read_jsonl(path)
+    elif kind == "json":
+        yield from _read_json(path)
+    else:
+        yield from _read_delimited(path, "\t" if kind == "tsv" else ",")
+
+
+def _reject_binary(path: Path) -> None:
+    with path.open("rb") as handle:
+        head = handle.read(8192)
+    if b"\x00" in head:
+        raise DataError(f"{path}: looks like a binary file (it contains NUL bytes); expected UTF-8 text.")
+
+
+def _decode_line(path: Path, number: int, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8-sig" if number == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}:{number}: not valid UTF-8 (byte {exc.start} of the line). "
+            "Re-save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8 IN > OUT`."
+        ) from None
+
+
+def _read_jsonl(path: Path) -> Iterator[Row | BadRow]:
+    # Read bytes line by line so a 2 GB file streams instead of being loaded whole.
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = _decode_line(path, number, raw).strip()
+            if not line:
+                continue
+            where = f"{path}:{number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield BadRow(where, f"not valid JSON ({exc.msg} at column {exc.colno})")
+                continue
+            if isinstance(record, dict):
+                yield Row(where, record)
+            else:
+                yield BadRow(where, f"expected a JSON object, got {type(record).__name__}")
+
+
+def _read_json(path: Path) -> Iterator[Row | BadRow]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8. Re-save the file as UTF-8.") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}). A .json file holds one array of objects;"
+                        " use .jsonl for one object per line.") from None
+    if isinstance(document, dict) and len(document) == 1 and isinstance(next(iter(document.values())), list):
+        document = next(iter(document.values()))  # {"data": [...]} wrappers are common
+    if not isinstance(document, list):
+        raise DataError(f"{path}: expected a JSON array of objects at the top level, got {type(document).__name__}.")
+    starts = _array_item_lines(text)
+    for index, record in enumerate(document):
+        line = starts[index] if index < len(starts) else None
+        where = f"{path}:{line}" if line else f"{path}:item {index}"
+        if isinstance(record, dict):
+            yield Row(where, record)
+        else:
+            yield BadRow(where, f"expected a JSON object, got {type(record).__name__}")
+
+
+def _array_item_lines(text: str) -> list[int]:
+    """Line number where each top-level array item starts, so errors can say file:line."""
+    decoder = json.JSONDecoder()
+    position = text.find("[") + 1
+    lines: list[int] = []
+    line = text.count("\n", 0, position) + 1
+    while True:
+        while position < len(text) and text[position] in " \t\r\n,":
+            if text[position] == "\n":
+                line += 1
+            position += 1
+        if position >= len(text) or text[position] == "]":
+            return lines
+        lines.append(line)
+        try:
+            _, end = decoder.raw_decode(text, position)
+        except json.JSONDecodeError:
+            return lines
+        line += text.count("\n", position, end)
+        position = end
+
+
+def _read_delimited(path: Path, delimiter: str) -> Iterator[Row | BadRow]:
+    with path.open("rb") as raw_handle:
+        text_handle = io.TextIOWrapper(raw_handle, encoding="utf-8-sig", newline="")
+        reader = csv.reader(text_handle, delimiter=delimiter)
+        try:
+            header = next(reader, None)
+            if not header:
+                raise DataError(f"{path}: empty file; expected a header row with column names.")
+            header = [name.strip() for name in header]
+            for record in reader:
+                where = f"{path}:{reader.line_num}"
+                if not record or (len(record) == 1 and not record[0].strip()):
+                    continue
+                if len(record) != len(header):
+                    yield BadRow(where, f"has {len(record)} fields, the header has {len(header)} ({', '.join(header)})")
+                    continue
+                yield Row(where, dict(zip(header, record)))
+        except UnicodeDecodeError:
+            raise DataError(
+                f"{path}:{reader.line_num + 1}: not valid UTF-8. Re-save the file as UTF-8."
+            ) from None
+        except csv.Error as exc:
+            raise DataError(f"{path}:{reader.line_num}: unreadable CSV ({exc}).") from None
+
+
+def _read_parquet(path: Path) -> Iterator[Row | BadRow]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types for a corrupt file
+        raise DataError(f"{path}: not a readable parquet file ({exc}).") from None
+    index = 0
+    for batch in table.iter_batches(batch_size=4096):
+        for record in batch.to_pylist():
+            index += 1
+            yield Row(f"{path}:row {index}", record)

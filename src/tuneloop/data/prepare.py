@@ -1,0 +1,115 @@
+"""The data stage: read the configured files, validate every row, split off validation, write the splits.
+
+Output (in the run directory): data/train.jsonl, data/validation.jsonl, data/test.jsonl (when a
+test file is given) in the canonical format of `tuneloop.data.formats`, and data/data_report.json.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tuneloop.config import DataConfig
+from tuneloop.data.formats import detect_format, to_example
+from tuneloop.data.load import BadRow, Row, read_rows
+from tuneloop.errors import DataError
+from tuneloop.workspace import RunDir, write_json, write_jsonl
+
+SHOWN_PROBLEMS = 10
+
+
+@dataclass
+class LoadedFile:
+    path: str
+    format: str
+    examples: list[dict]
+    bad_rows: list[BadRow] = field(default_factory=list)
+
+
+def load_examples(path: str | Path, fmt: str = "auto", skip_invalid: bool = False) -> LoadedFile:
+    """Every example in a file, in canonical form; stops on malformed rows unless skip_invalid."""
+    rows: list[Row] = []
+    bad_rows: list[BadRow] = []
+    for item in read_rows(path):
+        (rows if isinstance(item, Row) else bad_rows).append(item)
+    if fmt == "auto":
+        fmt = detect_format(rows, str(path)) if rows else "chat"
+    examples = []
+    for row in rows:
+        converted = to_example(row, fmt)
+        if isinstance(converted, BadRow):
+            bad_rows.append(converted)
+        else:
+            examples.append(converted)
+    if bad_rows and not skip_invalid:
+        shown = "\n".join(f"  {bad}" for bad in bad_rows[:SHOWN_PROBLEMS])
+        more = f"\n  ... and {len(bad_rows) - SHOWN_PROBLEMS} more" if len(bad_rows) > SHOWN_PROBLEMS else ""
+        raise DataError(
+            f"{path}: {len(bad_rows)} malformed row(s):\n{shown}{more}\n"
+            "Fix these rows, or set data.skip_invalid: true to skip them (the count is reported)."
+        )
+    if not examples:
+        raise DataError(f"{path}: no usable examples ({len(bad_rows)} malformed row(s)).")
+    return LoadedFile(str(path), fmt, examples, bad_rows)
+
+
+def split_validation(examples: list[dict], share: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """A seeded random split; at least one example lands on each side."""
+    if len(examples) < 2:
+        raise DataError(
+            f"only {len(examples)} training example(s): too few to split off validation. "
+            "Add examples or set data.validation_file."
+        )
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    n_validation = min(max(1, round(len(examples) * share)), len(examples) - 1)
+    held = set(order[:n_validation])
+    train = [ex for i, ex in enumerate(examples) if i not in held]
+    validation = [ex for i, ex in enumerate(examples) if i in held]
+    return train, validation
+
+
+def prepare_data(config: DataConfig, run: RunDir, seed: int, console_print=print) -> dict:
+    """Run the data stage and return its report (also written to data/data_report.json)."""
+    train = load_examples(config.train_file, config.format, config.skip_invalid)
+    report: dict = {"format": train.format, "files": {}}
+    report["files"]["train"] = _file_report(train)
+
+    if config.validation_file:
+        validation = load_examples(config.validation_file, config.format, config.skip_invalid)
+        report["files"]["validation"] = _file_report(validation)
+        train_examples, validation_examples = train.examples, validation.examples
+        report["validation_split"] = "file"
+    else:
+        train_examples, validation_examples = split_validation(train.examples, config.validation_size, seed)
+        report["validation_split"] = f"{config.validation_size:.0%} of train, seed {seed}"
+
+    splits = {"train": train_examples, "validation": validation_examples}
+    if config.test_file:
+        test = load_examples(config.test_file, config.format, config.skip_invalid)
+        report["files"]["test"] = _file_report(test)
+        splits["test"] = test.examples
+
+    for name, examples in splits.items():
+        write_jsonl(run.split(name), examples)
+    report["examples"] = {name: len(examples) for name, examples in splits.items()}
+    write_json(run.data / "data_report.json", report)
+
+    skipped = sum(info["skipped_rows"] for info in report["files"].values())
+    summary = ", ".join(f"{n} {name}" for name, n in report["examples"].items())
+    console_print(f"data: {train.format} format; {summary} examples" + (f"; skipped {skipped} malformed row(s)"
+                                                                        if skipped else ""))
+    for info in report["files"].values():
+        for problem in info["skipped_examples"]:
+            console_print(f"  skipped {problem}")
+    return report
+
+
+def _file_report(loaded: LoadedFile) -> dict:
+    return {
+        "path": loaded.path,
+        "examples": len(loaded.examples),
+        "skipped_rows": len(loaded.bad_rows),
+        "skipped_examples": [str(bad) for bad in loaded.bad_rows[:SHOWN_PROBLEMS]],
+    }

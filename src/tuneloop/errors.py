@@ -1,0 +1,28 @@
+"""Errors meant for people: each says what was wrong, where, and what to do about it.
+
+The CLI prints these without a traceback. Anything else that escapes is a bug in tuneloop.
+"""
+
+from __future__ import annotations
+
+
+class TuneloopError(Exception):
+    """A problem the user can fix; the message names the place and the fix."""
+
+    exit_code = 1
+
+
+class ConfigError(TuneloopError):
+    """The run config (or a --set override) is invalid."""
+
+    exit_code = 2
+
+
+class DataError(TuneloopError):
+    """A data file is missing, unreadable or has rows that cannot be used."""
+
+    exit_code = 2
+
+
+class ModelError(TuneloopError):
+    """A model could not be found, installed, converted or loaded."""

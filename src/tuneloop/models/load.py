@@ -1,0 +1,77 @@
+"""Load a causal LM and its tokenizer: the base model of a config, or the tuned model of a run directory."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from tuneloop.errors import ModelError
+from tuneloop.workspace import RunDir
+
+
+def quiet_transformers() -> None:
+    """Keep transformers' load-time chatter (progress bars, notices) off the user's screen."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("peft").setLevel(logging.ERROR)
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # OSError for a missing hub id offline, ValueError for odd directories
+        raise ModelError(f"could not load the tokenizer of {path!r}: {exc}") from None
+    if tokenizer.pad_token is None:
+        # Padding is masked out of attention and loss, so any token serves; EOS is the usual choice.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+    from transformers import AutoModelForCausalLM
+
+    quiet_transformers()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except Exception as exc:
+        raise ModelError(
+            f"could not load the model {path!r}: {exc}\n"
+            "Use a registry name (`tuneloop models list`), a local HF directory or a .gguf file."
+        ) from None
+    return model.to(device)
+
+
+def load_tuned(run: RunDir, base_path: str, dtype: torch.dtype, device: str):
+    """The run's tuned model (base + adapter, or the full fine-tune) and the tokenizer saved with it."""
+    weights = run.trained_weights()
+    if weights is None:
+        raise ModelError(
+            f"{run.root}: no trained adapter or model yet. Train first: `tuneloop train {run.config}`"
+            " (or `tuneloop run` it), or `--resume` an interrupted run."
+        )
+    tokenizer = load_tokenizer(str(weights))
+    if weights == run.adapter:
+        from peft import PeftModel
+
+        base = load_causal_lm(base_path, dtype, device)
+        model = PeftModel.from_pretrained(base, str(weights))
+    else:
+        model = load_causal_lm(str(weights), dtype, device)
+    model.eval()
+    return model, tokenizer
+
+
+def base_path_of(weights: Path) -> str | None:
+    """The base model an adapter was trained on, as recorded in its adapter_config.json."""
+    import json
+
+    config = weights / "adapter_config.json"
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text()).get("base_model_name_or_path")

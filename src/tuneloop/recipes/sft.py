@@ -1,0 +1,223 @@
+"""SFT recipe: supervised fine-tuning of a causal language model, LoRA or full, on TRL's SFTTrainer.
+
+Reads data/{train,validation}.jsonl written by the data stage and writes adapter/ (LoRA) or
+model/ (full), checkpoints/, train_log.jsonl and train_summary.json into the run directory.
+
+Features:
+    - LoRA (rank, alpha, dropout, target modules) through PEFT, or full fine-tuning (train.method).
+    - Loss only on assistant replies by default (data.train_on_prompt: true to include prompts).
+    - Device picked automatically (cuda, mps, cpu); bf16 autocast where the hardware runs it fast.
+    - Validation loss every train.eval_every steps; early stopping on it; the best weights are kept.
+    - A checkpoint every train.save_every steps (rounded to a multiple of eval_every); Ctrl-C or
+      SIGTERM saves one and stops; `resume=True` continues from the newest checkpoint.
+    - A progress bar with ETA, loss and real (non-padding) tokens per second.
+
+Raises:
+    ConfigError: an option that cannot work (e.g. a chat template the model lacks).
+    TrainingInterrupted: the run was stopped by a signal after saving a checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from tuneloop.config import RunConfig
+from tuneloop.data.encode import encode_examples
+from tuneloop.data.templates import apply_template_choice
+from tuneloop.errors import TuneloopError
+from tuneloop.models.device import pick_device, pick_dtype
+from tuneloop.models.load import load_causal_lm, load_tokenizer
+from tuneloop.models.registry import resolve_model
+from tuneloop.train.callbacks import GracefulInterrupt, JsonlLogCallback, ProgressCallback
+from tuneloop.workspace import RunDir, read_jsonl, write_json
+
+
+class TrainingInterrupted(TuneloopError):
+    exit_code = 130
+
+
+def train_sft(config: RunConfig, run: RunDir, resume: bool = False, console_print=print) -> dict:
+    """Train and save; return the summary also written to train_summary.json."""
+    import torch
+    from transformers import set_seed
+    from trl import SFTTrainer
+
+    set_seed(config.seed)
+    device = pick_device(config.model.device)
+    compute_dtype = pick_dtype(device, config.model.dtype)
+    base_path = resolve_model(config.model.name, console_print)
+
+    tokenizer = _setup_tokenizer(config, base_path)
+    train_dataset, validation_dataset = _setup_data(config, run, tokenizer, console_print)
+    model = _setup_model(config, base_path, device)
+
+    checkpoint = run.last_checkpoint() if resume else None
+    if resume and checkpoint is None:
+        console_print("resume: no checkpoint in this run directory yet; starting from the beginning")
+    if checkpoint is None:
+        run.train_log.unlink(missing_ok=True)
+
+    args = _training_arguments(config, run, device, compute_dtype)
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=validation_dataset,
+        processing_class=tokenizer,
+        callbacks=_callbacks(config, run),
+    )
+    _replace_default_printing(trainer)
+
+    console_print(
+        f"train: {config.train.method} on {config.model.name}, {device} {str(compute_dtype).removeprefix('torch.')}, "
+        f"{len(train_dataset)} examples, {trainer.args.num_train_epochs:g} epoch(s)"
+        + (f", resuming from {checkpoint.name}" if checkpoint else "")
+    )
+    started = time.perf_counter()
+    with GracefulInterrupt() as interrupt:
+        trainer.add_callback(interrupt)
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if interrupt.requested:
+        raise TrainingInterrupted(
+            f"interrupted at step {trainer.state.global_step}; checkpoint saved in {run.checkpoints}. "
+            f"Continue with `tuneloop run {run.config} --resume` (or `tuneloop train ... --resume`)."
+        )
+
+    _save(config, run, trainer, tokenizer)
+    elapsed = time.perf_counter() - started
+    summary = {
+        "method": config.train.method,
+        "device": device,
+        "compute_dtype": str(compute_dtype).removeprefix("torch."),
+        "steps": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        "train_loss": result.training_loss,
+        "best_validation_loss": trainer.state.best_metric,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "tokens_seen": trainer.state.num_input_tokens_seen,
+        "seconds": round(elapsed, 1),
+        "tokens_per_second": round(trainer.state.num_input_tokens_seen / elapsed, 1) if elapsed else None,
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
+    write_json(run.root / "train_summary.json", summary)
+    del trainer, model
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return summary
+
+
+def _setup_tokenizer(config: RunConfig, base_path: str):
+    tokenizer = load_tokenizer(base_path)
+    apply_template_choice(tokenizer, config.data.chat_template, config.model.name)
+    return tokenizer
+
+
+def _setup_data(config: RunConfig, run: RunDir, tokenizer, console_print):
+    from datasets import Dataset
+
+    encoded = {}
+    for split in ("train", "validation"):
+        rows, stats = encode_examples(
+            tokenizer, read_jsonl(run.split(split)), config.data.max_length, config.data.train_on_prompt
+        )
+        if stats.truncated or stats.dropped_no_target:
+            console_print(
+                f"data: {split}: {stats.truncated} of {stats.examples} example(s) longer than data.max_length="
+                f"{config.data.max_length} were truncated; {stats.dropped_no_target} lost every target token "
+                "and were dropped. Raise data.max_length to keep them."
+            )
+        if not rows:
+            raise TuneloopError(f"data: no {split} example has a token to learn after truncation.")
+        encoded[split] = Dataset.from_list(rows)
+    return encoded["train"], encoded["validation"]
+
+
+def _setup_model(config: RunConfig, base_path: str, device: str):
+    import torch
+
+    # Weights stay fp32 (the optimizer's master copy); autocast runs the matmuls in the compute dtype.
+    model = load_causal_lm(base_path, torch.float32, device)
+    model.config.use_cache = False  # the KV cache is useless in training and costs memory
+    if config.train.method == "full":
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    lora = config.train.lora
+    peft_config = LoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, peft_config)
+    if config.train.gradient_checkpointing:
+        model.enable_input_require_grads()  # checkpointed LoRA needs a grad path through frozen embeddings
+    return model
+
+
+def _training_arguments(config: RunConfig, run: RunDir, device: str, compute_dtype):
+    import torch
+    from trl import SFTConfig
+
+    train = config.train
+    # load_best_model_at_end needs checkpoints on evaluation steps.
+    save_steps = train.eval_every * max(1, math.ceil(train.save_every / train.eval_every))
+    early_stopping = train.early_stopping_patience is not None
+    return SFTConfig(
+        output_dir=str(run.checkpoints),
+        seed=config.seed,
+        num_train_epochs=train.epochs,
+        max_steps=train.max_steps or -1,
+        learning_rate=train.learning_rate,
+        per_device_train_batch_size=train.batch_size,
+        per_device_eval_batch_size=train.batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation,
+        warmup_steps=train.warmup_ratio,  # a float below 1 is a share of the total steps
+        weight_decay=train.weight_decay,
+        lr_scheduler_type=train.lr_scheduler,
+        max_grad_norm=train.max_grad_norm,
+        gradient_checkpointing=train.gradient_checkpointing,
+        bf16=compute_dtype == torch.bfloat16,
+        fp16=compute_dtype == torch.float16,
+        use_cpu=device == "cpu",
+        eval_strategy="steps",
+        eval_steps=train.eval_every,
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=train.save_total_limit,
+        load_best_model_at_end=early_stopping,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        logging_steps=train.logging_steps,
+        include_num_input_tokens_seen="non_padding",
+        report_to="none",
+        disable_tqdm=True,
+        max_length=config.data.max_length,
+        dataset_kwargs={"skip_prepare_dataset": True},  # data is tokenized and masked by tuneloop.data.encode
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+    )
+
+
+def _callbacks(config: RunConfig, run: RunDir) -> list:
+    from transformers import EarlyStoppingCallback
+
+    callbacks = [ProgressCallback(), JsonlLogCallback(run.train_log)]
+    if config.train.early_stopping_patience is not None:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.train.early_stopping_patience))
+    return callbacks
+
+
+def _replace_default_printing(trainer) -> None:
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback as HFProgress
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(HFProgress)
+
+
+def _save(config: RunConfig, run: RunDir, trainer, tokenizer) -> None:
+    target = run.adapter if config.train.method == "lora" else run.model
+    trainer.model.save_pretrained(str(target))
+    tokenizer.save_pretrained(str(target))  # carries the chat template used in training

@@ -1,0 +1,122 @@
+"""The stages of a run over its directory — data, train, evaluate — and `run_all`, which chains them.
+
+Each stage reads what the earlier ones wrote, so each can also run alone. A run directory keeps
+the config it was started with; resuming checks that the config and the data files are unchanged.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import yaml
+
+from tuneloop.config import RunConfig, config_to_yaml, validate_config
+from tuneloop.errors import TuneloopError
+from tuneloop.workspace import RunDir, build_manifest, read_json, sha256_file, write_json, write_text
+
+# Changing these between an interrupted run and its resume would silently train something else.
+_RESUME_SENSITIVE = ("seed", "model", "data", "train")
+
+
+def open_for_run(config: RunConfig, resume: bool = False, overwrite: bool = False) -> RunDir:
+    """Create (or, with resume, reopen) the run directory and record config.yaml and manifest.json."""
+    run = RunDir(Path(config.output_dir))
+    if run.config.exists():
+        if overwrite:
+            shutil.rmtree(run.root)
+        elif resume:
+            _check_resumable(config, run)
+            return run
+        else:
+            raise TuneloopError(
+                f"output_dir: {run.root} already holds a run. Pass --resume to continue it, --overwrite to replace it, "
+                "or choose another directory with --set output_dir=runs/NAME."
+            )
+    elif run.root.exists() and any(run.root.iterdir()) and not overwrite:
+        raise TuneloopError(
+            f"output_dir: {run.root} exists and is not empty (and is not a tuneloop run). "
+            "Choose another directory with --set output_dir=runs/NAME."
+        )
+    run.root.mkdir(parents=True, exist_ok=True)
+    write_text(run.config, config_to_yaml(config))
+    data = config.data
+    files = {"train": data.train_file, "validation": data.validation_file, "test": data.test_file}
+    _require_files(files)
+    write_json(run.manifest, build_manifest(config.model_dump(mode="json"), files, config.seed))
+    return run
+
+
+def load_run_config(run: RunDir) -> RunConfig:
+    return validate_config(yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}, str(run.config))
+
+
+def data_stage(config: RunConfig, run: RunDir, console_print=print) -> dict:
+    from tuneloop.data.prepare import prepare_data
+
+    return prepare_data(config.data, run, config.seed, console_print)
+
+
+def train_stage(config: RunConfig, run: RunDir, resume: bool = False, console_print=print) -> dict:
+    from tuneloop.recipes.sft import train_sft
+
+    if resume and (run.root / "train_summary.json").is_file() and run.trained_weights() is not None:
+        console_print("train: already finished in this run directory; skipping")
+        return read_json(run.root / "train_summary.json")
+    if not run.split("train").is_file():
+        data_stage(config, run, console_print)
+    return train_sft(config, run, resume=resume, console_print=console_print)
+
+
+def evaluate_stage(config: RunConfig, run: RunDir, data_file: str | None = None, console_print=print) -> dict:
+    from tuneloop.evaluate.stage import evaluate_run
+
+    return evaluate_run(config, run, data_file, console_print)
+
+
+def run_all(config: RunConfig, resume: bool = False, overwrite: bool = False, console_print=print) -> dict:
+    run = open_for_run(config, resume=resume, overwrite=overwrite)
+    if not (resume and run.split("train").is_file()):
+        data_stage(config, run, console_print)
+    train_stage(config, run, resume=resume, console_print=console_print)
+    return evaluate_stage(config, run, console_print=console_print)
+
+
+def _require_files(files: dict[str, str | None]) -> None:
+    for role, path in files.items():
+        if path and not Path(path).is_file():
+            raise TuneloopError(
+                f"data.{role}_file: {path}: no such file (relative paths start at the current directory, "
+                f"{Path.cwd()})."
+            )
+
+
+def _check_resumable(config: RunConfig, run: RunDir) -> None:
+    saved = _flatten(load_run_config(run).model_dump(mode="json"))
+    current = _flatten(config.model_dump(mode="json"))
+    changed = sorted(
+        key for key in saved.keys() | current.keys()
+        if key.split(".")[0] in _RESUME_SENSITIVE and saved.get(key) != current.get(key)
+    )
+    if changed:
+        raise TuneloopError(
+            f"--resume: the config differs from the one {run.root} was started with at {', '.join(changed)}. "
+            "Resume with the same config, or start over with --overwrite."
+        )
+    recorded = read_json(run.manifest).get("data_files", {})
+    for role, info in recorded.items():
+        if Path(info["path"]).is_file() and sha256_file(Path(info["path"])) != info["sha256"]:
+            raise TuneloopError(
+                f"--resume: data.{role}_file {info['path']} changed since the run started (sha256 differs). "
+                "Restore it, or start over with --overwrite."
+            )
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
