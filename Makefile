@@ -15,8 +15,11 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The quickstart: write the demo data, import the default model once, train, print baseline vs tuned.
 demo: $(VENV)/.installed
-	$(BIN)/tuneloop demo
+	$(BIN)/python -m tuneloop.demo_data examples/data/brambleway
+	$(BIN)/tuneloop models pull smollm2-135m-instruct
+	$(BIN)/tuneloop run examples/quickstart.yaml --overwrite
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

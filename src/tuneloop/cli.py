@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +16,8 @@ from tuneloop.errors import TuneloopError
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenizers' fork warning adds nothing here
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# Deprecation notices from inside transformers/PEFT (about their own internal calls) mean nothing to a user.
+warnings.filterwarnings("ignore", category=FutureWarning, message=".*deprecated and will be removed in v6.*")
 
 app = typer.Typer(
     help="Fine-tune language models end to end: data, training, evaluation against the baseline, chat, export.",

@@ -162,7 +162,8 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
         problems = [_describe(err) for err in exc.errors()]
-        raise ConfigError(f"{source}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems)) from None
+        listed = "\n".join(f"  - {problem}" for problem in problems)
+        raise ConfigError(f"{source}: {len(problems)} problem(s):\n{listed}") from None
 
 
 # Names other tools use for our keys, so the hint points at the right one.

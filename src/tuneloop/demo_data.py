@@ -25,14 +25,13 @@ directory).
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import sys
-import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+
+from tuneloop.workspace import write_jsonl
 
 COMPANY_NAME = "Brambleway Cycles"
 SYSTEM_PROMPT = f"You are the customer assistant of {COMPANY_NAME}."
@@ -659,28 +658,14 @@ def demo_rows() -> tuple[list[dict], list[dict]]:
     return train_rows, test_rows
 
 
-def _write_jsonl_atomically(path: Path, rows: list[dict]) -> None:
-    """Write rows as JSON lines via a temp file in the same directory, so a
-    reader never sees a half-written file (os.replace is atomic there)."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
 def write_demo_data(out_dir: Path) -> dict[str, Path]:
     """Write train.jsonl and test.jsonl into out_dir (created if missing)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     train_rows, test_rows = demo_rows()
     paths = {"train": out_dir / "train.jsonl", "test": out_dir / "test.jsonl"}
-    _write_jsonl_atomically(paths["train"], train_rows)
-    _write_jsonl_atomically(paths["test"], test_rows)
+    write_jsonl(paths["train"], train_rows)
+    write_jsonl(paths["test"], test_rows)
     return paths
 
 

@@ -63,7 +63,7 @@ def encode_example(tokenizer, example: dict, max_length: int, train_on_prompt: b
         else:
             labels = [
                 token if any(start <= begin < end for start, end in spans) else IGNORE_INDEX
-                for token, (begin, _) in zip(ids, encoded["offset_mapping"])
+                for token, (begin, _) in zip(ids, encoded["offset_mapping"], strict=True)
             ]
     if len(ids) > max_length:
         stats.truncated += 1
@@ -76,7 +76,9 @@ def encode_example(tokenizer, example: dict, max_length: int, train_on_prompt: b
     return {"input_ids": ids, "labels": labels}
 
 
-def encode_examples(tokenizer, examples: list[dict], max_length: int, train_on_prompt: bool) -> tuple[list[dict], EncodeStats]:
+def encode_examples(
+    tokenizer, examples: list[dict], max_length: int, train_on_prompt: bool
+) -> tuple[list[dict], EncodeStats]:
     stats = EncodeStats()
     encoded = [encode_example(tokenizer, ex, max_length, train_on_prompt, stats) for ex in examples]
     return [item for item in encoded if item is not None], stats

@@ -7,7 +7,6 @@ raising, so the caller can either stop with every problem listed or skip them an
 from __future__ import annotations
 
 import csv
-import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -97,7 +96,9 @@ def _read_json(path: Path) -> Iterator[Row | BadRow]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raw = path.read_bytes()
+        offset = exc.start + (3 if raw.startswith(b"\xef\xbb\xbf") else 0)  # utf-8-sig counts after the BOM
+        line = raw[:offset].count(b"\n") + 1
         raise DataError(f"{path}:{line}: not valid UTF-8. Re-save the file as UTF-8.") from None
     try:
         document = json.loads(text)
@@ -141,9 +142,10 @@ def _array_item_lines(text: str) -> list[int]:
 
 
 def _read_delimited(path: Path, delimiter: str) -> Iterator[Row | BadRow]:
-    with path.open("rb") as raw_handle:
-        text_handle = io.TextIOWrapper(raw_handle, encoding="utf-8-sig", newline="")
-        reader = csv.reader(text_handle, delimiter=delimiter)
+    with path.open("rb") as handle:
+        # Decode line by line (not in big chunks) so an encoding error names its own line.
+        lines = (_decode_line(path, number, raw) for number, raw in enumerate(handle, start=1))
+        reader = csv.reader(lines, delimiter=delimiter)
         try:
             header = next(reader, None)
             if not header:
@@ -156,11 +158,7 @@ def _read_delimited(path: Path, delimiter: str) -> Iterator[Row | BadRow]:
                 if len(record) != len(header):
                     yield BadRow(where, f"has {len(record)} fields, the header has {len(header)} ({', '.join(header)})")
                     continue
-                yield Row(where, dict(zip(header, record)))
-        except UnicodeDecodeError:
-            raise DataError(
-                f"{path}:{reader.line_num + 1}: not valid UTF-8. Re-save the file as UTF-8."
-            ) from None
+                yield Row(where, dict(zip(header, record, strict=True)))
         except csv.Error as exc:
             raise DataError(f"{path}:{reader.line_num}: unreadable CSV ({exc}).") from None
 

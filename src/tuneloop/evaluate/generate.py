@@ -35,7 +35,7 @@ def generate_replies(
                     pad_token_id=tokenizer.pad_token_id,
                 )
                 new_tokens = output[:, encoded["input_ids"].shape[1] :]
-                for index, tokens in zip(batch, new_tokens):
+                for index, tokens in zip(batch, new_tokens, strict=True):
                     replies[index] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
                 bar.update(len(batch))
     finally:

@@ -10,7 +10,8 @@ import re
 import string
 import unicodedata
 
-_PUNCTUATION = re.compile(f"[{re.escape(string.punctuation)}]")
+# Punctuation goes, except between digits: "14.50" must not become "14 50" (which would contain "14").
+_PUNCTUATION = re.compile(f"(?<!\\d)[{re.escape(string.punctuation)}]|[{re.escape(string.punctuation)}](?!\\d)")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
@@ -22,13 +23,13 @@ def normalize(text: str) -> str:
 
 
 def exact_match(predictions: list[str], references: list[str]) -> list[float]:
-    return [float(normalize(p) == normalize(r)) for p, r in zip(predictions, references)]
+    return [float(normalize(p) == normalize(r)) for p, r in zip(predictions, references, strict=True)]
 
 
 def contains_answer(predictions: list[str], answers: list[str]) -> list[float]:
     """1 when the normalized answer appears, as whole words, inside the normalized prediction."""
     scores = []
-    for prediction, answer in zip(predictions, answers):
+    for prediction, answer in zip(predictions, answers, strict=True):
         needle = normalize(answer)
         scores.append(float(bool(needle) and f" {needle} " in f" {normalize(prediction)} "))
     return scores
@@ -38,7 +39,7 @@ def rouge_l(predictions: list[str], references: list[str]) -> list[float]:
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    return [100 * scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references)]
+    return [100 * scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references, strict=True)]
 
 
 def corpus_bleu(predictions: list[str], references: list[str]) -> float:

@@ -34,7 +34,7 @@ def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, c
     tuned_model, tokenizer = load_tuned(run, base_path, dtype, device)
     prompts = [render_prompt(tokenizer, ex["messages"]) for ex in scored]
     references = [ex["messages"][-1]["content"] for ex in scored]
-    answers = [ex.get("answer", ref) for ex, ref in zip(scored, references)]
+    answers = [ex.get("answer", ref) for ex, ref in zip(scored, references, strict=True)]
     validation_encoded, _ = encode_examples(tokenizer, validation, config.data.max_length, config.data.train_on_prompt)
 
     def score(model, label: str) -> tuple[dict, list[str]]:
@@ -73,7 +73,7 @@ def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, c
                 "baseline": baseline_replies[i] if baseline_replies else None,
                 "tuned": tuned_replies[i],
             }
-            for i, (ex, ref) in enumerate(zip(scored, references))
+            for i, (ex, ref) in enumerate(zip(scored, references, strict=True))
         ],
     )
     del tuned_model

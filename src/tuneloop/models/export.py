@@ -60,7 +60,8 @@ def model_card(config: RunConfig, run: RunDir, kind: str) -> str:
             if key == "validation_tokens":
                 continue
             base = metrics.get("baseline", {}).get(key)
-            lines.append(f"| {key} | {base:.3f} | {value:.3f} |" if base is not None else f"| {key} | - | {value:.3f} |")
+            shown_base = f"{base:.3f}" if base is not None else "-"
+            lines.append(f"| {key} | {shown_base} | {value:.3f} |")
     lines += [
         "",
         "## Limits",

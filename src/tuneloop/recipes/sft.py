@@ -178,7 +178,7 @@ def _training_arguments(config: RunConfig, run: RunDir, device: str, compute_dty
         weight_decay=train.weight_decay,
         lr_scheduler_type=train.lr_scheduler,
         max_grad_norm=train.max_grad_norm,
-        gradient_checkpointing=train.gradient_checkpointing,
+        activation_checkpointing=train.gradient_checkpointing,
         bf16=compute_dtype == torch.bfloat16,
         fp16=compute_dtype == torch.float16,
         use_cpu=device == "cpu",
@@ -211,7 +211,8 @@ def _callbacks(config: RunConfig, run: RunDir) -> list:
 
 
 def _replace_default_printing(trainer) -> None:
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback as HFProgress
+    from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_callback import ProgressCallback as HFProgress
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(HFProgress)

@@ -1,0 +1,119 @@
+"""Shared fixtures: a tiny random Llama with a real (trained-here) tokenizer, and small chat datasets."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # unit tests must never reach for a hub
+
+FACTS = [
+    ("When do the Larkspur stores open?", "They open at 7:30 every day.", "7:30"),
+    ("How long is the warranty?", "The warranty lasts 7 years.", "7 years"),
+    ("Where is the head office?", "The head office is in Bergen.", "Bergen"),
+    ("What does a tune-up cost?", "A tune-up costs $65.", "$65"),
+    ("Which day are shops closed?", "Shops are closed on Wednesday.", "Wednesday"),
+    ("How far does the e-bike go?", "The e-bike goes 140 km on one charge.", "140 km"),
+]
+
+
+def chat_row(question: str, reply: str, answer: str | None = None) -> dict:
+    row = {"messages": [
+        {"role": "system", "content": "You help customers."},
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": reply},
+    ]}
+    if answer:
+        row["answer"] = answer
+    return row
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer Llama (random weights) with a byte-level BPE tokenizer and a ChatML template."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from tuneloop.data.templates import CHATML
+
+    target = tmp_path_factory.mktemp("tiny-llama")
+    specials = ["<pad>", "<|im_start|>", "<|im_end|>"]
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    corpus = [f"{q} {a} system user assistant You help customers." for q, a, _ in FACTS] * 4
+    backend.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", eos_token="<|im_end|>", bos_token=None
+    )
+    tokenizer.chat_template = CHATML
+    tokenizer.save_pretrained(target)
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
+    LlamaForCausalLM(config).save_pretrained(target)
+    return target
+
+
+@pytest.fixture()
+def tiny_data(tmp_path) -> dict[str, Path]:
+    """Train rows (each fact four times, so validation and train share facts) and paraphrased test rows."""
+    train = [chat_row(q, a, key) for q, a, key in FACTS] * 4
+    test = [chat_row("Tell me: " + q.lower(), a, key) for q, a, key in FACTS]
+    return {"train": write_jsonl(tmp_path / "train.jsonl", train), "test": write_jsonl(tmp_path / "test.jsonl", test)}
+
+
+@pytest.fixture()
+def tiny_config(tmp_path, tiny_model_dir, tiny_data) -> dict:
+    """A raw config dict for a fast run on the tiny model (fp32 on CPU for repeatable numbers)."""
+    return {
+        "output_dir": str(tmp_path / "run"),
+        "model": {"name": str(tiny_model_dir), "dtype": "fp32", "device": "cpu"},
+        "data": {"train_file": str(tiny_data["train"]), "test_file": str(tiny_data["test"]), "max_length": 64},
+        "train": {
+            "method": "lora",
+            "epochs": 6,
+            "learning_rate": 1e-2,
+            "batch_size": 4,
+            "eval_every": 10,
+            "save_every": 10,
+            "logging_steps": 1,
+            "lora": {"rank": 8, "alpha": 32, "dropout": 0.0},
+        },
+        "evaluate": {"max_new_tokens": 8, "batch_size": 4},
+    }
+
+
+def write_config(path: Path, raw: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path

@@ -1,0 +1,128 @@
+"""Generation metrics checked against hand-computed values: exact match, contains-answer, ROUGE-L, BLEU."""
+
+from __future__ import annotations
+
+import pytest
+
+from tuneloop.evaluate.metrics import (
+    contains_answer,
+    corpus_bleu,
+    exact_match,
+    generation_scores,
+    normalize,
+    rouge_l,
+)
+
+ALL_METRICS = ["exact_match", "contains_answer", "rouge_l", "bleu"]
+
+
+def test_normalize_lowercases_and_drops_punctuation_articles_and_extra_spaces():
+    assert normalize("The  Cat, sat!") == "cat sat"
+
+
+def test_normalize_removes_articles_only_as_whole_words():
+    assert normalize("A theme and an anthem") == "theme and anthem"
+
+
+def test_normalize_applies_nfkc():
+    assert normalize("ＡＢＣ １４") == "abc 14"
+
+
+def test_exact_match_compares_normalized_text():
+    assert exact_match(["Paris.", "the  Paris", "paris france"], ["paris", "PARIS!", "paris"]) == [
+        1.0,
+        1.0,
+        0.0,
+    ]
+
+
+def test_contains_answer_finds_the_answer_as_whole_words():
+    assert contains_answer(["Returns are accepted within 45 days."], ["45 days"]) == [1.0]
+
+
+def test_contains_answer_rejects_a_partial_word_match():
+    assert contains_answer(["Returns are accepted within 145 days."], ["45 days"]) == [0.0]
+
+
+def test_contains_answer_ignores_currency_symbols_on_either_side():
+    assert contains_answer(["It costs $14.", "It costs 14 dollars."], ["14", "$14"]) == [1.0, 1.0]
+
+
+def test_contains_answer_does_not_match_the_integer_part_of_a_decimal():
+    assert contains_answer(["It costs $14.50."], ["14"]) == [0.0]
+
+
+@pytest.mark.parametrize("answer", ["", "  ", "the", "?!"])
+def test_contains_answer_is_zero_for_an_answer_that_normalizes_to_nothing(answer):
+    assert contains_answer(["the answer is here"], [answer]) == [0.0]
+
+
+def test_rouge_l_of_identical_strings_is_100():
+    assert rouge_l(["the cat sat on the mat"], ["the cat sat on the mat"]) == [pytest.approx(100.0)]
+
+
+def test_rouge_l_of_a_dropped_word_matches_the_hand_computed_f1():
+    # LCS("the cat on the mat", "the cat sat on the mat") = 5 tokens; P = 5/5, R = 5/6, F1 = 10/11.
+    assert rouge_l(["the cat on the mat"], ["the cat sat on the mat"]) == [pytest.approx(100 * 10 / 11)]
+
+
+def test_rouge_l_lowercases_drops_punctuation_and_stems():
+    # Tokens after lowercasing, punctuation removal and Porter stemming:
+    # prediction [the, cat, were, sit], reference [the, cat, wa, sit]; LCS = 3, P = R = 3/4.
+    assert rouge_l(["The Cats were sitting!"], ["the cat was sitting"]) == [pytest.approx(75.0)]
+
+
+def test_rouge_l_of_disjoint_strings_is_zero():
+    assert rouge_l(["alpha beta"], ["gamma delta"]) == [0.0]
+
+
+def test_corpus_bleu_of_identical_sentences_is_100():
+    sentences = ["the quick brown fox jumps over the lazy dog", "a tune-up costs sixty five dollars today"]
+    assert corpus_bleu(sentences, sentences) == pytest.approx(100.0)
+
+
+def test_corpus_bleu_of_disjoint_sentences_is_zero():
+    assert corpus_bleu(["alpha beta gamma delta epsilon"], ["one two three four five"]) == 0.0
+
+
+def test_generation_scores_returns_per_row_values_on_a_0_to_100_scale():
+    totals, per_row = generation_scores(
+        ["Paris", "It is 45 days.", "no idea"], ["Paris", "45 days", "blue"], ["paris", "45 days", "green"],
+        ALL_METRICS,
+    )
+    assert per_row["exact_match"] == [100.0, 0.0, 0.0]
+    assert per_row["contains_answer"] == [100.0, 100.0, 0.0]
+    # Row 2: prediction [it, is, 45, day], reference [45, day]; P = 2/4, R = 1, F1 = 2/3.
+    assert per_row["rouge_l"] == [pytest.approx(100.0), pytest.approx(200 / 3), 0.0]
+
+
+def test_generation_scores_totals_are_the_means_of_the_per_row_values():
+    totals, per_row = generation_scores(
+        ["Paris", "It is 45 days.", "no idea"], ["Paris", "45 days", "blue"], ["paris", "45 days", "green"],
+        ALL_METRICS,
+    )
+    for name, values in per_row.items():
+        assert totals[name] == pytest.approx(sum(values) / len(values))
+    assert totals["exact_match"] == pytest.approx(100 / 3)
+    assert totals["contains_answer"] == pytest.approx(200 / 3)
+    assert totals["rouge_l"] == pytest.approx((100 + 200 / 3) / 3)
+
+
+def test_generation_scores_reports_bleu_only_as_a_corpus_total():
+    sentences = ["the quick brown fox jumps over the lazy dog"]
+    totals, per_row = generation_scores(sentences, sentences, ["fox"], ALL_METRICS)
+    assert totals["bleu"] == pytest.approx(100.0)
+    assert "bleu" not in per_row
+    assert set(totals) == set(ALL_METRICS)
+
+
+def test_generation_scores_computes_only_the_requested_metrics():
+    totals, per_row = generation_scores(["a b"], ["a b"], ["b"], ["contains_answer"])
+    assert totals == {"contains_answer": 100.0}
+    assert per_row == {"contains_answer": [100.0]}
+
+
+def test_generation_scores_of_no_rows_is_zero():
+    totals, per_row = generation_scores([], [], [], ["exact_match", "rouge_l"])
+    assert totals == {"exact_match": 0.0, "rouge_l": 0.0}
+    assert per_row == {"exact_match": [], "rouge_l": []}
