@@ -11,6 +11,9 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # unit tests must never reach for a hub
 
+# CPU and fp32 by default for repeatable numbers; TUNELOOP_TEST_DEVICE=cuda runs the same tests on a GPU (bf16).
+TEST_DEVICE = os.environ.get("TUNELOOP_TEST_DEVICE", "cpu")
+
 FACTS = [
     ("When do the Larkspur stores open?", "They open at 7:30 every day.", "7:30"),
     ("How long is the warranty?", "The warranty lasts 7 years.", "7 years"),
@@ -93,10 +96,11 @@ def tiny_data(tmp_path) -> dict[str, Path]:
 
 @pytest.fixture()
 def tiny_config(tmp_path, tiny_model_dir, tiny_data) -> dict:
-    """A raw config dict for a fast run on the tiny model (fp32 on CPU for repeatable numbers)."""
+    """A raw config dict for a fast run on the tiny model."""
     return {
         "output_dir": str(tmp_path / "run"),
-        "model": {"name": str(tiny_model_dir), "dtype": "fp32", "device": "cpu"},
+        "model": {"name": str(tiny_model_dir), "dtype": "fp32" if TEST_DEVICE == "cpu" else "auto",
+                  "device": TEST_DEVICE},
         "data": {"train_file": str(tiny_data["train"]), "test_file": str(tiny_data["test"]), "max_length": 64},
         "train": {
             "method": "lora",
