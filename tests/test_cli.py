@@ -41,7 +41,10 @@ def test_wrong_key_exits_2_with_one_clear_message(tmp_path):
     [
         ('{"prompt": "a", "completion": "b"}\n{"prompt": "a", "completion": \n', "train.jsonl:2: not valid JSON"),
         ('{"prompt": "a", "completion": "b"}\n{"prompt": "a"}\n', "train.jsonl:2: missing field(s) ['completion']"),
-        ('{"prompt": "a", "completion": "b"}\n{"prompt": "", "completion": "b"}\n', "train.jsonl:2: field 'prompt' is empty"),
+        (
+            '{"prompt": "a", "completion": "b"}\n{"prompt": "", "completion": "b"}\n',
+            "train.jsonl:2: field 'prompt' is empty",
+        ),
     ],
 )
 def test_malformed_row_is_reported_as_file_line_reason(tmp_path, content, expected):

@@ -9,9 +9,9 @@ import time
 
 import pytest
 import torch
+from conftest import FACTS, chat_row, write_config, write_jsonl
 from typer.testing import CliRunner
 
-from conftest import FACTS, chat_row, write_config, write_jsonl
 from tuneloop.cli import app
 from tuneloop.models.registry import is_pulled, pull, verify
 from tuneloop.workspace import RunDir, read_json

@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from conftest import write_config
+from conftest import FACTS, write_config, write_jsonl
 from typer.testing import CliRunner
 
 from tuneloop.cli import app
@@ -180,3 +180,14 @@ def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, tiny_config,
     assert f"resuming from checkpoint-{stopped_at}" in output
     first_logged = [json.loads(line) for line in run.train_log.read_text().splitlines()]
     assert min(r["step"] for r in first_logged) <= 5  # the log of the first session was kept
+
+
+def test_plain_text_data_trains_and_reports_loss_without_generation(tmp_path, tiny_config):
+    rows = [{"text": f"{q} {a}"} for q, a, _ in FACTS] * 3
+    tiny_config["data"] = {"train_file": str(write_jsonl(tmp_path / "text.jsonl", rows)), "max_length": 64}
+    tiny_config["train"]["max_steps"] = 2
+    result = invoke("run", str(write_config(tmp_path / "text.yaml", tiny_config)))
+    assert result.exit_code == 0, result.output
+    metrics = read_json(RunDir(tmp_path / "run").metrics)
+    assert metrics["heldout"]["rows"] == 0
+    assert set(metrics["tuned"]) == {"validation_loss", "perplexity", "validation_tokens"}

@@ -82,7 +82,7 @@ def run(
     from tuneloop.stages import run_all
 
     loaded = load_config(config, set_)
-    results = run_all(loaded, resume=resume, overwrite=overwrite, console_print=say)
+    _, results = run_all(loaded, resume=resume, overwrite=overwrite, console_print=say)
     print_metrics(results)
     say(f"run directory: {loaded.output_dir} (chat: `tuneloop chat {loaded.output_dir}`)")
 
@@ -96,13 +96,10 @@ def train(
 ) -> None:
     """Prepare the data and train (no evaluation)."""
     from tuneloop.config import load_config
-    from tuneloop.stages import data_stage, open_for_run, train_stage
+    from tuneloop.stages import run_all
 
     loaded = load_config(config, set_)
-    run_dir = open_for_run(loaded, resume=resume, overwrite=overwrite)
-    if not (resume and run_dir.split("train").is_file()):
-        data_stage(loaded, run_dir, say)
-    summary = train_stage(loaded, run_dir, resume=resume, console_print=say)
+    run_dir, summary = run_all(loaded, resume=resume, overwrite=overwrite, evaluate=False, console_print=say)
     say(f"trained {summary['steps']} steps in {summary['seconds']}s; weights in {run_dir.trained_weights()}")
 
 
@@ -213,8 +210,11 @@ def print_metrics(results: dict) -> None:
     from rich.table import Table
 
     heldout = results["heldout"]
-    table = Table(title=f"held-out: {heldout['rows']} rows ({heldout['split']}); validation loss on "
-                        f"{results['validation']['rows']} rows")
+    table = Table(
+        title="baseline vs tuned",
+        caption=f"held-out: {heldout['rows']} rows ({heldout['split']}); "
+        f"validation: {results['validation']['rows']} rows",
+    )
     for column in ("metric", "baseline", "tuned", "change"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     baseline = results.get("baseline", {})

@@ -63,8 +63,6 @@ def train_stage(config: RunConfig, run: RunDir, resume: bool = False, console_pr
     if resume and (run.root / "train_summary.json").is_file() and run.trained_weights() is not None:
         console_print("train: already finished in this run directory; skipping")
         return read_json(run.root / "train_summary.json")
-    if not run.split("train").is_file():
-        data_stage(config, run, console_print)
     return train_sft(config, run, resume=resume, console_print=console_print)
 
 
@@ -74,12 +72,17 @@ def evaluate_stage(config: RunConfig, run: RunDir, data_file: str | None = None,
     return evaluate_run(config, run, data_file, console_print)
 
 
-def run_all(config: RunConfig, resume: bool = False, overwrite: bool = False, console_print=print) -> dict:
+def run_all(
+    config: RunConfig, resume: bool = False, overwrite: bool = False, evaluate: bool = True, console_print=print
+) -> tuple[RunDir, dict]:
+    """data -> train (-> evaluate); returns the run directory and the last stage's result."""
     run = open_for_run(config, resume=resume, overwrite=overwrite)
-    if not (resume and run.split("train").is_file()):
+    if not (resume and run.split("train").is_file()):  # a resumed run keeps the splits it trained on
         data_stage(config, run, console_print)
-    train_stage(config, run, resume=resume, console_print=console_print)
-    return evaluate_stage(config, run, console_print=console_print)
+    result = train_stage(config, run, resume=resume, console_print=console_print)
+    if evaluate:
+        result = evaluate_stage(config, run, console_print=console_print)
+    return run, result
 
 
 def _require_files(files: dict[str, str | None]) -> None:

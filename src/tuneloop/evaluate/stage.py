@@ -30,6 +30,8 @@ def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, c
     heldout, heldout_name = _heldout_examples(config, run, data_file)
     validation = read_jsonl(run.split("validation"))
     scored = [ex for ex in heldout if "messages" in ex][: config.evaluate.max_samples]
+    if not scored:
+        console_print("evaluate: the held-out rows are plain text; reporting loss and perplexity only")
 
     tuned_model, tokenizer = load_tuned(run, base_path, dtype, device)
     prompts = [render_prompt(tokenizer, ex["messages"]) for ex in scored]
@@ -39,6 +41,8 @@ def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, c
 
     def score(model, label: str) -> tuple[dict, list[str]]:
         metrics = validation_loss(model, validation_encoded, tokenizer.pad_token_id, config.evaluate.batch_size)
+        if not prompts:  # plain-text data has no replies to generate; loss and perplexity still say a lot
+            return metrics, []
         replies = generate_replies(
             model, tokenizer, prompts, config.evaluate.max_new_tokens, config.evaluate.batch_size, desc=label
         )

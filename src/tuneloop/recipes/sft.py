@@ -71,7 +71,8 @@ def train_sft(config: RunConfig, run: RunDir, resume: bool = False, console_prin
 
     console_print(
         f"train: {config.train.method} on {config.model.name}, {device} {str(compute_dtype).removeprefix('torch.')}, "
-        f"{len(train_dataset)} examples, {trainer.args.num_train_epochs:g} epoch(s)"
+        f"{len(train_dataset)} examples, "
+        + (f"{config.train.max_steps} steps" if config.train.max_steps else f"{config.train.epochs:g} epoch(s)")
         + (f", resuming from {checkpoint.name}" if checkpoint else "")
     )
     started = time.perf_counter()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -70,6 +71,8 @@ class GracefulInterrupt(TrainerCallback):
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> GracefulInterrupt:
+        if threading.current_thread() is not threading.main_thread():
+            return self  # only the main thread may install signal handlers; elsewhere the caller stops us
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
