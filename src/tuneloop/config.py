@@ -37,7 +37,7 @@ class DataConfig(_Section):
     train_file: str = Field(..., description="Training examples: jsonl, json, csv, tsv or parquet.")
     validation_file: str | None = Field(None, description="Held-out rows for validation loss and early stopping.")
     test_file: str | None = Field(None, description="Held-out rows scored by generation (never trained on).")
-    format: Literal["auto", "chat", "alpaca", "prompt_completion", "text"] = "auto"
+    format: Literal["auto", "chat", "alpaca", "prompt_completion", "preference", "classification", "text"] = "auto"
     validation_size: float = Field(0.1, gt=0.0, lt=1.0, description="Share of train split off when no validation_file.")
     max_length: int = Field(512, ge=8, description="Longer examples are truncated (and counted).")
     chat_template: str = Field(

@@ -58,8 +58,16 @@ def data_stage(config: RunConfig, run: RunDir, console_print=print) -> dict:
 
 
 def train_stage(config: RunConfig, run: RunDir, resume: bool = False, console_print=print) -> dict:
+    from tuneloop.data.formats import GENERATIVE_FORMATS
     from tuneloop.recipes.sft import train_sft
 
+    data_format = read_json(run.data / "data_report.json")["format"]
+    if data_format not in GENERATIVE_FORMATS:
+        raise TuneloopError(
+            f"data: the training data is in the {data_format} format, which the SFT recipe cannot train on "
+            f"(it trains on {', '.join(GENERATIVE_FORMATS)}). Recipes for {data_format} data are on the roadmap; "
+            "`tuneloop data audit` already checks such files."
+        )
     if resume and (run.root / "train_summary.json").is_file() and run.trained_weights() is not None:
         console_print("train: already finished in this run directory; skipping")
         return read_json(run.root / "train_summary.json")

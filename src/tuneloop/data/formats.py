@@ -1,11 +1,16 @@
-"""Turn rows of any supported format into one canonical example: chat `messages` (or raw `text`).
+"""Turn rows of any supported format into one canonical example.
 
-Formats:
+Formats (detected in this order from the first row's columns, or named with data.format):
     chat               {"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}
     alpaca             {"instruction": str, "input": str (optional), "output": str}
     prompt_completion  {"prompt": str, "completion": str}
+    preference         {"prompt": str (optional), "chosen": str, "rejected": str}
+    classification     {"text"|"sentence"|"content": str, "label"|"category"|"intent"|"class"|"sentiment": ...}
     text               {"text": str}  (plain text; the loss covers every token)
-An optional "answer" field (a short string a correct reply must contain) is kept for evaluation.
+Canonical examples: {"messages": [...]} for the first three, {"prompt", "chosen", "rejected"} for
+preference, {"text", "label"} for classification (label a string, or a list of strings for
+multi-label rows) and {"text"} for text. An optional "answer" field (a short string a correct reply
+must contain) is kept for evaluation.
 """
 
 from __future__ import annotations
@@ -13,12 +18,18 @@ from __future__ import annotations
 from tuneloop.data.load import BadRow, Row
 from tuneloop.errors import DataError
 
-FORMAT_KEYS = {
-    "chat": ("messages",),
-    "alpaca": ("instruction", "output"),
-    "prompt_completion": ("prompt", "completion"),
-    "text": ("text",),
+TEXT_NAMES = ("text", "sentence", "content")
+LABEL_NAMES = ("label", "labels", "category", "intent", "class", "sentiment")
+# Each format's required fields; a field may go by any of several column names.
+FORMAT_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "chat": (("messages",),),
+    "alpaca": (("instruction",), ("output",)),
+    "prompt_completion": (("prompt",), ("completion",)),
+    "preference": (("chosen",), ("rejected",)),
+    "classification": (TEXT_NAMES, LABEL_NAMES),
+    "text": (("text",),),
 }
+GENERATIVE_FORMATS = ("chat", "alpaca", "prompt_completion", "text")
 ROLES = ("system", "user", "assistant")
 KEPT_FIELDS = ("answer",)
 
@@ -26,22 +37,38 @@ KEPT_FIELDS = ("answer",)
 def detect_format(rows: list[Row], source: str) -> str:
     """The format whose required keys the first readable row has; a clear error if none fits."""
     for row in rows[:1]:
-        for name, keys in FORMAT_KEYS.items():
-            if all(key in row.fields for key in keys):
+        for name in FORMAT_FIELDS:
+            if column_names(row.fields, name) is not None:
                 return name
+        expected = "; ".join(
+            f"{name} ({', '.join('|'.join(alternatives) for alternatives in fields)})"
+            for name, fields in FORMAT_FIELDS.items()
+        )
         raise DataError(
             f"{row.where}: cannot tell the data format from the columns {sorted(row.fields)}. Expected one of: "
-            + "; ".join(f"{name} ({', '.join(keys)})" for name, keys in FORMAT_KEYS.items())
-            + ". Rename the columns or set data.format."
+            f"{expected}. Rename the columns or set data.format."
         )
     raise DataError(f"{source}: no rows to read.")
+
+
+def column_names(fields: dict, fmt: str) -> list[str] | None:
+    """The columns that hold each required field of a format in this row, or None if one is missing."""
+    found = []
+    for alternatives in FORMAT_FIELDS[fmt]:
+        name = next((n for n in alternatives if n in fields), None)
+        if name is None:
+            return None
+        found.append(name)
+    return found
 
 
 def to_example(row: Row, fmt: str) -> dict | BadRow:
     """The canonical example for one row, or a BadRow saying what is wrong with it."""
     fields = row.fields
-    missing = [key for key in FORMAT_KEYS[fmt] if key not in fields]
-    if missing:
+    columns = column_names(fields, fmt)
+    if columns is None:
+        missing = [alts[0] if len(alts) == 1 else "|".join(alts)
+                   for alts in FORMAT_FIELDS[fmt] if not any(n in fields for n in alts)]
         return BadRow(row.where, f"missing field(s) {missing} required by the {fmt} format")
     try:
         if fmt == "chat":
@@ -61,6 +88,12 @@ def to_example(row: Row, fmt: str) -> dict | BadRow:
                 {"role": "user", "content": _text(fields, "prompt")},
                 {"role": "assistant", "content": _text(fields, "completion")},
             ]}
+        elif fmt == "preference":
+            example = {"chosen": _text(fields, "chosen"), "rejected": _text(fields, "rejected")}
+            prompt = fields.get("prompt")
+            example["prompt"] = prompt if isinstance(prompt, str) and prompt.strip() else None
+        elif fmt == "classification":
+            example = {"text": _text(fields, columns[0]), "label": _label(fields, columns[1])}
         else:
             example = {"text": _text(fields, "text")}
     except ValueError as exc:
@@ -78,6 +111,17 @@ def _text(fields: dict, key: str) -> str:
     if not value.strip():
         raise ValueError(f"field '{key}' is empty")
     return value
+
+
+def _label(fields: dict, key: str) -> str | list[str]:
+    value = fields[key]
+    if isinstance(value, list):
+        if not value:
+            raise ValueError(f"field '{key}' is an empty list of labels")
+        return [str(item) for item in value]
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ValueError(f"field '{key}' (the label) is empty")
+    return str(value).strip()
 
 
 def _checked_messages(messages: object) -> list[dict]:
