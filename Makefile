@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean system-deps
 
 # torch first, pinned: on CPU machines an unpinned torch would pull gigabytes of CUDA packages.
 # A user with CUDA can pre-install their own torch in .venv; the range in pyproject accepts it.
@@ -21,8 +21,19 @@ demo: $(VENV)/.installed
 	$(BIN)/tuneloop models pull smollm2-135m-instruct
 	$(BIN)/tuneloop run examples/quickstart.yaml --overwrite
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed system-deps
 	$(BIN)/python -m pytest -q
+
+# WordNet (for synonym augmentation) comes from Debian's wordnet-base; installed when we may.
+system-deps:
+	@if [ ! -d /usr/share/wordnet ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -q wordnet-base >/dev/null 2>&1 || \
+	    (apt-get update -q >/dev/null && apt-get install -y -q wordnet-base >/dev/null); \
+	  else \
+	    echo "note: WordNet is missing; synonym augmentation and its tests need: sudo apt-get install wordnet-base"; \
+	  fi; \
+	fi
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from tuneloop.data.commands import data_app
 from tuneloop.errors import TuneloopError
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenizers' fork warning adds nothing here
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="The default models: list, pull (install and import once), verify.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+app.add_typer(data_app, name="data")
 
 SetOption = Annotated[
     list[str] | None,

@@ -31,6 +31,31 @@ class ModelConfig(_Section):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
 
 
+AUDIT_CHECKS = ("duplicates", "leakage", "pii", "lengths", "labels", "language", "bias", "preference")
+
+
+class AuditConfig(_Section):
+    """The data audit that opens every run; a limit set here stops the run when the data exceeds it."""
+
+    enabled: bool = True
+    near_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity (5-grams) for near copies.")
+    expected_language: str = Field("en", description="ISO 639-1 code rows are expected to be in.")
+    checks: list[str] = Field(list(AUDIT_CHECKS))
+    max_leaked_rows: int | None = Field(
+        None, ge=0, description="Stop when more evaluation rows than this copy a training row (0: any leak stops)."
+    )
+    max_duplicate_rows: int | None = Field(None, ge=0, description="Stop when more training rows repeat a row.")
+    max_pii_rows: int | None = Field(None, ge=0, description="Stop when more rows than this hold personal data.")
+
+    @field_validator("checks")
+    @classmethod
+    def _known_checks(cls, names: list[str]) -> list[str]:
+        unknown = [n for n in names if n not in AUDIT_CHECKS]
+        if unknown:
+            raise ValueError(f"unknown check(s) {unknown}; allowed: {list(AUDIT_CHECKS)}")
+        return names
+
+
 class DataConfig(_Section):
     """Where the examples come from and how they become tokens."""
 
@@ -45,6 +70,7 @@ class DataConfig(_Section):
     )
     train_on_prompt: bool = Field(False, description="Also compute the loss on prompt tokens.")
     skip_invalid: bool = Field(False, description="Skip malformed rows (and report how many) instead of stopping.")
+    audit: AuditConfig = AuditConfig()
 
 
 class LoraConfig(_Section):

@@ -7,6 +7,7 @@ raising, so the caller can either stop with every problem listed or skip them an
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,10 +40,11 @@ def read_rows(path: str | Path) -> Iterator[Row | BadRow]:
         raise DataError(f"{path}: no such file. Check the path (relative paths start at the current directory).")
     if path.is_dir():
         raise DataError(f"{path}: is a directory; point at a data file (.jsonl, .json, .csv, .tsv or .parquet).")
-    kind = SUFFIXES.get(path.suffix.lower())
+    kind = file_kind(path)
     if kind is None:
         raise DataError(
-            f"{path}: unknown file type '{path.suffix}'. Use one of: {', '.join(sorted(SUFFIXES))}."
+            f"{path}: unknown file type '{''.join(path.suffixes)}'. Use one of: {', '.join(sorted(SUFFIXES))} "
+            "(text types may be gzipped, e.g. .jsonl.gz)."
         )
     if kind == "parquet":
         yield from _read_parquet(path)
@@ -56,9 +58,27 @@ def read_rows(path: str | Path) -> Iterator[Row | BadRow]:
         yield from _read_delimited(path, "\t" if kind == "tsv" else ",")
 
 
+def file_kind(path: Path) -> str | None:
+    """jsonl / json / csv / tsv / parquet from the suffix; a .gz suffix is looked through."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        kind = SUFFIXES.get(suffixes[-2]) if len(suffixes) > 1 else None
+        return kind if kind != "parquet" else None
+    return SUFFIXES.get(suffixes[-1]) if suffixes else None
+
+
+def _open_binary(path: Path):
+    if path.suffix.lower() == ".gz":
+        return gzip.open(path, "rb")
+    return path.open("rb")
+
+
 def _reject_binary(path: Path) -> None:
-    with path.open("rb") as handle:
-        head = handle.read(8192)
+    try:
+        with _open_binary(path) as handle:
+            head = handle.read(8192)
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"{path}: cannot be read ({exc}).") from None
     if b"\x00" in head:
         raise DataError(f"{path}: looks like a binary file (it contains NUL bytes); expected UTF-8 text.")
 
@@ -75,7 +95,7 @@ def _decode_line(path: Path, number: int, raw: bytes) -> str:
 
 def _read_jsonl(path: Path) -> Iterator[Row | BadRow]:
     # Read bytes line by line so a 2 GB file streams instead of being loaded whole.
-    with path.open("rb") as handle:
+    with _open_binary(path) as handle:
         for number, raw in enumerate(handle, start=1):
             line = _decode_line(path, number, raw).strip()
             if not line:
@@ -93,10 +113,11 @@ def _read_jsonl(path: Path) -> Iterator[Row | BadRow]:
 
 
 def _read_json(path: Path) -> Iterator[Row | BadRow]:
+    with _open_binary(path) as handle:
+        raw = handle.read()
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raw = path.read_bytes()
         offset = exc.start + (3 if raw.startswith(b"\xef\xbb\xbf") else 0)  # utf-8-sig counts after the BOM
         line = raw[:offset].count(b"\n") + 1
         raise DataError(f"{path}:{line}: not valid UTF-8. Re-save the file as UTF-8.") from None
@@ -142,7 +163,7 @@ def _array_item_lines(text: str) -> list[int]:
 
 
 def _read_delimited(path: Path, delimiter: str) -> Iterator[Row | BadRow]:
-    with path.open("rb") as handle:
+    with _open_binary(path) as handle:
         # Decode line by line (not in big chunks) so an encoding error names its own line.
         lines = (_decode_line(path, number, raw) for number, raw in enumerate(handle, start=1))
         reader = csv.reader(lines, delimiter=delimiter)

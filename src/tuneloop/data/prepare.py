@@ -25,23 +25,35 @@ class LoadedFile:
     format: str
     examples: list[dict]
     bad_rows: list[BadRow] = field(default_factory=list)
+    locations: list[str] = field(default_factory=list)  # "file:line" of each example
+    raw_rows: list[dict] = field(default_factory=list)  # the fields as read, for checks on the raw columns
+    stopped_early: bool = False  # max_rows was reached
 
 
-def load_examples(path: str | Path, fmt: str = "auto", skip_invalid: bool = False) -> LoadedFile:
-    """Every example in a file, in canonical form; stops on malformed rows unless skip_invalid."""
+def load_examples(
+    path: str | Path, fmt: str = "auto", skip_invalid: bool = False, max_rows: int | None = None
+) -> LoadedFile:
+    """Every example in a file (or its first max_rows rows), in canonical form; stops on malformed rows
+    unless skip_invalid."""
     rows: list[Row] = []
     bad_rows: list[BadRow] = []
+    stopped_early = False
     for item in read_rows(path):
+        if max_rows is not None and len(rows) + len(bad_rows) >= max_rows:
+            stopped_early = True
+            break
         (rows if isinstance(item, Row) else bad_rows).append(item)
     if fmt == "auto":
         fmt = detect_format(rows, str(path)) if rows else "chat"
-    examples = []
+    examples, locations, raw_rows = [], [], []
     for row in rows:
         converted = to_example(row, fmt)
         if isinstance(converted, BadRow):
             bad_rows.append(converted)
         else:
             examples.append(converted)
+            locations.append(row.where)
+            raw_rows.append(row.fields)
     if bad_rows and not skip_invalid:
         shown = "\n".join(f"  {bad}" for bad in bad_rows[:SHOWN_PROBLEMS])
         more = f"\n  ... and {len(bad_rows) - SHOWN_PROBLEMS} more" if len(bad_rows) > SHOWN_PROBLEMS else ""
@@ -51,7 +63,7 @@ def load_examples(path: str | Path, fmt: str = "auto", skip_invalid: bool = Fals
         )
     if not examples:
         raise DataError(f"{path}: no usable examples ({len(bad_rows)} malformed row(s)).")
-    return LoadedFile(str(path), fmt, examples, bad_rows)
+    return LoadedFile(str(path), fmt, examples, bad_rows, locations, raw_rows, stopped_early)
 
 
 def split_validation(examples: list[dict], share: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -90,6 +102,12 @@ def prepare_data(config: DataConfig, run: RunDir, seed: int, console_print=print
         test = load_examples(config.test_file, config.format, config.skip_invalid)
         report["files"]["test"] = _file_report(test)
         splits["test"] = test.examples
+
+    if config.audit.enabled:
+        from tuneloop.data.audit_gate import audit_run_data
+
+        files = [train] + ([validation] if config.validation_file else []) + ([test] if config.test_file else [])
+        audit_run_data(config.audit, files, run, console_print)
 
     for name, examples in splits.items():
         write_jsonl(run.split(name), examples)

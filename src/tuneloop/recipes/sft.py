@@ -48,9 +48,9 @@ def train_sft(config: RunConfig, run: RunDir, resume: bool = False, console_prin
     compute_dtype = pick_dtype(device, config.model.dtype)
     base_path = resolve_model(config.model.name, console_print)
 
-    tokenizer = _setup_tokenizer(config, base_path)
+    tokenizer = setup_tokenizer(config, base_path)
     train_dataset, validation_dataset = _setup_data(config, run, tokenizer, console_print)
-    model = _setup_model(config, base_path, device)
+    model = setup_model(config, base_path, device)
 
     checkpoint = run.last_checkpoint() if resume else None
     if resume and checkpoint is None:
@@ -108,7 +108,7 @@ def train_sft(config: RunConfig, run: RunDir, resume: bool = False, console_prin
     return summary
 
 
-def _setup_tokenizer(config: RunConfig, base_path: str):
+def setup_tokenizer(config: RunConfig, base_path: str):
     tokenizer = load_tokenizer(base_path)
     apply_template_choice(tokenizer, config.data.chat_template, config.model.name)
     return tokenizer
@@ -134,7 +134,7 @@ def _setup_data(config: RunConfig, run: RunDir, tokenizer, console_print):
     return encoded["train"], encoded["validation"]
 
 
-def _setup_model(config: RunConfig, base_path: str, device: str):
+def setup_model(config: RunConfig, base_path: str, device: str):
     import torch
 
     # Weights stay fp32 (the optimizer's master copy); autocast runs the matmuls in the compute dtype.

@@ -1,0 +1,639 @@
+"""Augment a training file: EDA edits, WordNet synonyms, and model paraphrase or back-translation.
+
+Methods (`METHODS`):
+    eda             one of random insertion, deletion or swap per copy (Wei & Zou 2019, alpha 0.1)
+    synonym         replace up to 10% of the content words with a WordNet synonym
+    paraphrase      ask a generator to reword the text
+    back-translate  ask a generator to translate into a pivot language (French) and back into English
+
+`augment_file` writes the original rows followed by `n` augmented copies of each. Only the input side of a
+row changes (user messages, instruction and input, prompt, or the text of a classification row); replies,
+completions and labels never do. Every copy carries `"augmented": {"method", "source_row"}` (csv:
+`augmented_method`, `augmented_source_row`) so `is_augmented` can keep copies out of evaluation splits and
+an audit of the output can tell them apart; `source_row` is the 1-based position of the copy's original in
+the output (the input's row number unless bad rows were left out). Copies identical to their source are
+dropped and counted.
+
+WordNet comes from Debian's `wordnet-base` (/usr/share/wordnet, or $TUNELOOP_WORDNET), read through nltk.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+import random
+import re
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Iterator
+from copy import deepcopy
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol
+
+from tqdm import tqdm
+
+from tuneloop.data.formats import FORMAT_FIELDS, column_names, detect_format, to_example
+from tuneloop.data.load import BadRow, Row, read_rows
+from tuneloop.errors import DataError, ModelError
+from tuneloop.models.registry import cache_root
+from tuneloop.workspace import write_jsonl, write_text
+
+METHODS = ("eda", "synonym", "paraphrase", "back-translate")
+MODEL_METHODS = ("paraphrase", "back-translate")
+DEFAULT_MODEL = "smollm2-135m-instruct"
+EDA_ALPHA = 0.1  # share of words each EDA edit touches, and the deletion probability (Wei & Zou's default)
+PARAPHRASE_PROMPT = (
+    "Paraphrase the following text. Keep its meaning, change the wording. Reply with the paraphrase only.\n\n{text}"
+)
+TRANSLATE_PROMPT = "Translate the following text into {language}. Reply with the translation only.\n\n{text}"
+CSV_TAG_COLUMNS = ("augmented_method", "augmented_source_row")
+OUTPUT_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".tsv")
+GENERATE_CHUNK = 32  # prompts per generator call: small enough for a smooth progress bar
+
+WORDNET_DIR = Path("/usr/share/wordnet")
+LEXNAMES_MAN_PAGE = Path("/usr/share/man/man5/lexnames.5WN.gz")
+WORDNET_FILES = ("data.*", "index.*", "*.exc", "cntlist.rev", "lexnames")
+# Syntactic category codes of the lexnames file, from lexnames(5WN).
+CATEGORY_CODES = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
+DATA_FILE_POS = {"data.noun": "noun", "data.verb": "verb", "data.adj": "adj", "data.adv": "adv"}
+
+# Function words carry no meaning of their own, so EDA never swaps them for "synonyms".
+STOPWORDS = frozenset("""
+a about above after again against all am an and any are as at be because been before being below between both
+but by can could did do does doing down during each few for from further had has have having he her here hers
+herself him himself his how i if in into is it its itself just me more most my myself no nor not now of off on
+once only or other our ours ourselves out over own same she should so some such than that the their theirs them
+themselves then there these they this those through to too under until up very was we were what when where which
+while who whom why will with would you your yours yourself yourselves
+""".split())
+
+_TOKEN = re.compile(r"^(\W*)(.*?)(\W*)$", re.DOTALL)  # leading punctuation, word, trailing punctuation
+_ALPHABETIC_WORD = re.compile(r"[A-Za-z]+(?:['-][A-Za-z]+)*")
+_LEXNAMES_ROW = re.compile(r"^(\d{2})\t\s*((?:noun|verb|adj|adv)\.\w+)\s*\t")
+
+
+# ---------------------------------------------------------------- WordNet
+
+
+def wordnet():
+    """The WordNet reader (nltk), built on first use from Debian's `wordnet-base` or $TUNELOOP_WORDNET."""
+    source = Path(os.environ.get("TUNELOOP_WORDNET", WORDNET_DIR))
+    return _load_wordnet(source, cache_root() / "wordnet")
+
+
+@lru_cache(maxsize=4)
+def _load_wordnet(source: Path, reader_dir: Path):
+    import nltk
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    if not (source / "data.noun").is_file():
+        raise DataError(
+            f"WordNet is not installed ({source} has no data.noun); synonym and EDA augmentation need it. "
+            "Install it with `apt-get install wordnet-base` (Debian/Ubuntu), or point TUNELOOP_WORDNET at a "
+            "WordNet 3.0 dict directory."
+        )
+    _build_reader_dir(source, reader_dir)
+    if str(reader_dir) not in nltk.data.path:
+        nltk.data.path.append(str(reader_dir))  # nltk refuses to read corpora outside its data roots
+
+    class EnglishWordNetReader(WordNetCorpusReader):
+        def map_wn(self, version: str = "wordnet"):
+            # The WordNet 3.0 sense map serves only multilingual lookups and needs index.sense, which Debian
+            # leaves out; without this override the reader fails to load.
+            return None
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "multilingual functions are not available": we need English only
+        return EnglishWordNetReader(str(reader_dir), None)
+
+
+def _build_reader_dir(source: Path, reader_dir: Path) -> None:
+    """Copy the dict files next to a `lexnames` file, which Debian leaves out and nltk requires.
+
+    Copies, not links: nltk refuses symlinks that leave the corpus root and files with several hard links.
+    The `source` file, written last, marks a complete build and says which dict it came from.
+    """
+    marker = reader_dir / "source"
+    if marker.is_file() and marker.read_text(encoding="utf-8") == str(source.resolve()):
+        return
+    reader_dir.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(dir=reader_dir.parent, prefix=".wordnet-"))
+    try:
+        for pattern in WORDNET_FILES:
+            for path in source.glob(pattern):
+                shutil.copyfile(path, building / path.name)
+                os.chmod(building / path.name, 0o644)  # nltk refuses group- or world-writable corpus files
+        if not (building / "lexnames").is_file():
+            (building / "lexnames").write_text(derive_lexnames(source), encoding="utf-8")
+        (building / "source").write_text(str(source.resolve()), encoding="utf-8")
+        shutil.rmtree(reader_dir, ignore_errors=True)
+        try:
+            os.replace(building, reader_dir)
+        except OSError:
+            if not marker.is_file():  # another process may have finished the same build first
+                raise
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+
+
+def derive_lexnames(source: Path, man_page: Path = LEXNAMES_MAN_PAGE) -> str:
+    """The `lexnames` file: number, lexicographer file name and category code, one tab-separated line each.
+
+    Parsed from the lexnames(5WN) man page that `wordnet-base` installs; where the page is missing, a generic
+    list built from the file numbers that the dict's data files use.
+    """
+    rows = lexnames_from_man_page(man_page) if man_page.is_file() else []
+    if not rows:
+        rows = lexnames_from_data_files(source)
+    return "".join(f"{number:02d}\t{name}\t{CATEGORY_CODES[name.split('.')[0]]}\n" for number, name in rows)
+
+
+def lexnames_from_man_page(man_page: Path) -> list[tuple[int, str]]:
+    """(number, name) from the man page's table; empty when the table is not the contiguous list nltk needs."""
+    with gzip.open(man_page, "rt", encoding="utf-8", errors="replace") as handle:
+        rows = [(int(m.group(1)), m.group(2)) for m in map(_LEXNAMES_ROW.match, handle) if m]
+    return rows if [number for number, _ in rows] == list(range(len(rows))) else []
+
+
+def lexnames_from_data_files(source: Path) -> list[tuple[int, str]]:
+    """(number, "POS.fileNN") for every lexicographer file number the data files use, gaps filled.
+
+    The second field of each synset line in data.* is its two-digit lexicographer file number; the real
+    names (noun.animal, ...) are not in the data, so these stand in. They only show up in `Synset.lexname()`.
+    """
+    pos_of_number: dict[int, str] = {}
+    for file_name, pos in DATA_FILE_POS.items():
+        with (source / file_name).open(encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if not line.startswith(" "):  # the licence header lines start with spaces
+                    pos_of_number.setdefault(int(line.split(" ", 2)[1]), pos)
+    last = max(pos_of_number, default=-1)
+    # nltk reads line i as file number i, so unused numbers still need a line.
+    return [(number, f"{pos_of_number.get(number, 'noun')}.file{number:02d}") for number in range(last + 1)]
+
+
+def _synonyms(word: str) -> list[str]:
+    """WordNet synonyms of a word in any sense, multi-word lemmas with spaces, the word itself left out."""
+    reader = wordnet()
+    lowered = word.lower()
+    base_forms = {lowered, reader.morphy(lowered)}  # "runs" -> "run" is no rewording
+    found: list[str] = []
+    for synset in reader.synsets(lowered):
+        for lemma in synset.lemma_names():
+            synonym = lemma.replace("_", " ")
+            if synonym[:1].isupper():
+                continue  # a proper name ("fox" -> "George Fox") is another thing, not another word for it
+            if synonym.lower() not in base_forms and synonym not in found:
+                found.append(synonym)
+    return found
+
+
+# ---------------------------------------------------------------- text edits
+
+
+@dataclass(frozen=True)
+class _Token:
+    prefix: str  # punctuation before the word, e.g. an opening quote
+    word: str
+    suffix: str  # punctuation after the word, e.g. a comma or the full stop
+    space_after: str  # the original whitespace, so line breaks survive
+
+
+def _tokenize(text: str) -> list[_Token]:
+    parts = re.split(r"(\s+)", text.strip())
+    tokens = []
+    for chunk, space in zip(parts[::2], [*parts[1::2], ""], strict=True):
+        prefix, word, suffix = _TOKEN.match(chunk).groups()
+        tokens.append(_Token(prefix, word, suffix, space))
+    return tokens
+
+
+def _render(tokens: list[_Token], capitalize_first: bool) -> str:
+    text = "".join(t.prefix + t.word + t.suffix + t.space_after for t in tokens).strip()
+    if capitalize_first:
+        text = re.sub(r"^(\W*)([a-z])", lambda m: m.group(1) + m.group(2).upper(), text)
+    return text
+
+
+def _starts_upper(text: str) -> bool:
+    first = re.match(r"\W*(\w)", text)
+    return bool(first and first.group(1).isupper())
+
+
+def _is_content_word(word: str) -> bool:
+    return bool(_ALPHABETIC_WORD.fullmatch(word)) and word.lower() not in STOPWORDS
+
+
+def _with_case_of(replacement: str, original: str) -> str:
+    return replacement[:1].upper() + replacement[1:] if original[:1].isupper() else replacement
+
+
+def _synonym_replacement(tokens: list[_Token], rng: random.Random, count: int) -> list[_Token]:
+    tokens = list(tokens)
+    positions = [i for i, token in enumerate(tokens) if _is_content_word(token.word)]
+    rng.shuffle(positions)
+    replaced = 0
+    for position in positions:
+        if replaced == count:
+            break
+        options = _synonyms(tokens[position].word)
+        if options:
+            synonym = _with_case_of(rng.choice(options), tokens[position].word)
+            tokens[position] = replace(tokens[position], word=synonym)
+            replaced += 1
+    return tokens
+
+
+def _random_insertion(tokens: list[_Token], rng: random.Random, count: int) -> list[_Token]:
+    tokens = list(tokens)
+    options = [synonyms for t in tokens if _is_content_word(t.word) and (synonyms := _synonyms(t.word))]
+    if not options:
+        return tokens
+    for _ in range(count):
+        # Insert before an existing word (never after the last, so closing punctuation stays last) and inside
+        # its opening punctuation, so a quote still opens the quoted text.
+        position = rng.randrange(len(tokens))
+        after = tokens[position]
+        tokens[position] = replace(after, prefix="")
+        tokens.insert(position, _Token(after.prefix, rng.choice(rng.choice(options)), "", " "))
+    return tokens
+
+
+def _random_deletion(tokens: list[_Token], rng: random.Random, probability: float) -> list[_Token]:
+    if len(tokens) < 2:
+        return tokens
+    keep = [rng.random() >= probability for _ in tokens]
+    if not any(keep):
+        keep[rng.randrange(len(tokens))] = True
+    kept: list[_Token] = []
+    orphan_prefix = ""
+    for token, keep_it in zip(tokens, keep, strict=True):
+        if keep_it:
+            kept.append(replace(token, prefix=orphan_prefix + token.prefix))
+            orphan_prefix = ""
+            continue
+        # A deleted word's punctuation stays where it was: an opening quote moves to the next word,
+        # a full stop to the previous one.
+        orphan_prefix += token.prefix
+        if kept:
+            previous = kept[-1]
+            kept[-1] = replace(
+                previous,
+                suffix=token.suffix or previous.suffix,
+                space_after=max(previous.space_after, token.space_after, key=lambda space: space.count("\n")),
+            )
+    return kept
+
+
+def _random_swap(tokens: list[_Token], rng: random.Random, count: int) -> list[_Token]:
+    tokens = list(tokens)
+    positions = [i for i, token in enumerate(tokens) if token.word]
+    if len(positions) < 2:
+        return tokens
+    for _ in range(count):
+        first, second = rng.sample(positions, 2)
+        # Only the words move; punctuation and spacing stay in their places.
+        tokens[first], tokens[second] = (
+            replace(tokens[first], word=tokens[second].word),
+            replace(tokens[second], word=tokens[first].word),
+        )
+    return tokens
+
+
+def _edit_text(text: str, method: str, rng: random.Random) -> str:
+    tokens = _tokenize(text)
+    if not any(token.word for token in tokens):
+        return text
+    count = max(1, int(EDA_ALPHA * len(tokens)))
+    if method == "synonym":
+        edited = _synonym_replacement(tokens, rng, count)
+    else:
+        operation = rng.choice(("insert", "delete", "swap"))
+        if operation == "insert":
+            edited = _random_insertion(tokens, rng, count)
+        elif operation == "delete":
+            edited = _random_deletion(tokens, rng, EDA_ALPHA)
+        else:
+            edited = _random_swap(tokens, rng, count)
+    if edited == tokens:
+        return text
+    return _render(edited, capitalize_first=_starts_upper(text))
+
+
+# ---------------------------------------------------------------- generators
+
+
+class TextGenerator(Protocol):
+    """Anything that answers a list of prompts with one reply each, in order."""
+
+    def generate(self, prompts: list[str]) -> list[str]: ...
+
+
+class LocalGenerator:
+    """A local causal LM with a chat template (registry name, HF directory or .gguf), loaded on first use.
+
+    Decoding is greedy, so several copies of the same row come out identical (and are skipped as duplicates);
+    use an OpenAI-compatible endpoint with a temperature for more than one copy per row.
+    """
+
+    def __init__(self, model: str = DEFAULT_MODEL, max_new_tokens: int = 256, batch_size: int = 8,
+                 device: str = "auto") -> None:
+        self.model_name = model
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.device = device
+        self._model = None
+        self._tokenizer = None
+
+    def generate(self, prompts: list[str]) -> list[str]:
+        from tuneloop.evaluate.generate import generate_replies
+
+        model, tokenizer = self._load()
+        rendered = [
+            tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                          add_generation_prompt=True)
+            for prompt in prompts
+        ]
+        return generate_replies(model, tokenizer, rendered, self.max_new_tokens, self.batch_size, desc="generate")
+
+    def _load(self):
+        if self._model is None:
+            from tuneloop.models.device import pick_device, pick_dtype
+            from tuneloop.models.load import load_causal_lm, load_tokenizer
+            from tuneloop.models.registry import resolve_model
+
+            path = resolve_model(self.model_name)
+            tokenizer = load_tokenizer(path)
+            if not tokenizer.chat_template:
+                raise ModelError(
+                    f"model {self.model_name} has no chat template, so it cannot follow paraphrase or translation "
+                    f"instructions. Use an instruct model such as {DEFAULT_MODEL}, or an OpenAI-compatible endpoint."
+                )
+            device = pick_device(self.device)
+            self._model = load_causal_lm(path, pick_dtype(device), device).eval()
+            self._tokenizer = tokenizer
+        return self._model, self._tokenizer
+
+
+class OpenAIGenerator:
+    """Any OpenAI-compatible chat endpoint (OpenAI, vLLM, llama.cpp server, Ollama): one request per prompt."""
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 60,
+                 temperature: float = 0.3) -> None:
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.api_key = api_key  # explicit only: an environment key must not leak to an arbitrary base_url
+        self.timeout = timeout
+        self.temperature = temperature
+
+    def generate(self, prompts: list[str]) -> list[str]:
+        return [self._complete(prompt) for prompt in prompts]
+
+    def _complete(self, prompt: str) -> str:
+        payload = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "temperature": self.temperature,
+        }
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        response = _post_json(self.url, payload, headers, self.timeout)
+        try:
+            return str(response["choices"][0]["message"]["content"]).strip()
+        except (KeyError, IndexError, TypeError):
+            raise DataError(
+                f"{self.url}: the reply is not an OpenAI chat completion (no choices[0].message.content): "
+                f"{json.dumps(response)[:200]}"
+            ) from None
+
+
+def _post_json(url: str, payload: dict, headers: dict, timeout: float) -> dict:
+    try:
+        import httpx
+    except ImportError:
+        httpx = None
+    if httpx is not None:
+        try:
+            response = httpx.post(url, json=payload, headers=headers, timeout=timeout)
+        except httpx.TransportError as exc:
+            raise _unreachable(url, exc) from None
+        status, body = response.status_code, response.text
+    else:
+        request = urllib.request.Request(url, data=json.dumps(payload).encode("utf-8"), headers=headers,
+                                         method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as reply:
+                status, body = reply.status, reply.read().decode("utf-8", errors="replace")
+        except urllib.error.HTTPError as exc:
+            status, body = exc.code, exc.read().decode("utf-8", errors="replace")
+        except (urllib.error.URLError, OSError) as exc:
+            raise _unreachable(url, getattr(exc, "reason", exc)) from None
+    if status >= 400:
+        raise DataError(f"{url}: the endpoint answered HTTP {status}: {body[:200]}")
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError:
+        raise DataError(f"{url}: the endpoint did not answer with JSON: {body[:200]}") from None
+
+
+def _unreachable(url: str, reason: object) -> DataError:
+    return DataError(f"could not reach the generation endpoint {url} ({reason}). Check the base URL and that the "
+                     "server is running.")
+
+
+def _generate(generator: TextGenerator, prompts: list[str], desc: str) -> list[str]:
+    replies: list[str] = []
+    with tqdm(total=len(prompts), desc=desc, unit="text", dynamic_ncols=True) as bar:
+        for start in range(0, len(prompts), GENERATE_CHUNK):
+            chunk = prompts[start : start + GENERATE_CHUNK]
+            answers = generator.generate(chunk)
+            if len(answers) != len(chunk):
+                raise DataError(f"the generator answered {len(answers)} of {len(chunk)} prompts.")
+            replies.extend(answers)
+            bar.update(len(chunk))
+    return replies
+
+
+def _paraphrase(texts: list[str], generator: TextGenerator) -> list[str]:
+    prompts = [PARAPHRASE_PROMPT.format(text=text) for text in texts]
+    return _keep_source_if_blank(texts, _generate(generator, prompts, "paraphrase"))
+
+
+def _back_translate(texts: list[str], generator: TextGenerator, pivot: str) -> list[str]:
+    there = _generate(generator, [TRANSLATE_PROMPT.format(language=pivot, text=t) for t in texts], f"to {pivot}")
+    there = _keep_source_if_blank(texts, there)
+    back = _generate(generator, [TRANSLATE_PROMPT.format(language="English", text=t) for t in there], "to English")
+    return _keep_source_if_blank(texts, back)
+
+
+def _keep_source_if_blank(texts: list[str], replies: list[str]) -> list[str]:
+    # An empty reply would make an empty row; keeping the source makes it a counted, skipped duplicate instead.
+    return [reply if reply.strip() else text for text, reply in zip(texts, replies, strict=True)]
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise DataError(f"unknown augmentation method {method!r}; choose one of: {', '.join(METHODS)}.")
+
+
+def augment_text(text: str, method: str, rng: random.Random, generator: TextGenerator | None = None,
+                 pivot: str = "French") -> str:
+    """One augmented version of a text; EDA and synonym draw from `rng`, model methods ask `generator`."""
+    _check_method(method)
+    if method in MODEL_METHODS:
+        generator = generator or LocalGenerator()
+        if method == "paraphrase":
+            return _paraphrase([text], generator)[0]
+        return _back_translate([text], generator, pivot)[0]
+    wordnet()  # fail now if it is missing, not on whichever text first draws an insertion
+    return _edit_text(text, method, rng)
+
+
+# ---------------------------------------------------------------- files
+
+
+def is_augmented(fields: dict) -> bool:
+    """Whether a row is an augmented copy (jsonl tag or csv columns), which must stay out of evaluation splits."""
+    return isinstance(fields.get("augmented"), dict) or bool(fields.get("augmented_method"))
+
+
+def augment_file(src: str | Path, dst: str | Path, method: str, n: int, seed: int = 0,
+                 generator: TextGenerator | None = None, pivot: str = "French", fmt: str = "auto") -> dict:
+    """Write `src`'s rows to `dst` followed by `n` augmented copies of each; returns counts of what happened.
+
+    Unreadable rows and rows that do not fit the format are left out and counted (`bad_rows_skipped`);
+    copies identical to their source or to an earlier copy are left out and counted (`unchanged_skipped`).
+    Rows that are already augmented copies pass through without being augmented again.
+    """
+    _check_method(method)
+    src, dst = Path(src), Path(dst)
+    if n < 1:
+        raise DataError(f"n is {n}; ask for at least one augmented copy per row.")
+    if dst.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise DataError(f"{dst}: write augmented data to one of {', '.join(OUTPUT_SUFFIXES)}.")
+    if dst.resolve() == src.resolve():
+        raise DataError(f"{dst}: is the input file; write the augmented data to a new file.")
+
+    items = list(read_rows(src))
+    readable = [item for item in items if isinstance(item, Row)]
+    fmt = _checked_format(fmt, readable, str(src))
+    rows = [row for row in readable if not isinstance(to_example(row, fmt), BadRow)]
+    sources = [(number, row) for number, row in enumerate(rows, start=1) if not is_augmented(row.fields)]
+
+    texts = [_get(row.fields, path) for _, row in sources for _ in range(n) for path in _text_paths(row.fields, fmt)]
+    new_texts = _augment_texts(texts, method, seed, generator, pivot)
+    copies, unchanged = _tagged_copies(sources, n, fmt, iter(new_texts), method)
+    output = [row.fields for row in rows] + copies
+    _write_rows(dst, output)
+    return {
+        "rows_in": len(items),
+        "rows_out": len(output),
+        "augmented": len(copies),
+        "unchanged_skipped": unchanged,
+        "bad_rows_skipped": len(items) - len(rows),
+        "method": method,
+    }
+
+
+def _augment_texts(texts: list[str], method: str, seed: int, generator: TextGenerator | None,
+                   pivot: str) -> list[str]:
+    if method == "paraphrase":
+        return _paraphrase(texts, generator or LocalGenerator())
+    if method == "back-translate":
+        return _back_translate(texts, generator or LocalGenerator(), pivot)
+    wordnet()  # fail now if it is missing, not on whichever text first draws an insertion
+    rng = random.Random(seed)  # one stream for the whole file, so the output depends only on the seed
+    return [_edit_text(text, method, rng) for text in texts]
+
+
+def _checked_format(fmt: str, rows: list[Row], source: str) -> str:
+    if fmt == "auto":
+        fmt = detect_format(rows, source)
+    elif fmt not in FORMAT_FIELDS:
+        raise DataError(f"unknown data format {fmt!r}; choose auto or one of: {', '.join(FORMAT_FIELDS)}.")
+    if fmt == "preference":
+        raise DataError(
+            f"{source}: preference data (prompt, chosen, rejected) cannot be augmented: rewording the prompt "
+            "would no longer match the ranked replies. Augment the SFT data instead."
+        )
+    return fmt
+
+
+def _text_paths(fields: dict, fmt: str) -> list[tuple]:
+    """Where the input side of a row lives: the texts augmentation may rewrite."""
+    if fmt == "chat":
+        return [("messages", i, "content") for i, message in enumerate(fields["messages"]) if message["role"] == "user"]
+    if fmt == "alpaca":
+        has_input = isinstance(fields.get("input"), str) and fields["input"].strip()
+        return [("instruction",), ("input",)] if has_input else [("instruction",)]
+    if fmt == "prompt_completion":
+        return [("prompt",)]
+    if fmt == "classification":
+        return [(column_names(fields, fmt)[0],)]
+    return [("text",)]
+
+
+def _get(fields: dict, path: tuple):
+    for key in path:
+        fields = fields[key]
+    return fields
+
+
+def _set(fields: dict, path: tuple, value: str) -> None:
+    for key in path[:-1]:
+        fields = fields[key]
+    fields[path[-1]] = value
+
+
+def _tagged_copies(sources: list[tuple[int, Row]], n: int, fmt: str, new_texts: Iterator[str],
+                   method: str) -> tuple[list[dict], int]:
+    """The augmented rows (texts taken in the order they were produced) and how many were duplicates."""
+    copies: list[dict] = []
+    unchanged = 0
+    for number, row in sources:
+        seen = [row.fields]
+        for _ in range(n):
+            copy = deepcopy(row.fields)
+            for path in _text_paths(row.fields, fmt):
+                _set(copy, path, next(new_texts))
+            if copy in seen:
+                unchanged += 1
+                continue
+            seen.append(copy)
+            copies.append({**copy, "augmented": {"method": method, "source_row": number}})
+    return copies, unchanged
+
+
+def _write_rows(dst: Path, rows: list[dict]) -> None:
+    if dst.suffix.lower() in (".jsonl", ".ndjson"):
+        write_jsonl(dst, rows)
+        return
+    flat = [_flat_row(fields) for fields in rows]
+    columns = list(dict.fromkeys(key for fields in flat for key in fields))
+    columns = [c for c in columns if c not in CSV_TAG_COLUMNS] + list(CSV_TAG_COLUMNS)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, delimiter="\t" if dst.suffix.lower() == ".tsv" else ",",
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(flat)
+    write_text(dst, buffer.getvalue())
+
+
+def _flat_row(fields: dict) -> dict:
+    flat = {key: value for key, value in fields.items() if key != "augmented"}
+    for key, value in flat.items():
+        if isinstance(value, (list, dict)):
+            raise DataError(f"column '{key}' holds a {type(value).__name__}, which a csv cell cannot; write .jsonl.")
+    tag = fields.get("augmented")
+    if isinstance(tag, dict):
+        flat["augmented_method"], flat["augmented_source_row"] = tag["method"], tag["source_row"]
+    return flat

@@ -1,0 +1,30 @@
+"""The text of a canonical example, as the data checks see it: all of it, or only the input side."""
+
+from __future__ import annotations
+
+
+def example_text(example: dict) -> str:
+    """Everything a person wrote in the example (system prompts excluded: they repeat across rows)."""
+    if "messages" in example:
+        return "\n".join(m["content"] for m in example["messages"] if m["role"] != "system")
+    if "chosen" in example:
+        return "\n".join(part for part in (example.get("prompt"), example["chosen"]) if part)
+    return example["text"]
+
+
+def input_text(example: dict) -> str:
+    """What the model is given (the prompt side): a test row whose input is in train has leaked."""
+    if "messages" in example:
+        turns = [m["content"] for m in example["messages"][:-1] if m["role"] != "system"]
+        return "\n".join(turns)
+    if "chosen" in example:
+        return example.get("prompt") or example["chosen"]
+    return example["text"]
+
+
+def label_of(example: dict) -> str | None:
+    """The label of a classification example (multi-label rows joined with '|'), else None."""
+    label = example.get("label")
+    if label is None:
+        return None
+    return "|".join(label) if isinstance(label, list) else label
