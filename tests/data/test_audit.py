@@ -63,6 +63,14 @@ def test_labels_imbalance_and_unseen_labels(tmp_path):
     assert "imbalanced 20:1" in messages and "never seen in training: ['c']" in messages
 
 
+def test_rows_in_another_language_are_flagged(tmp_path):
+    rows = [qa(q, "An answer in plain English for this question.") for q in QUESTIONS[:10]]
+    rows.append(qa("Pourriez-vous me dire à quelle heure ouvre le magasin demain matin ?", "Oui."))
+    report = audit_files([write_jsonl(tmp_path / "mixed.jsonl", rows)], QUICK)
+    assert report["language"]["unexpected_rows"] == 1
+    assert report["language"]["unexpected_examples"][0]["language"] == "fr"
+
+
 def test_preference_pairs_with_identical_replies_are_flagged(tmp_path):
     rows = [{"prompt": "p", "chosen": "Same answer.", "rejected": "same  answer."},
             {"prompt": "p", "chosen": "A careful and kind reply.", "rejected": "Go away."}]

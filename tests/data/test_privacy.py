@@ -25,6 +25,7 @@ SENTENCES = [
 
 
 def luhn_check_digit(payload: str) -> str:
+    # Written out here rather than taken from stdnum, so the test does not grade the library with itself.
     total = 0
     for position, digit in enumerate(reversed(payload)):
         value = int(digit) * (2 if position % 2 == 0 else 1)
@@ -85,7 +86,7 @@ def national_id(rng: random.Random) -> str:
 
 def ip_address(rng: random.Random) -> str:
     if rng.random() < 0.5:
-        return ".".join(str(rng.randint(1, 254)) for _ in range(4))
+        return ".".join(str(octet) for octet in [rng.randint(1, 223)] + [rng.randint(0, 255) for _ in range(3)])
     documentation_prefix = 0x20010DB8 << 96  # 2001:db8::/32, compresses to short forms like 2001:db8::1f
     number = rng.getrandbits(128) if rng.random() < 0.5 else documentation_prefix + rng.randint(1, 9999)
     address = ipaddress.IPv6Address(number)
@@ -101,6 +102,7 @@ def email(rng: random.Random) -> str:
 
 
 def phone(rng: random.Random) -> str:
+    # Real area codes: "(555) 123-4567" itself is not a valid number (555 is no area code) and is not flagged.
     area = rng.choice(["212", "213", "305", "312", "415", "503", "512", "617", "646", "702", "718", "206", "303"])
     exchange, line = rng.randint(200, 999), rng.randint(0, 9999)
     uk_line = rng.randint(0, 999)
@@ -108,6 +110,7 @@ def phone(rng: random.Random) -> str:
         f"({area}) {exchange}-{line:04d}", f"{area}-{exchange}-{line:04d}", f"{area}.{exchange}.{line:04d}",
         f"+1 {area} {exchange} {line:04d}", f"+1-{area}-{exchange}-{line:04d}",
         f"+44 20 7946 0{uk_line:03d}", f"020 7946 0{uk_line:03d}", f"+44 7911 123{uk_line:03d}",
+        f"07911 123{uk_line:03d}", f"+1 ({area}) {exchange}-{line:04d}",
         f"0161 496 0{uk_line:03d}", f"+33 1 42 68 5{rng.randint(0, 9)} {rng.randint(10, 99)}",
         f"+49 30 {rng.randint(1000000, 9999999)}",
     ])
@@ -214,10 +217,14 @@ def test_pii_free_sentences_with_numbers_rarely_have_findings():
 
 @pytest.mark.parametrize("kind", PII_KINDS)
 def test_redaction_changes_only_the_pii_span(kind):
-    for text, start, end in planted_rows(kind):
+    rows = planted_rows(kind)
+    checked = 0
+    for text, start, end in rows:
         redacted, findings = redact_pii(text)
-        if found(findings, kind, start, end):
+        if found(findings, kind, start, end):  # misses are the recall test's business
             assert redacted == text[:start] + placeholder(kind) + text[end:]
+            checked += 1
+    assert checked >= 0.95 * len(rows)
 
 
 def test_placeholders_name_each_kind():
@@ -265,7 +272,7 @@ def test_redacted_example_never_shows_the_raw_pii(kind):
 
 def test_redacted_example_hides_other_pii_in_the_window():
     text = "Write to a.b@example.com or c.d@example.org today"
-    first, second = find_pii(text)
+    first, _ = find_pii(text)
     example = redacted_example(first, text, width=30)
     assert "c.d@example.org" not in example and "example" not in example
     assert example == "Write to [EMAIL] or [EMAIL] today"

@@ -7,6 +7,7 @@ The report's keys are stable and documented in docs/data-audit.md. Each check ad
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from tuneloop.data.prepare import LoadedFile, load_examples
 from tuneloop.data.text_fields import example_text, input_text, label_of
 
 REPORT_VERSION = 1
+LANGUAGE_CONFIDENCE = 0.7
+_EMPTY_FIELD = re.compile(r"field '([^']+)' is empty")
 
 
 @dataclass
@@ -85,10 +88,12 @@ def audit_loaded(loaded: list[LoadedFile], options: AuditOptions) -> dict:
 def _files(audit: _Audit, loaded: list[LoadedFile]) -> None:
     shown = audit.options.max_examples
     for role, file in zip(["train"] + ["evaluation"] * (len(loaded) - 1), loaded, strict=True):
+        # Empty required fields made a row invalid; empty optional ones (e.g. alpaca's input) are counted too.
         empty = Counter(
             key for fields in file.raw_rows for key, value in fields.items()
             if isinstance(value, str) and not value.strip()
         )
+        empty.update(match.group(1) for bad in file.bad_rows if (match := _EMPTY_FIELD.search(bad.reason)))
         audit.report["files"].append({
             "path": file.path,
             "role": role,
@@ -105,7 +110,7 @@ def _files(audit: _Audit, loaded: list[LoadedFile]) -> None:
                           f"{file.path}: {len(file.bad_rows)} invalid row(s), e.g. {file.bad_rows[0]}")
         if empty:
             listed = ", ".join(f"{key} ({count})" for key, count in empty.most_common())
-            audit.finding("warning", "empty_fields", f"{file.path}: empty or whitespace-only fields: {listed}")
+            audit.finding("info", "empty_fields", f"{file.path}: empty or whitespace-only fields: {listed}")
         if file.stopped_early:
             audit.finding("warning", "files", f"{file.path}: audited the first {audit.options.max_rows:,} rows only")
 
@@ -277,15 +282,18 @@ def _labels(audit: _Audit, loaded: list[LoadedFile]) -> None:
 
 
 def _language(audit: _Audit, train: LoadedFile) -> None:
-    from tuneloop.data.language import detect_languages
+    from tuneloop.data.language import detect_languages, unexpected_language_rows
 
     expected = audit.options.expected_language
-    codes = detect_languages([example_text(ex) for ex in train.examples], expected=expected)
+    texts = [example_text(ex) for ex in train.examples]
+    codes = detect_languages(texts, expected=expected)
     counts = Counter(code or "undetermined" for code in codes)
-    unexpected = [i for i, code in enumerate(codes) if code and code != expected]
+    # Flag only confident calls: short English questions often read as French at low confidence.
+    unexpected = [i for i, _ in unexpected_language_rows(texts, expected, min_confidence=LANGUAGE_CONFIDENCE)]
     audit.report["language"] = {
         "expected": expected,
         "distribution": dict(counts.most_common()),
+        "min_confidence": LANGUAGE_CONFIDENCE,
         "unexpected_rows": len(unexpected),
         "unexpected_examples": [
             {"where": train.locations[i], "language": codes[i], "text": example_text(train.examples[i])[:160]}

@@ -63,7 +63,7 @@ def print_audit_summary(report: dict) -> None:
     console = Console(stderr=True, highlight=False)
     for file in report["files"]:
         console.print(f"[bold]{file['path']}[/bold]: {file['valid_rows']:,} valid rows ({file['format']}), "
-                      f"{file['invalid_rows']} invalid")
+                      f"{file['invalid_rows']} invalid", soft_wrap=True)
     colors = {"error": "red", "warning": "yellow", "info": "cyan"}
     for item in report["summary"]:
         console.print(f"[{colors[item['severity']]}]{item['severity']:>7}[/] {item['check']}: {item['message']}",

@@ -22,10 +22,12 @@ Kinds and how each is found (validators come from maintained libraries; regexes 
                   after "my name is" (one to three words). Only the name is reported, not the honorific.
                   It misses names without such a cue ("Ana said hi", "I'm Ana Lopez": "I am" is left out
                   because title-case text such as "I am Very Tired" would match), lower-case names and
-                  names in non-Latin scripts; it flags "Dr." used for Drive ("Elm Dr. Springfield").
+                  names in non-Latin scripts; it flags "Dr." used for Drive ("Elm Dr. Springfield") and brand
+                  names such as "Dr Pepper".
 
-Findings never overlap: the longer one wins, and on equal length the more specific kind (checksummed
-kinds first). redact_pii swaps each for a placeholder such as [EMAIL] and leaves every other character as it was.
+Digits are ASCII only (0-9). Findings never overlap: the longer one wins, and on equal length the more specific
+kind (checksummed kinds first). redact_pii swaps each for a placeholder such as [EMAIL] and leaves every other
+character as it was.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from stdnum.us import ssn
 
 @dataclass(frozen=True)
 class PiiFinding:
+    """One piece of PII: its kind, its character offsets in the text, and the raw text (print redacted_example)."""
+
     kind: str
     start: int
     end: int
@@ -156,8 +160,8 @@ def _find_phones(text: str) -> Iterator[Span]:
 
 # --- credit card ---------------------------------------------------------------------------------------
 
-_DIGIT_GROUPS = re.compile(r"(?<![\w.,/-])\d+(?:[ -]\d+)*")
-_DIGITS = re.compile(r"\d+")
+_DIGIT_GROUPS = re.compile(r"(?<![\w.,/-])[0-9]+(?:[ -][0-9]+)*")
+_DIGITS = re.compile(r"[0-9]+")
 _CARD_LENGTHS = range(13, 20)
 
 
@@ -189,7 +193,7 @@ def _is_card_number(candidate: str) -> bool:
 
 # --- IBAN ----------------------------------------------------------------------------------------------
 
-_IBAN_CANDIDATE = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{1,4}){3,8}\b")
+_IBAN_CANDIDATE = re.compile(r"\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{1,4}){3,8}\b")
 
 
 def _find_ibans(text: str) -> Iterator[Span]:
@@ -214,9 +218,9 @@ def _longest_valid_iban_prefix(match: re.Match[str]) -> Span | None:
 
 # --- IP address ----------------------------------------------------------------------------------------
 
-_IPV4_CANDIDATE = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)")
+_IPV4_CANDIDATE = re.compile(r"(?<![\w.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?!\w|\.[0-9])")
 _IPV6_CANDIDATE = re.compile(
-    r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?(?![\w:])"
+    r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:[0-9]{1,3}\.){3}[0-9]{1,3}|[0-9A-Fa-f]{1,4})?(?![\w:])"
 )
 
 
@@ -237,9 +241,10 @@ def _is_ip_address(candidate: str) -> bool:
 
 # --- national id ---------------------------------------------------------------------------------------
 
-_SSN_CANDIDATE = re.compile(r"(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])")
-_NINO_CANDIDATE = re.compile(r"\b([A-Z])([A-Z]) ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b")
-# HMRC NIM39110: these letters never appear in a prefix (and O never second); these prefixes are not allocated.
+_SSN_CANDIDATE = re.compile(r"(?<![\w-])[0-9]{3}-[0-9]{2}-[0-9]{4}(?![\w-])")
+_NINO_CANDIDATE = re.compile(r"\b([A-Z])([A-Z]) ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-D]\b")
+# From HMRC's National Insurance Manual: these letters never appear in a prefix (O never second), and these
+# prefixes are never allocated.
 _NINO_BAD_FIRST, _NINO_BAD_SECOND = set("DFIQUV"), set("DFIOQUV")
 _NINO_BAD_PREFIXES = {"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"}
 
