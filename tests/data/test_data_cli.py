@@ -84,3 +84,21 @@ def test_run_opens_with_the_audit_and_stops_on_a_leak_limit(tmp_path, tiny_confi
     assert isinstance(result.exception, DataError)
     assert "data.audit.max_leaked_rows=0: the data has 2" in str(result.exception)
     assert (tmp_path / "run" / "audit" / "audit.html").is_file()
+
+
+def test_augment_command_tags_copies_and_the_split_keeps_them_in_train(tmp_path):
+    import random
+
+    rng = random.Random(0)
+    vocabulary = "river stone garden window letter market winter silver bridge candle forest engine".split()
+    rows = [{"text": " ".join(rng.choices(vocabulary, k=9)), "label": str(i % 2)} for i in range(20)]
+    source = write_jsonl(tmp_path / "train.jsonl", rows)
+    result = tuneloop("data", "augment", str(source), "--out", str(tmp_path / "aug.jsonl"), "--method", "eda")
+    assert result.returncode == 0, result.stderr
+    augmented = [json.loads(line) for line in (tmp_path / "aug.jsonl").read_text().splitlines()]
+    tagged = [row for row in augmented if "augmented" in row]
+    assert len(augmented) > len(rows) and tagged and all(row["augmented"]["method"] == "eda" for row in tagged)
+    assert tuneloop("data", "split", str(tmp_path / "aug.jsonl"), "--out", str(tmp_path / "s"),
+                    "--test-size", "0.3").returncode == 0
+    test_rows = [json.loads(line) for line in (tmp_path / "s" / "test.jsonl").read_text().splitlines()]
+    assert test_rows and not any("augmented" in row for row in test_rows)

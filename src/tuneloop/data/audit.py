@@ -27,6 +27,8 @@ from tuneloop.data.text_fields import example_text, input_text, label_of
 
 REPORT_VERSION = 1
 LANGUAGE_CONFIDENCE = 0.7
+LANGUAGE_SAMPLE = 20_000  # rows checked for language at most, evenly spaced
+LANGUAGE_CHARS = 400
 _EMPTY_FIELD = re.compile(r"field '([^']+)' is empty")
 
 
@@ -39,7 +41,7 @@ class AuditOptions:
     tokenizer_name: str | None = None
     max_length: int | None = None  # rows longer than this (in tokens) would be truncated
     expected_language: str = "en"
-    max_rows: int = 1_000_000  # per file; beyond it the audit reads a prefix and says so
+    max_rows: int = 200_000  # per file; beyond it the audit reads a prefix and says so (a 2 GB file streams)
     checks: tuple[str, ...] = ("duplicates", "leakage", "pii", "lengths", "labels", "language", "bias", "preference")
     show_progress: bool = True
 
@@ -112,20 +114,17 @@ def _files(audit: _Audit, loaded: list[LoadedFile]) -> None:
             listed = ", ".join(f"{key} ({count})" for key, count in empty.most_common())
             audit.finding("info", "empty_fields", f"{file.path}: empty or whitespace-only fields: {listed}")
         if file.stopped_early:
-            audit.finding("warning", "files", f"{file.path}: audited the first {audit.options.max_rows:,} rows only")
+            audit.finding("warning", "files", f"{file.path}: audited the first {audit.options.max_rows:,} rows only "
+                          "(--max-rows reads more)")
 
 
 def _duplicates(audit: _Audit, train: LoadedFile) -> None:
     texts = [example_text(ex) for ex in train.examples]
     groups = exact_duplicate_groups(texts)
     extra_copies = sum(len(g) - 1 for g in groups)
-    exact_members = {i for g in groups for i in g}
-    # Near duplicates beyond the exact ones: pairs that are not both copies of the same text.
-    same_text = {i: normalize_text(texts[i]) for i in exact_members}
-    near = [
-        pair for pair in near_duplicate_pairs(texts, audit.options.near_threshold)
-        if not (pair.first in same_text and same_text.get(pair.second) == same_text[pair.first])
-    ]
+    # Near duplicates beyond the exact ones: the pairs that link two different normalized texts.
+    near = [pair for pair in near_duplicate_pairs(texts, audit.options.near_threshold) if pair.similarity < 1.0
+            or normalize_text(texts[pair.first]) != normalize_text(texts[pair.second])]
     near_rows = {i for pair in near for i in (pair.first, pair.second)}
     shown = audit.options.max_examples
     audit.report["duplicates"] = {
@@ -282,27 +281,33 @@ def _labels(audit: _Audit, loaded: list[LoadedFile]) -> None:
 
 
 def _language(audit: _Audit, train: LoadedFile) -> None:
-    from tuneloop.data.language import detect_languages, unexpected_language_rows
+    from tuneloop.data.language import language_screen
 
     expected = audit.options.expected_language
-    texts = [example_text(ex) for ex in train.examples]
-    codes = detect_languages(texts, expected=expected)
-    counts = Counter(code or "undetermined" for code in codes)
+    # The language of a row shows in its first few hundred characters; an even sample keeps big files quick.
+    step = max(1, len(train.examples) // LANGUAGE_SAMPLE)
+    sampled = list(range(0, len(train.examples), step))
+    texts = [example_text(train.examples[i])[:LANGUAGE_CHARS] for i in sampled]
     # Flag only confident calls: short English questions often read as French at low confidence.
-    unexpected = [i for i, _ in unexpected_language_rows(texts, expected, min_confidence=LANGUAGE_CONFIDENCE)]
+    codes, flagged = language_screen(texts, expected, min_confidence=LANGUAGE_CONFIDENCE)
+    counts = Counter(code or "undetermined" for code in codes)
+    unexpected = [sampled[i] for i, _ in flagged]
+    code_of = {sampled[i]: code for i, code in flagged}
     audit.report["language"] = {
         "expected": expected,
         "distribution": dict(counts.most_common()),
         "min_confidence": LANGUAGE_CONFIDENCE,
+        "rows_checked": len(sampled),
         "unexpected_rows": len(unexpected),
         "unexpected_examples": [
-            {"where": train.locations[i], "language": codes[i], "text": example_text(train.examples[i])[:160]}
+            {"where": train.locations[i], "language": code_of[i], "text": example_text(train.examples[i])[:160]}
             for i in unexpected[: audit.options.max_examples]
         ],
     }
     if unexpected:
         audit.finding("warning", "language", f"{len(unexpected)} row(s) are not in the expected language "
-                      f"'{expected}' (e.g. {train.locations[unexpected[0]]}: {codes[unexpected[0]]})")
+                      f"'{expected}' (e.g. {train.locations[unexpected[0]]}: {code_of[unexpected[0]]})"
+                      + (f"; {len(sampled):,} of {len(train.examples):,} rows checked" if step > 1 else ""))
 
 
 def _bias(audit: _Audit, train: LoadedFile) -> None:

@@ -5,7 +5,6 @@ Charts are inline SVG, so the file opens anywhere with no network and no scripts
 
 from __future__ import annotations
 
-import json
 from html import escape
 
 _STYLE = """
@@ -37,7 +36,7 @@ def render_audit_html(report: dict, title: str = "Data audit") -> str:
     if "language" in report:
         parts.append(_language(report["language"]))
     if "bias" in report:
-        parts.append(_section("Bias screen", f"<pre class=ex>{escape(json.dumps(report['bias'], indent=1))}</pre>"))
+        parts.append(_bias(report["bias"]))
     if "preference" in report:
         parts.append(_preference(report["preference"]))
     parts.append(_files(report["files"]))
@@ -138,6 +137,19 @@ def _language(language: dict) -> str:
     table = f"<table><tr><th>language</th><th>text</th><th>where</th></tr>{rows}</table>" if rows else ""
     return _section("Language", f"<p>Expected <code>{escape(language['expected'])}</code>; found {distribution}."
                                 f"</p>{table}")
+
+
+def _bias(bias: dict) -> str:
+    overall = "".join(
+        f"<tr><td>{escape(group)}</td><td>"
+        + ", ".join(f"{escape(term)}: {count}" for term, count in counts["overall"].items())
+        + "</td></tr>"
+        for group, counts in bias.get("term_groups", {}).items()
+    )
+    flags = "".join(f"<li>{escape(flag['message'])}</li>" for flag in bias.get("flags", []))
+    body = f"<table><tr><th>term group</th><th>rows mentioning</th></tr>{overall}</table>"
+    body += f"<ul>{flags}</ul>" if flags else "<p class=ok>No skew flagged.</p>"
+    return _section("Bias screen", body)
 
 
 def _preference(preference: dict) -> str:

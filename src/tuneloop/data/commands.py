@@ -28,6 +28,7 @@ def audit(
     max_length: Annotated[int | None, typer.Option(help="Count rows longer than this many tokens.")] = None,
     near_threshold: Annotated[float, typer.Option(min=0.1, max=1.0, help="Jaccard similarity for near copies.")] = 0.8,
     language: Annotated[str, typer.Option(help="Expected language (ISO 639-1).")] = "en",
+    max_rows: Annotated[int, typer.Option(min=1, help="Audit at most this many rows per file.")] = 200_000,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the full report as JSON.")] = None,
     html_out: Annotated[Path | None, typer.Option("--html", help="Write the report as a single HTML page.")] = None,
 ) -> None:
@@ -37,7 +38,7 @@ def audit(
     from tuneloop.workspace import write_json, write_text
 
     options = AuditOptions(format=format, near_threshold=near_threshold, expected_language=language,
-                           max_length=max_length)
+                           max_length=max_length, max_rows=max_rows)
     if model:
         from tuneloop.data.templates import apply_template_choice
         from tuneloop.models.load import load_tokenizer

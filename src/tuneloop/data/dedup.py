@@ -147,14 +147,31 @@ def _candidate_pairs(keys: np.ndarray) -> set[tuple[int, int]]:
 def near_duplicate_pairs(
     texts: list[str], threshold: float = 0.8, signatures: np.ndarray | None = None
 ) -> list[NearPair]:
-    """Pairs of rows whose estimated 5-gram Jaccard similarity reaches the threshold (exact copies included)."""
-    if signatures is None:
-        signatures = minhash_signatures(texts)
-    bands, rows = lsh_bands(threshold, signatures.shape[1])
+    """Pairs of rows whose 5-gram Jaccard similarity reaches the threshold.
+
+    Copies of one normalized text are linked as a chain (each to the previous copy, similarity 1.0);
+    the similarity search itself runs once per distinct text, so heavy duplication costs nothing extra.
+    """
+    last_copy: dict[str, int] = {}
+    distinct: list[int] = []
+    pairs: list[NearPair] = []
+    for index, text in enumerate(texts):
+        key = normalize_text(text)
+        if key in last_copy:
+            pairs.append(NearPair(last_copy[key], index, 1.0))
+        else:
+            distinct.append(index)
+        last_copy[key] = index
+    distinct_texts = [texts[i] for i in distinct]
+    distinct_signatures = minhash_signatures(distinct_texts) if signatures is None else signatures[distinct]
+    bands, rows = lsh_bands(threshold, distinct_signatures.shape[1])
     candidates: set[tuple[int, int]] = set()
     for band in range(bands):
-        candidates |= _candidate_pairs(_bucket_keys(signatures, band, rows))
-    return _verified(candidates, texts, texts, signatures, signatures, threshold)
+        candidates |= _candidate_pairs(_bucket_keys(distinct_signatures, band, rows))
+    for pair in _verified(candidates, distinct_texts, distinct_texts, distinct_signatures, distinct_signatures,
+                          threshold):
+        pairs.append(NearPair(distinct[pair.first], distinct[pair.second], pair.similarity))
+    return pairs
 
 
 def near_matches_between(

@@ -61,6 +61,22 @@ def unexpected_language_rows(
     return rows
 
 
+def language_screen(
+    texts: list[str], expected: str = "en", min_chars: int = 20, min_confidence: float = 0.5
+) -> tuple[list[str | None], list[tuple[int, str]]]:
+    """Both answers from one detection pass: each row's code (as detect_languages) and the confident
+    unexpected rows (as unexpected_language_rows)."""
+    expected = expected.lower()
+    codes: list[str | None] = []
+    unexpected = []
+    for index, values in enumerate(_ranked_confidences(texts, expected, min_chars)):
+        detected = _best_language(values, expected)
+        codes.append(detected)
+        if detected not in (None, expected) and values[0].value >= min_confidence:
+            unexpected.append((index, detected))
+    return codes, unexpected
+
+
 def _ranked_confidences(texts: list[str], expected: str | None, min_chars: int) -> list[list[ConfidenceValue]]:
     """Per text, lingua's confidence values best first; an empty list for texts shorter than min_chars."""
     detector = _detector(_candidate_codes(expected))
