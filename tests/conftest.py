@@ -113,6 +113,7 @@ def tiny_config(tmp_path, tiny_model_dir, tiny_data) -> dict:
             "lora": {"rank": 8, "alpha": 32, "dropout": 0.0},
         },
         "evaluate": {"max_new_tokens": 8, "batch_size": 4},
+        "tracking": {"backend": "none"},  # one test covers MLflow; the rest stay quick
     }
 
 

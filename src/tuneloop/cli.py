@@ -157,6 +157,92 @@ def export(
     say(f"exported to {written}")
 
 
+@app.command()
+def report(run_dir: RunDirArg) -> None:
+    """Rebuild report.html (and review.html) of a run."""
+    from tuneloop.stages import report_stage
+    from tuneloop.workspace import open_run_dir
+
+    report_stage(open_run_dir(run_dir), say)
+
+
+@app.command()
+def compare(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Two or more run directories.")],
+    out: Annotated[Path, typer.Option(help="Where to write the comparison page.")] = Path("compare.html"),
+) -> None:
+    """One table and one chart across runs (tuned scores; baseline of the first run beside them)."""
+    from tuneloop.report.compare import compare_runs
+
+    table = compare_runs(run_dirs, out)
+    _print_rows(table["columns"], table["rows"], "runs compared")
+    say(f"wrote {out}")
+
+
+@app.command()
+def bench(
+    model: Annotated[str, typer.Argument(help="A model (registry name, HF directory, hub id) or a run directory.")],
+    file: Annotated[Path, typer.Option(help="Multiple-choice questions (jsonl).")],
+    format: Annotated[str, typer.Option("--format", help="auto, arc, hellaswag, piqa or mc.")] = "auto",
+    limit: Annotated[int | None, typer.Option(min=1, help="Score only the first N questions.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 16,
+    dtype: Annotated[str, typer.Option(help="fp32 (matches lm-eval), bf16 or fp16.")] = "fp32",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")] = None,
+) -> None:
+    """Score a model on a multiple-choice benchmark file: acc and acc_norm (log-likelihood of each choice)."""
+    from tuneloop.evaluate.multiple_choice import bench as run_bench
+    from tuneloop.models.load import quiet_transformers
+    from tuneloop.workspace import write_json
+
+    quiet_transformers()
+    result = run_bench(model, str(file), format, limit, batch_size, dtype=dtype)
+    typer.echo(f"{Path(result['file']).name}: acc {result['acc']:.2f}  acc_norm {result['acc_norm']:.2f}  "
+               f"(n={result['n']}, {result['seconds']}s)")
+    if json_out:
+        write_json(json_out, result)
+
+
+@app.command()
+def judge(
+    run_dir: RunDirArg,
+    against: Annotated[Path | None, typer.Option(help="Judge against another run's tuned answers.")] = None,
+    endpoint: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL of the judge.")] = None,
+    judge_model: Annotated[str, typer.Option(help="Judge model (local name, or the endpoint's).")] =
+    "smollm2-135m-instruct",
+    limit: Annotated[int | None, typer.Option(min=1, help="Judge only the first N prompts.")] = None,
+) -> None:
+    """Pairwise LLM-as-judge, both orders asked: tuned vs baseline, or this run vs --against."""
+    from tuneloop.data.augment import LocalGenerator, OpenAIGenerator
+    from tuneloop.evaluate.judge import judge_run, judge_runs
+    from tuneloop.stages import report_stage
+    from tuneloop.workspace import open_run_dir, write_json
+
+    generator = OpenAIGenerator(endpoint, judge_model) if endpoint else LocalGenerator(judge_model)
+    opened = open_run_dir(run_dir)
+    if against is not None:
+        result = judge_runs(opened.root, open_run_dir(against).root, generator, limit)
+        write_json(opened.root / f"judge_vs_{against.name}.json", result)
+    else:
+        result = judge_run(opened.root, generator, limit)
+        report_stage(opened, say)  # the review sheet shows the verdicts
+    low, high = result.get("win_rate_interval") or (None, None)
+    interval = f" [{low:.2f}, {high:.2f}]" if low is not None else ""
+    typer.echo(f"win {result['win']}  tie {result['tie']}  loss {result['loss']}  invalid {result['invalid']}  "
+               f"(inconsistent across orders: {result['inconsistent']}); win rate {result['win_rate']}{interval}")
+
+
+def _print_rows(columns: list[str], rows: list[list], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*[f"{v:.2f}" if isinstance(v, float) else str(v) for v in row])
+    Console().print(table)
+
+
 @models_app.command("list")
 def models_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """The default models and whether they are in the local cache."""
@@ -215,18 +301,37 @@ def print_metrics(results: dict) -> None:
     table = Table(
         title="baseline vs tuned",
         caption=f"held-out: {heldout['rows']} rows ({heldout['split']}); "
-        f"validation: {results['validation']['rows']} rows",
+        f"validation: {results['validation']['rows']} rows; [95% interval]; p: paired test",
     )
-    for column in ("metric", "baseline", "tuned", "change"):
+    for column in ("metric", "baseline", "tuned", "change", "p"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     baseline = results.get("baseline", {})
+    intervals = results.get("intervals", {})
     for key, tuned in results["tuned"].items():
         if key == "validation_tokens":
             continue
         base = baseline.get(key)
-        change = f"{tuned - base:+.2f}" if base is not None else "-"
-        table.add_row(key, f"{base:.2f}" if base is not None else "-", f"{tuned:.2f}", change)
-    Console(stderr=False).print(table)
+        test = results.get("comparison", {}).get(key)
+        table.add_row(
+            key,
+            _with_interval(base, intervals.get("baseline", {}).get(key)),
+            _with_interval(tuned, intervals.get("tuned", {}).get(key)),
+            f"{tuned - base:+.2f}" if base is not None else "-",
+            f"{test['p_value']:.2g}" if test else "",
+        )
+    console = Console()
+    console.print(table)
+    for path, found in results.get("forgetting", {}).items():
+        console.print(f"forgetting: {Path(path).name}: acc {found['baseline']['acc']:.1f} -> "
+                      f"{found['tuned']['acc']:.1f} ({found['change']:+.1f} points, n={found['n']})")
+    for failure in results.get("failures", []):
+        console.print(f"[red]FAILED[/red] {failure}")
+
+
+def _with_interval(value, interval) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" + (f" [{interval[0]:.1f}, {interval[1]:.1f}]" if interval else "")
 
 
 def main() -> None:

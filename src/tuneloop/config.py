@@ -104,7 +104,8 @@ class TrainConfig(_Section):
     lora: LoraConfig = LoraConfig()
 
 
-GENERATION_METRICS = ("exact_match", "contains_answer", "rouge_l", "bleu")
+GENERATION_METRICS = ("exact_match", "contains_answer", "rouge_1", "rouge_2", "rouge_l", "bleu", "chrf", "token_f1")
+DEFAULT_GENERATION_METRICS = ("exact_match", "contains_answer", "rouge_l", "bleu", "chrf", "token_f1")
 
 
 class EvaluateConfig(_Section):
@@ -114,7 +115,17 @@ class EvaluateConfig(_Section):
     max_samples: int = Field(200, ge=1, description="Held-out rows scored by generation.")
     max_new_tokens: int = Field(64, ge=1)
     batch_size: int = Field(16, ge=1)
-    metrics: list[str] = Field(list(GENERATION_METRICS))
+    metrics: list[str] = Field(list(DEFAULT_GENERATION_METRICS))
+    intervals: bool = Field(True, description="95% bootstrap intervals and a paired baseline-vs-tuned test.")
+    forgetting: list[str] = Field(
+        default_factory=list, description="Multiple-choice files (ARC, HellaSwag, PIQA or {question, choices, answer})"
+        " scored on base and tuned model to catch forgetting."
+    )
+    forgetting_format: Literal["auto", "arc", "hellaswag", "piqa", "mc"] = "auto"
+    forgetting_limit: int | None = Field(None, ge=1, description="Questions per forgetting file (all when null).")
+    max_forgetting: float | None = Field(
+        None, ge=0, description="Points of accuracy the tuned model may lose on a forgetting file; more fails the run."
+    )
 
     @field_validator("metrics")
     @classmethod
@@ -123,6 +134,17 @@ class EvaluateConfig(_Section):
         if unknown:
             raise ValueError(f"unknown metric(s) {unknown}; allowed: {list(GENERATION_METRICS)}")
         return names
+
+
+class TrackingConfig(_Section):
+    """Where runs are tracked: MLflow (a local SQLite store beside the run directories by default), W&B, or none."""
+
+    backend: Literal["mlflow", "wandb", "none"] = "mlflow"
+    uri: str | None = Field(
+        None, description="MLflow tracking URI; default sqlite:///<output_dir's parent>/mlflow.db (see `mlflow ui`)."
+    )
+    experiment: str = "tuneloop"
+    wandb_mode: Literal["offline", "online"] = Field("offline", description="W&B works without a network offline.")
 
 
 class RunConfig(_Section):
@@ -134,6 +156,7 @@ class RunConfig(_Section):
     data: DataConfig
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None, base: dict | None = None) -> RunConfig:

@@ -13,7 +13,7 @@ import yaml
 
 from tuneloop.config import RunConfig, config_to_yaml, validate_config
 from tuneloop.errors import TuneloopError
-from tuneloop.workspace import RunDir, build_manifest, read_json, sha256_file, write_json, write_text
+from tuneloop.workspace import RunDir, build_manifest, flatten, read_json, sha256_file, write_json, write_text
 
 # Changing these between an interrupted run and its resume would silently train something else.
 _RESUME_SENSITIVE = ("seed", "model", "data", "train")
@@ -57,7 +57,7 @@ def data_stage(config: RunConfig, run: RunDir, console_print=print) -> dict:
     return prepare_data(config.data, run, config.seed, console_print)
 
 
-def train_stage(config: RunConfig, run: RunDir, resume: bool = False, console_print=print) -> dict:
+def train_stage(config: RunConfig, run: RunDir, resume: bool = False, console_print=print, tracker=None) -> dict:
     from tuneloop.data.formats import GENERATIVE_FORMATS
     from tuneloop.recipes.sft import train_sft
 
@@ -71,7 +71,7 @@ def train_stage(config: RunConfig, run: RunDir, resume: bool = False, console_pr
     if resume and (run.root / "train_summary.json").is_file() and run.trained_weights() is not None:
         console_print("train: already finished in this run directory; skipping")
         return read_json(run.root / "train_summary.json")
-    return train_sft(config, run, resume=resume, console_print=console_print)
+    return train_sft(config, run, resume=resume, console_print=console_print, tracker=tracker)
 
 
 def evaluate_stage(config: RunConfig, run: RunDir, data_file: str | None = None, console_print=print) -> dict:
@@ -84,13 +84,33 @@ def run_all(
     config: RunConfig, resume: bool = False, overwrite: bool = False, evaluate: bool = True, console_print=print
 ) -> tuple[RunDir, dict]:
     """data -> train (-> evaluate); returns the run directory and the last stage's result."""
+    from tuneloop.train.tracking import log_results, start_tracking
+
     run = open_for_run(config, resume=resume, overwrite=overwrite)
-    if not (resume and run.split("train").is_file()):  # a resumed run keeps the splits it trained on
-        data_stage(config, run, console_print)
-    result = train_stage(config, run, resume=resume, console_print=console_print)
-    if evaluate:
-        result = evaluate_stage(config, run, console_print=console_print)
+    tracker = start_tracking(config, run)
+    try:
+        if not (resume and run.split("train").is_file()):  # a resumed run keeps the splits it trained on
+            data_stage(config, run, console_print)
+        result = train_stage(config, run, resume=resume, console_print=console_print, tracker=tracker)
+        if evaluate:
+            result = evaluate_stage(config, run, console_print=console_print)
+            report_stage(run, console_print)
+        log_results(tracker, run)
+    except BaseException:
+        tracker.finish("KILLED")
+        raise
+    tracker.finish()
     return run, result
+
+
+def report_stage(run: RunDir, console_print=print) -> None:
+    """report.html and review.html from what the other stages wrote."""
+    from tuneloop.evaluate.review import write_review_sheet
+    from tuneloop.report.html import write_report
+
+    if run.samples.is_file() and run.samples.stat().st_size:
+        write_review_sheet(run.root)
+    console_print(f"report: {write_report(run)}")
 
 
 def _require_files(files: dict[str, str | None]) -> None:
@@ -103,8 +123,8 @@ def _require_files(files: dict[str, str | None]) -> None:
 
 
 def _check_resumable(config: RunConfig, run: RunDir) -> None:
-    saved = _flatten(load_run_config(run).model_dump(mode="json"))
-    current = _flatten(config.model_dump(mode="json"))
+    saved = flatten(load_run_config(run).model_dump(mode="json"))
+    current = flatten(config.model_dump(mode="json"))
     changed = sorted(
         key for key in saved.keys() | current.keys()
         if key.split(".")[0] in _RESUME_SENSITIVE and saved.get(key) != current.get(key)
@@ -122,12 +142,3 @@ def _check_resumable(config: RunConfig, run: RunDir) -> None:
                 "Restore it, or start over with --overwrite."
             )
 
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat

@@ -162,6 +162,17 @@ def git_commit(cwd: Path | None = None) -> str | None:
     return out.stdout.strip() or None
 
 
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}: how configs are compared and logged as parameters."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def build_manifest(config: dict, data_files: dict[str, str | None], seed: int) -> dict:
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -1,16 +1,25 @@
-"""Generation metrics checked against hand-computed values: exact match, contains-answer, ROUGE-L, BLEU."""
+"""Generation metrics checked against hand-computed values: exact match, contains-answer, token F1, ROUGE, BLEU,
+chrF and perplexity."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 
 from tuneloop.evaluate.metrics import (
     contains_answer,
     corpus_bleu,
+    corpus_chrf,
     exact_match,
     generation_scores,
     normalize,
+    perplexity_from_loss,
+    rouge_1,
+    rouge_2,
     rouge_l,
+    rouge_scores,
+    token_f1,
 )
 
 ALL_METRICS = ["exact_match", "contains_answer", "rouge_l", "bleu"]
@@ -126,3 +135,98 @@ def test_generation_scores_of_no_rows_is_zero():
     totals, per_row = generation_scores([], [], [], ["exact_match", "rouge_l"])
     assert totals == {"exact_match": 0.0, "rouge_l": 0.0}
     assert per_row == {"exact_match": [], "rouge_l": []}
+
+
+def test_token_f1_matches_the_hand_computed_overlap():
+    # Normalized: prediction [cat, sat, on, mat], reference [cat, sat]; overlap 2, P = 2/4, R = 2/2, F1 = 2/3.
+    assert token_f1(["The cat sat on the mat."], ["cat sat"]) == [pytest.approx(200 / 3)]
+
+
+def test_token_f1_counts_repeated_tokens_as_a_bag():
+    # Prediction {red: 2, blue: 1}, reference {red: 1, blue: 2}; overlap min counts = 1 + 1 = 2, P = R = 2/3.
+    assert token_f1(["red red blue"], ["red blue blue"]) == [pytest.approx(200 / 3)]
+
+
+def test_token_f1_of_identical_and_of_disjoint_text():
+    assert token_f1(["Paris, France"], ["paris france"]) == [100.0]
+    assert token_f1(["alpha beta"], ["gamma delta"]) == [0.0]
+
+
+def test_token_f1_when_a_side_normalizes_to_nothing():
+    # SQuAD rule: both empty is a match, one empty is not.
+    assert token_f1(["the", ""], ["", "cat"]) == [100.0, 0.0]
+
+
+def test_rouge_1_of_a_dropped_word_matches_the_hand_computed_f1():
+    # Unigram overlap of [the, cat, on, the, mat] with [the, cat, sat, on, the, mat] = 5; P = 5/5, R = 5/6, F1 = 10/11.
+    assert rouge_1(["the cat on the mat"], ["the cat sat on the mat"]) == [pytest.approx(100 * 10 / 11)]
+
+
+def test_rouge_2_of_a_dropped_word_matches_the_hand_computed_f1():
+    # Bigrams: prediction {the cat, cat on, on the, the mat}; reference {the cat, cat sat, sat on, on the, the mat}.
+    # Overlap 3; P = 3/4, R = 3/5, F1 = 2 * (9/20) / (27/20) = 2/3.
+    assert rouge_2(["the cat on the mat"], ["the cat sat on the mat"]) == [pytest.approx(200 / 3)]
+
+
+def test_rouge_scores_computes_the_requested_variants_in_one_pass():
+    predictions, references = ["the cat on the mat", "alpha beta"], ["the cat sat on the mat", "gamma delta"]
+    scores = rouge_scores(predictions, references, ["rouge_1", "rouge_2", "rouge_l", "bleu"])
+    assert scores == {
+        "rouge_1": rouge_1(predictions, references),
+        "rouge_2": rouge_2(predictions, references),
+        "rouge_l": rouge_l(predictions, references),
+    }
+    assert rouge_scores(predictions, references, ["bleu"]) == {}
+
+
+def test_corpus_chrf_of_identical_and_of_character_disjoint_sentences():
+    sentences = ["the quick brown fox jumps over the lazy dog"]
+    assert corpus_chrf(sentences, sentences) == pytest.approx(100.0)
+    assert corpus_chrf(["xyz"], ["abc"]) == 0.0
+
+
+def test_corpus_chrf_gives_partial_credit_for_a_near_miss():
+    assert 0.0 < corpus_chrf(["the cats sat"], ["the cat sat"]) < 100.0
+
+
+def test_corpus_metrics_of_no_rows_are_zero():
+    assert corpus_bleu([], []) == 0.0
+    assert corpus_chrf([], []) == 0.0
+
+
+def test_perplexity_from_loss_is_the_exponential_of_the_mean_loss():
+    assert perplexity_from_loss(0.0) == 1.0
+    assert perplexity_from_loss(math.log(4.0)) == pytest.approx(4.0)
+
+
+def test_perplexity_from_loss_caps_a_huge_loss_instead_of_overflowing():
+    assert perplexity_from_loss(1000.0) == pytest.approx(math.exp(50.0))
+
+
+def test_generation_scores_returns_the_new_per_row_metrics():
+    totals, per_row = generation_scores(
+        ["The cat sat on the mat.", "the cat on the mat"],
+        ["cat sat", "the cat sat on the mat"],
+        ["cat", "mat"],
+        ["token_f1", "rouge_1", "rouge_2"],
+    )
+    # Row 2 tokens after dropping articles: [cat, on, mat] vs [cat, sat, on, mat]; P = 1, R = 3/4, F1 = 6/7.
+    assert per_row["token_f1"] == [pytest.approx(200 / 3), pytest.approx(600 / 7)]
+    assert per_row["rouge_1"][1] == pytest.approx(100 * 10 / 11)
+    assert per_row["rouge_2"][1] == pytest.approx(200 / 3)
+    for name, values in per_row.items():
+        assert totals[name] == pytest.approx(sum(values) / len(values))
+
+
+def test_generation_scores_reports_chrf_only_as_a_corpus_total():
+    sentences = ["the quick brown fox jumps over the lazy dog"]
+    totals, per_row = generation_scores(sentences, sentences, ["fox"], ["chrf", "bleu"])
+    assert totals == {"chrf": pytest.approx(100.0), "bleu": pytest.approx(100.0)}
+    assert per_row == {}
+
+
+def test_generation_scores_of_no_rows_is_zero_for_every_metric():
+    metrics = ["exact_match", "contains_answer", "token_f1", "rouge_1", "rouge_2", "rouge_l", "bleu", "chrf"]
+    totals, per_row = generation_scores([], [], [], metrics)
+    assert totals == dict.fromkeys(metrics, 0.0)
+    assert all(values == [] for values in per_row.values())

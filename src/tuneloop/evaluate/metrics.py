@@ -1,18 +1,34 @@
-"""Generation metrics on held-out rows: exact match, contains-answer, ROUGE-L and BLEU (0-100 scale).
+"""Generation metrics on held-out rows (0-100 scale): exact match, contains-answer, SQuAD token F1,
+ROUGE-1/2/L, corpus BLEU and chrF; plus perplexity from a mean token loss.
 
-ROUGE comes from rouge-score and BLEU from sacrebleu, computed locally: `evaluate.load` would
+ROUGE comes from rouge-score and BLEU/chrF from sacrebleu, computed locally: `evaluate.load` would
 fetch metric code from a hub, which a machine without network cannot do.
+
+Per-row metrics (exact_match, contains_answer, token_f1, rouge_1, rouge_2, rouge_l) give one score per
+row, so `tuneloop.evaluate.stats` can put a bootstrap interval on their mean; corpus metrics (bleu,
+chrf) are defined over the whole corpus and give one number.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import string
 import unicodedata
+from collections import Counter
+from functools import cache
 
 # Punctuation goes, except between digits: "14.50" must not become "14 50" (which would contain "14").
 _PUNCTUATION = re.compile(f"(?<!\\d)[{re.escape(string.punctuation)}]|[{re.escape(string.punctuation)}](?!\\d)")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+# Metric name in configs -> rouge-score's name for it.
+_ROUGE_TYPES = {"rouge_1": "rouge1", "rouge_2": "rouge2", "rouge_l": "rougeL"}
+PER_ROW_METRICS = ("exact_match", "contains_answer", "token_f1", *_ROUGE_TYPES)
+CORPUS_METRICS = ("bleu", "chrf")
+
+# Same cap as the validation loss: exp(50) is already meaningless, and exp(800) overflows.
+_MAX_LOSS_FOR_PERPLEXITY = 50.0
 
 
 def normalize(text: str) -> str:
@@ -35,31 +51,96 @@ def contains_answer(predictions: list[str], answers: list[str]) -> list[float]:
     return scores
 
 
-def rouge_l(predictions: list[str], references: list[str]) -> list[float]:
+def token_f1(predictions: list[str], references: list[str]) -> list[float]:
+    """SQuAD token F1 per row (0-100): F1 of the bag-of-tokens overlap after `normalize`.
+
+    As in the SQuAD script, a row where either side normalizes to nothing scores 100 if both do, else 0.
+    """
+    return [_token_f1(p, r) for p, r in zip(predictions, references, strict=True)]
+
+
+def _token_f1(prediction: str, reference: str) -> float:
+    predicted_tokens, reference_tokens = normalize(prediction).split(), normalize(reference).split()
+    if not predicted_tokens or not reference_tokens:
+        return 100.0 * (predicted_tokens == reference_tokens)
+    overlap = sum((Counter(predicted_tokens) & Counter(reference_tokens)).values())
+    if overlap == 0:
+        return 0.0
+    precision, recall = overlap / len(predicted_tokens), overlap / len(reference_tokens)
+    return 100 * 2 * precision * recall / (precision + recall)
+
+
+def rouge_scores(predictions: list[str], references: list[str], metrics: list[str]) -> dict[str, list[float]]:
+    """Per-row ROUGE F-measures (0-100) for the requested names among rouge_1, rouge_2, rouge_l, in one pass."""
+    wanted = tuple(name for name in _ROUGE_TYPES if name in metrics)
+    scores: dict[str, list[float]] = {name: [] for name in wanted}
+    if not wanted:
+        return scores
+    scorer = _rouge_scorer(tuple(_ROUGE_TYPES[name] for name in wanted))
+    for prediction, reference in zip(predictions, references, strict=True):
+        row = scorer.score(reference, prediction)
+        for name in wanted:
+            scores[name].append(100 * row[_ROUGE_TYPES[name]].fmeasure)
+    return scores
+
+
+@cache
+def _rouge_scorer(rouge_types: tuple[str, ...]):
     from rouge_score import rouge_scorer
 
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    return [100 * scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references, strict=True)]
+    return rouge_scorer.RougeScorer(list(rouge_types), use_stemmer=True)
+
+
+def rouge_1(predictions: list[str], references: list[str]) -> list[float]:
+    return rouge_scores(predictions, references, ["rouge_1"])["rouge_1"]
+
+
+def rouge_2(predictions: list[str], references: list[str]) -> list[float]:
+    return rouge_scores(predictions, references, ["rouge_2"])["rouge_2"]
+
+
+def rouge_l(predictions: list[str], references: list[str]) -> list[float]:
+    return rouge_scores(predictions, references, ["rouge_l"])["rouge_l"]
 
 
 def corpus_bleu(predictions: list[str], references: list[str]) -> float:
+    """sacrebleu corpus BLEU (0-100); 0.0 for no rows, where sacrebleu itself would raise."""
     import sacrebleu
 
-    return sacrebleu.corpus_bleu(predictions, [references]).score
+    return sacrebleu.corpus_bleu(predictions, [references]).score if predictions else 0.0
+
+
+def corpus_chrf(predictions: list[str], references: list[str]) -> float:
+    """sacrebleu corpus chrF (character n-gram F-score, 0-100); 0.0 for no rows."""
+    import sacrebleu
+
+    return sacrebleu.corpus_chrf(predictions, [references]).score if predictions else 0.0
+
+
+def perplexity_from_loss(mean_loss: float) -> float:
+    """exp(mean cross-entropy per token, in nats), with the loss capped at 50 so it never overflows."""
+    return math.exp(min(mean_loss, _MAX_LOSS_FOR_PERPLEXITY))
 
 
 def generation_scores(
     predictions: list[str], references: list[str], answers: list[str], metrics: list[str]
 ) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """Corpus-level scores (0-100) and, for per-row metrics, the per-row values behind them."""
+    """Corpus-level scores (0-100) and, for per-row metrics, the per-row values behind them.
+
+    Known names: exact_match, contains_answer, token_f1, rouge_1, rouge_2, rouge_l (per row; the total is
+    the mean, 0.0 for no rows) and bleu, chrf (corpus totals only). Other names are ignored here.
+    """
     per_row: dict[str, list[float]] = {}
     if "exact_match" in metrics:
         per_row["exact_match"] = [100 * s for s in exact_match(predictions, references)]
     if "contains_answer" in metrics:
         per_row["contains_answer"] = [100 * s for s in contains_answer(predictions, answers)]
-    if "rouge_l" in metrics:
-        per_row["rouge_l"] = rouge_l(predictions, references)
+    if "token_f1" in metrics:
+        per_row["token_f1"] = token_f1(predictions, references)
+    per_row.update(rouge_scores(predictions, references, metrics))
     totals = {name: sum(values) / len(values) if values else 0.0 for name, values in per_row.items()}
     if "bleu" in metrics:
         totals["bleu"] = corpus_bleu(predictions, references)
+    if "chrf" in metrics:
+        totals["chrf"] = corpus_chrf(predictions, references)
     return totals, per_row

@@ -9,17 +9,23 @@ samples.jsonl (prompt, reference, baseline and tuned replies side by side).
 from __future__ import annotations
 
 import gc
+from pathlib import Path
 
 from tuneloop.config import RunConfig
 from tuneloop.data.encode import encode_examples, render_prompt
 from tuneloop.data.prepare import load_examples
 from tuneloop.evaluate.generate import generate_replies
 from tuneloop.evaluate.loss import validation_loss
-from tuneloop.evaluate.metrics import generation_scores
+from tuneloop.evaluate.metrics import corpus_bleu, corpus_chrf, generation_scores
+from tuneloop.evaluate.multiple_choice import load_questions, score_multiple_choice
+from tuneloop.evaluate.stats import bootstrap_interval, compare, corpus_bootstrap_interval
 from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_causal_lm, load_tuned
 from tuneloop.models.registry import resolve_model
 from tuneloop.workspace import RunDir, read_jsonl, write_json, write_jsonl
+
+
+RIGHT_OR_WRONG_METRICS = ("exact_match", "contains_answer")
 
 
 def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, console_print=print) -> dict:
@@ -39,33 +45,54 @@ def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, c
     answers = [ex.get("answer", ref) for ex, ref in zip(scored, references, strict=True)]
     validation_encoded, _ = encode_examples(tokenizer, validation, config.data.max_length, config.data.train_on_prompt)
 
-    def score(model, label: str) -> tuple[dict, list[str]]:
-        metrics = validation_loss(model, validation_encoded, tokenizer.pad_token_id, config.evaluate.batch_size)
-        if not prompts:  # plain-text data has no replies to generate; loss and perplexity still say a lot
-            return metrics, []
-        replies = generate_replies(
-            model, tokenizer, prompts, config.evaluate.max_new_tokens, config.evaluate.batch_size, desc=label
-        )
-        totals, _ = generation_scores(replies, references, answers, config.evaluate.metrics)
-        return {**metrics, **totals}, replies
+    questions = {
+        path: load_questions(path, config.evaluate.forgetting_format, config.evaluate.forgetting_limit)
+        for path in config.evaluate.forgetting
+    }
+
+    def score(model, label: str) -> dict:
+        scored_side = {"totals": validation_loss(model, validation_encoded, tokenizer.pad_token_id,
+                                                 config.evaluate.batch_size), "replies": [], "per_row": {}}
+        if prompts:  # plain-text data has no replies to generate; loss and perplexity still say a lot
+            replies = generate_replies(
+                model, tokenizer, prompts, config.evaluate.max_new_tokens, config.evaluate.batch_size, desc=label
+            )
+            totals, per_row = generation_scores(replies, references, answers, config.evaluate.metrics)
+            scored_side.update(replies=replies, per_row=per_row)
+            scored_side["totals"].update(totals)
+        scored_side["forgetting"] = {
+            path: score_multiple_choice(model, tokenizer, items, config.evaluate.batch_size)
+            for path, items in questions.items()
+        }
+        return scored_side
 
     results: dict = {
         "heldout": {"split": heldout_name, "rows": len(scored)},
         "validation": {"rows": len(validation_encoded)},
     }
-    tuned_scores, tuned_replies = score(tuned_model, "tuned")
-    baseline_replies: list[str] = []
+    tuned = score(tuned_model, "tuned")
+    baseline = None
     if config.evaluate.baseline:
-        baseline_scores, baseline_replies = _score_baseline(config, run, base_path, tuned_model, tokenizer, dtype,
-                                                            device, score)
-        results["baseline"] = baseline_scores
-    results["tuned"] = tuned_scores
-    if "baseline" in results:
+        baseline = _score_baseline(run, base_path, tuned_model, dtype, device, score)
+        results["baseline"] = baseline["totals"]
+    results["tuned"] = tuned["totals"]
+    if baseline:
         results["delta"] = {
-            key: tuned_scores[key] - results["baseline"][key]
-            for key in tuned_scores
-            if key in results["baseline"] and key != "validation_tokens"
+            key: tuned["totals"][key] - baseline["totals"][key]
+            for key in tuned["totals"]
+            if key in baseline["totals"] and key != "validation_tokens"
         }
+    if config.evaluate.intervals and prompts:
+        results.update(_intervals_and_tests(tuned, baseline, references))
+    if questions:
+        results["forgetting"] = _forgetting(tuned, baseline, config.evaluate.max_forgetting)
+    failures = [f"forgetting: {Path(path).name} lost {-found['change']:.1f} points of accuracy, more than "
+                f"evaluate.max_forgetting={config.evaluate.max_forgetting}"
+                for path, found in results.get("forgetting", {}).items() if found["exceeded"]]
+    results["status"] = "failed" if failures else "passed"
+    results["failures"] = failures
+    baseline_replies = baseline["replies"] if baseline else []
+    tuned_replies = tuned["replies"]
     write_json(run.metrics, results)
     write_jsonl(
         run.samples,
@@ -93,7 +120,7 @@ def _heldout_examples(config: RunConfig, run: RunDir, data_file: str | None) -> 
     return read_jsonl(run.split("validation")), "validation (seen by early stopping; add data.test_file)"
 
 
-def _score_baseline(config, run, base_path, tuned_model, tokenizer, dtype, device, score):
+def _score_baseline(run, base_path, tuned_model, dtype, device, score) -> dict:
     if run.trained_weights() == run.adapter:
         # The LoRA base is already loaded: switching the adapter off gives the untuned model exactly.
         with tuned_model.disable_adapter():
@@ -106,3 +133,43 @@ def _score_baseline(config, run, base_path, tuned_model, tokenizer, dtype, devic
         del base
         gc.collect()
 
+
+def _intervals_and_tests(tuned: dict, baseline: dict | None, references: list[str]) -> dict:
+    """95% bootstrap intervals for every generation metric, and a paired test against the baseline."""
+    corpus_metrics = {"bleu": corpus_bleu, "chrf": corpus_chrf}
+    sides = {"tuned": tuned} | ({"baseline": baseline} if baseline else {})
+    intervals: dict = {}
+    for name, side in sides.items():
+        intervals[name] = {metric: list(bootstrap_interval(values)) for metric, values in side["per_row"].items()}
+        for metric, function in corpus_metrics.items():
+            if metric in side["totals"]:
+                intervals[name][metric] = list(corpus_bootstrap_interval(side["replies"], references, function))
+    found = {"intervals": intervals}
+    if baseline:
+        # The metric decides the test, not the values: a graded score that happens to be all zeros is still graded.
+        found["comparison"] = {
+            metric: compare(baseline["per_row"][metric], values, binary=metric in RIGHT_OR_WRONG_METRICS)
+            for metric, values in tuned["per_row"].items()
+        }
+    return found
+
+
+def _forgetting(tuned: dict, baseline: dict | None, limit: float | None) -> dict:
+    """Accuracy on each general-knowledge file, base vs tuned; a drop beyond the limit fails the run."""
+    report = {}
+    for path, after in tuned["forgetting"].items():
+        before = baseline["forgetting"][path] if baseline else None
+        entry = {"n": after["n"], "tuned": {"acc": after["acc"], "acc_norm": after["acc_norm"]}}
+        if before:
+            change = after["acc"] - before["acc"]
+            entry.update(
+                baseline={"acc": before["acc"], "acc_norm": before["acc_norm"]},
+                change=change,
+                test=compare([float(c) for c in before["correct"]], [float(c) for c in after["correct"]], binary=True),
+                limit=limit,
+                exceeded=limit is not None and -change > limit,
+            )
+        else:
+            entry.update(baseline={"acc": float("nan"), "acc_norm": float("nan")}, change=0.0, exceeded=False)
+        report[path] = entry
+    return report

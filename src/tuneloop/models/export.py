@@ -13,7 +13,8 @@ from tuneloop.config import RunConfig
 from tuneloop.errors import TuneloopError
 from tuneloop.models.load import load_causal_lm, load_tokenizer
 from tuneloop.models.registry import resolve_model
-from tuneloop.workspace import RunDir, read_json, write_text
+from tuneloop.report.model_card import model_card
+from tuneloop.workspace import RunDir, write_text
 
 
 def export_run(config: RunConfig, run: RunDir, out: Path, merge: bool) -> Path:
@@ -42,32 +43,3 @@ def export_run(config: RunConfig, run: RunDir, out: Path, merge: bool) -> Path:
     staging.rename(out)
     return out
 
-
-def model_card(config: RunConfig, run: RunDir, kind: str) -> str:
-    lines = [
-        f"# {Path(config.output_dir).name}",
-        "",
-        f"Fine-tuned with tuneloop from `{config.model.name}` ({config.train.method}); this export is a {kind}.",
-        "",
-        f"- training data: `{config.data.train_file}` ({config.data.format} format)",
-        f"- held-out data: `{config.data.test_file or 'a validation split of the training data'}`",
-    ]
-    if run.metrics.is_file():
-        metrics = read_json(run.metrics)
-        lines += ["", f"## Held-out results ({metrics['heldout']['rows']} rows, split: {metrics['heldout']['split']})",
-                  "", "| metric | baseline | tuned |", "|---|---|---|"]
-        for key, value in metrics["tuned"].items():
-            if key == "validation_tokens":
-                continue
-            base = metrics.get("baseline", {}).get(key)
-            shown_base = f"{base:.3f}" if base is not None else "-"
-            lines.append(f"| {key} | {shown_base} | {value:.3f} |")
-    lines += [
-        "",
-        "## Limits",
-        "",
-        "A small model tuned on a small dataset: it answers what the training data covers and can state wrong",
-        "facts confidently outside it. Check the held-out results above before relying on it.",
-        "",
-    ]
-    return "\n".join(lines)

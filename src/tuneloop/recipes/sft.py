@@ -37,7 +37,7 @@ class TrainingInterrupted(TuneloopError):
     exit_code = 130
 
 
-def train_sft(config: RunConfig, run: RunDir, resume: bool = False, console_print=print) -> dict:
+def train_sft(config: RunConfig, run: RunDir, resume: bool = False, console_print=print, tracker=None) -> dict:
     """Train and save; return the summary also written to train_summary.json."""
     import torch
     from transformers import set_seed
@@ -65,7 +65,7 @@ def train_sft(config: RunConfig, run: RunDir, resume: bool = False, console_prin
         train_dataset=train_dataset,
         eval_dataset=validation_dataset,
         processing_class=tokenizer,
-        callbacks=_callbacks(config, run),
+        callbacks=_callbacks(config, run, tracker),
     )
     _replace_default_printing(trainer)
 
@@ -202,10 +202,14 @@ def _training_arguments(config: RunConfig, run: RunDir, device: str, compute_dty
     )
 
 
-def _callbacks(config: RunConfig, run: RunDir) -> list:
+def _callbacks(config: RunConfig, run: RunDir, tracker) -> list:
     from transformers import EarlyStoppingCallback
 
+    from tuneloop.train.tracking import TrackingCallback
+
     callbacks = [ProgressCallback(), JsonlLogCallback(run.train_log)]
+    if tracker is not None:
+        callbacks.append(TrackingCallback(tracker))
     if config.train.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.train.early_stopping_patience))
     return callbacks

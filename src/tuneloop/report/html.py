@@ -1,0 +1,213 @@
+"""report.html: one self-contained page per run, summary first (images embedded, no scripts, no network).
+
+Sections: verdict, metrics baseline vs tuned with 95% intervals and the paired test, their chart,
+loss curves, forgetting, classification pictures where they apply, the data audit summary, sample
+outputs, the training summary, and the config and manifest. `tuneloop report RUN_DIR` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from html import escape
+from pathlib import Path
+
+from tuneloop.report import plots
+from tuneloop.workspace import RunDir, read_json, read_jsonl, write_text
+
+_STYLE = """
+body{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:66rem;color:#1d232b;padding:0 1rem}
+h1{font-size:1.6rem;margin-bottom:.1rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #dde2e8}
+table{border-collapse:collapse;margin:.5rem 0}
+td,th{padding:.3rem .65rem;border-bottom:1px solid #eef1f4;text-align:left;vertical-align:top}
+th{color:#5b6673;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.badge{display:inline-block;padding:.1rem .55rem;border-radius:1rem;font-weight:700;font-size:.8rem}
+.passed{background:#e6f4ea;color:#137333}.failed{background:#fce8e6;color:#b42318}
+.muted{color:#5b6673}.up{color:#137333}.down{color:#b42318}
+.ex{font:13px ui-monospace,monospace;background:#f6f8fa;padding:.15rem .35rem;border-radius:4px;
+white-space:pre-wrap;word-break:break-word;display:block}
+img{max-width:100%}details{margin:.4rem 0}summary{cursor:pointer;color:#1f5fae}
+"""
+HIDDEN_METRICS = ("validation_tokens",)
+
+
+def write_report(run: RunDir) -> Path:
+    path = run.root / "report.html"
+    write_text(path, render_report(run))
+    return path
+
+
+def render_report(run: RunDir) -> str:
+    metrics = read_json(run.metrics) if run.metrics.is_file() else {}
+    config = run.config.read_text(encoding="utf-8") if run.config.is_file() else ""
+    parts = [
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(run.root.name)} report</title>"
+        f"<style>{_STYLE}</style></head><body>",
+        _header(run, metrics),
+    ]
+    if metrics:
+        parts += [_metrics_table(metrics), _metric_chart(metrics)]
+    parts.append(_loss_section(run))
+    if metrics.get("forgetting"):
+        parts.append(_forgetting(metrics["forgetting"]))
+    if metrics.get("classification"):
+        parts.append(_classification(metrics["classification"]))
+    parts.append(_audit(run))
+    parts.append(_samples(run))
+    parts.append(_training(run))
+    parts.append(f"<h2>Config and manifest</h2><details><summary>config.yaml</summary><pre class=ex>{escape(config)}"
+                 f"</pre></details>")
+    if run.manifest.is_file():
+        manifest = json.dumps(read_json(run.manifest), indent=2)
+        parts.append(f"<details><summary>manifest.json</summary><pre class=ex>{escape(manifest)}</pre></details>")
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+def _img(png: bytes | None, alt: str) -> str:
+    if not png:
+        return ""
+    return f"<img alt='{escape(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+
+
+def _header(run: RunDir, metrics: dict) -> str:
+    summary = read_json(run.root / "train_summary.json") if (run.root / "train_summary.json").is_file() else {}
+    status = metrics.get("status", "passed" if metrics else "not evaluated")
+    badge = f"<span class='badge {escape(status)}'>{escape(status)}</span>" if metrics else ""
+    lines = [f"<h1>{escape(run.root.name)} {badge}</h1>"]
+    described = []
+    if summary:
+        described.append(f"{summary.get('method')} fine-tune, {summary.get('steps')} steps in "
+                         f"{summary.get('seconds')} s on {summary.get('device')} ({summary.get('compute_dtype')})")
+    if metrics.get("heldout"):
+        described.append(f"held-out: {metrics['heldout']['rows']} rows ({escape(str(metrics['heldout']['split']))})")
+    lines.append(f"<p class=muted>{'; '.join(described)}</p>")
+    for failure in metrics.get("failures", []):
+        lines.append(f"<p class=down>{escape(failure)}</p>")
+    headline = _headline(metrics)
+    if headline:
+        lines.append(f"<p><b>{escape(headline)}</b></p>")
+    return "".join(lines)
+
+
+def _headline(metrics: dict) -> str:
+    comparison = metrics.get("comparison", {})
+    for key in ("contains_answer", "accuracy", "exact_match", "rouge_l", "token_f1"):
+        if key in comparison and key in metrics.get("tuned", {}):
+            test = comparison[key]
+            verdict = "a real difference" if test.get("significant") else "not distinguishable from noise"
+            return (f"{key}: {metrics['baseline'][key]:.1f} → {metrics['tuned'][key]:.1f} "
+                    f"({test['difference']:+.1f} points, 95% CI {test['low']:+.1f} to {test['high']:+.1f}; "
+                    f"{test['test']} p = {test['p_value']:.3g}: {verdict})")
+    return ""
+
+
+def _metrics_table(metrics: dict) -> str:
+    intervals = metrics.get("intervals", {})
+    comparison = metrics.get("comparison", {})
+    rows = []
+    for key, tuned in metrics.get("tuned", {}).items():
+        if key in HIDDEN_METRICS or not isinstance(tuned, int | float):
+            continue
+        base = metrics.get("baseline", {}).get(key)
+        change = "" if base is None else f"{tuned - base:+.2f}"
+        direction = "" if base is None or tuned == base else ("up" if (tuned > base) != _lower_is_better(key)
+                                                               else "down")
+        test = comparison.get(key, {})
+        p_value = f"{test['p_value']:.3g}" if "p_value" in test else ""
+        rows.append(
+            f"<tr><td>{escape(key)}</td><td class=n>{_with_interval(base, intervals.get('baseline', {}).get(key))}</td>"
+            f"<td class=n>{_with_interval(tuned, intervals.get('tuned', {}).get(key))}</td>"
+            f"<td class='n {direction}'>{change}</td><td class=n>{p_value}</td>"
+            f"<td>{'yes' if test.get('significant') else ('no' if test else '')}</td></tr>"
+        )
+    return ("<h2>Baseline vs tuned</h2><table><tr><th>metric</th><th>baseline</th><th>tuned</th><th>change</th>"
+            f"<th>p</th><th>real?</th></tr>{''.join(rows)}</table><p class=muted>Brackets: 95% bootstrap intervals "
+            "over rows. p: paired test on the same rows (McNemar for right/wrong scores, paired bootstrap else).</p>")
+
+
+def _lower_is_better(key: str) -> bool:
+    return key in ("validation_loss", "perplexity")
+
+
+def _with_interval(value, interval) -> str:
+    if value is None:
+        return "–"
+    text = f"{value:.2f}"
+    if interval and interval[0] is not None:
+        text += f" <span class=muted>[{interval[0]:.1f}, {interval[1]:.1f}]</span>"
+    return text
+
+
+def _metric_chart(metrics: dict) -> str:
+    intervals = metrics.get("intervals", {})
+    rows = [
+        (key, metrics.get("baseline", {}).get(key), value, intervals.get("baseline", {}).get(key),
+         intervals.get("tuned", {}).get(key))
+        for key, value in metrics.get("tuned", {}).items()
+        if key not in HIDDEN_METRICS + ("validation_loss", "perplexity") and isinstance(value, int | float)
+    ]
+    return _img(plots.metric_bars(rows), "baseline and tuned scores with 95% intervals")
+
+
+def _loss_section(run: RunDir) -> str:
+    if not run.train_log.is_file():
+        return ""
+    return "<h2>Loss curves</h2>" + _img(plots.loss_curves(read_jsonl(run.train_log)), "training and validation loss")
+
+
+def _forgetting(forgetting: dict) -> str:
+    rows = "".join(
+        f"<tr><td>{escape(Path(path).name)}</td><td class=n>{found['n']}</td>"
+        f"<td class=n>{found['baseline']['acc']:.1f}</td><td class=n>{found['tuned']['acc']:.1f}</td>"
+        f"<td class='n {'down' if found['change'] < 0 else 'up'}'>{found['change']:+.1f}</td>"
+        f"<td class=n>{found['baseline']['acc_norm']:.1f} → {found['tuned']['acc_norm']:.1f}</td>"
+        f"<td>{'<b class=down>exceeds limit</b>' if found.get('exceeded') else ''}</td></tr>"
+        for path, found in forgetting.items()
+    )
+    return ("<h2>Forgetting check</h2><table><tr><th>benchmark</th><th>questions</th><th>base acc</th>"
+            f"<th>tuned acc</th><th>change</th><th>acc_norm</th><th></th></tr>{rows}</table>")
+
+
+def _classification(classification: dict) -> str:
+    parts = ["<h2>Classification</h2>"]
+    if classification.get("confusion_matrix"):
+        matrix = classification["confusion_matrix"]
+        parts.append(_img(plots.confusion_matrix(matrix["labels"], matrix["matrix"]), "confusion matrix"))
+    if classification.get("roc_curves"):
+        parts.append(_img(plots.roc_curves(classification["roc_curves"]), "ROC curves"))
+    return "".join(parts)
+
+
+def _audit(run: RunDir) -> str:
+    path = run.root / "audit" / "audit.json"
+    if not path.is_file():
+        return ""
+    findings = read_json(path)["summary"]
+    rows = "".join(f"<tr><td>{escape(f['severity'])}</td><td>{escape(f['check'])}</td><td>{escape(f['message'])}</td>"
+                   "</tr>" for f in findings)
+    body = f"<table>{rows}</table>" if rows else "<p class=up>No problems found.</p>"
+    return f"<h2>Data audit</h2>{body}<p class=muted>Full audit: audit/audit.html</p>"
+
+
+def _samples(run: RunDir, shown: int = 8) -> str:
+    if not run.samples.is_file():
+        return ""
+    cards = []
+    for sample in read_jsonl(run.samples)[:shown]:
+        prompt = "\n".join(f"{m['role']}: {m['content']}" for m in sample["prompt"] if m["role"] != "system")
+        cards.append(
+            f"<tr><td><span class=ex>{escape(prompt)}</span></td><td><span class=ex>{escape(sample['reference'])}"
+            f"</span></td><td><span class=ex>{escape(sample.get('baseline') or '–')}</span></td>"
+            f"<td><span class=ex>{escape(sample['tuned'])}</span></td></tr>"
+        )
+    return ("<h2>Sample outputs</h2><table><tr><th>prompt</th><th>reference</th><th>baseline</th><th>tuned</th></tr>"
+            f"{''.join(cards)}</table><p class=muted>All rows: samples.jsonl; review sheet: review.html.</p>")
+
+
+def _training(run: RunDir) -> str:
+    path = run.root / "train_summary.json"
+    if not path.is_file():
+        return ""
+    rows = "".join(f"<tr><td>{escape(k)}</td><td>{escape(str(v))}</td></tr>" for k, v in read_json(path).items())
+    return f"<h2>Training</h2><table>{rows}</table>"
