@@ -212,8 +212,8 @@ def judge(
     limit: Annotated[int | None, typer.Option(min=1, help="Judge only the first N prompts.")] = None,
 ) -> None:
     """Pairwise LLM-as-judge, both orders asked: tuned vs baseline, or this run vs --against."""
-    from tuneloop.data.augment import LocalGenerator, OpenAIGenerator
     from tuneloop.evaluate.judge import judge_run, judge_runs
+    from tuneloop.generators import LocalGenerator, OpenAIGenerator
     from tuneloop.stages import report_stage
     from tuneloop.workspace import open_run_dir, write_json
 

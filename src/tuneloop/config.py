@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tuneloop.errors import ConfigError
 
@@ -59,11 +59,22 @@ class AuditConfig(_Section):
 class DataConfig(_Section):
     """Where the examples come from and how they become tokens."""
 
+    @model_validator(mode="after")
+    def _one_test_source(self) -> DataConfig:
+        if self.test_file and self.test_size:
+            raise ValueError("set data.test_file or data.test_size, not both")
+        return self
+
     train_file: str = Field(..., description="Training examples: jsonl, json, csv, tsv or parquet.")
     validation_file: str | None = Field(None, description="Held-out rows for validation loss and early stopping.")
     test_file: str | None = Field(None, description="Held-out rows scored by generation (never trained on).")
     format: Literal["auto", "chat", "alpaca", "prompt_completion", "preference", "classification", "text"] = "auto"
     validation_size: float = Field(0.1, gt=0.0, lt=1.0, description="Share of train split off when no validation_file.")
+    test_size: float | None = Field(
+        None, gt=0.0, lt=1.0, description="Without a test_file: share of train held out for testing, with "
+        "near-duplicate clusters kept on one side."
+    )
+    max_train_examples: int | None = Field(None, ge=2, description="Train on a seeded sample of this many examples.")
     max_length: int = Field(512, ge=8, description="Longer examples are truncated (and counted).")
     chat_template: str = Field(
         "model", description="'model' (the tokenizer's own), 'chatml', 'plain', or a Jinja template string."
@@ -245,7 +256,8 @@ def _describe(err: dict[str, Any]) -> str:
     if err["type"] == "missing":
         return f"{key}: required but missing."
     message = err["msg"].removeprefix("Value error, ")
-    return f"{key}: {message} (got {err.get('input')!r})."
+    shown = err.get("input")
+    return f"{key}: {message}." if isinstance(shown, dict) else f"{key}: {message} (got {shown!r})."
 
 
 def _fields_at(loc: list[str]) -> list[str]:

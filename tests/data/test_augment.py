@@ -13,20 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from tuneloop.data.augment import (
+from tuneloop.data.augment import augment_file, augment_text, is_augmented
+from tuneloop.data.load import Row, read_rows
+from tuneloop.data.wordnet import (
     LEXNAMES_MAN_PAGE,
-    LocalGenerator,
-    OpenAIGenerator,
-    augment_file,
-    augment_text,
     derive_lexnames,
-    is_augmented,
     lexnames_from_data_files,
     lexnames_from_man_page,
     wordnet,
 )
-from tuneloop.data.load import Row, read_rows
 from tuneloop.errors import DataError, ModelError
+from tuneloop.generators import LocalGenerator, OpenAIGenerator
 from tuneloop.models.registry import cache_root
 
 SENTENCES = [

@@ -77,9 +77,9 @@ def test_json_data_wrapper_is_unwrapped_with_correct_lines(tmp_path):
     assert items == [Row(f"{path}:2", {"text": "one"}), Row(f"{path}:3", {"text": "two"})]
 
 
-def test_json_compact_array_puts_every_item_on_line_one(tmp_path):
+def test_json_compact_array_names_the_item_on_the_shared_line(tmp_path):
     path = _write(tmp_path / "d.json", json.dumps([{"text": "a"}, {"text": "b"}]))
-    assert _wheres(list(read_rows(path))) == [f"{path}:1", f"{path}:1"]
+    assert _wheres(list(read_rows(path))) == [f"{path}:1 (item 1)", f"{path}:1 (item 2)"]
 
 
 def test_json_array_item_that_is_not_an_object_becomes_bad_row(tmp_path):

@@ -20,35 +20,25 @@ WordNet comes from Debian's `wordnet-base` (/usr/share/wordnet, or $TUNELOOP_WOR
 from __future__ import annotations
 
 import csv
-import gzip
 import io
-import json
-import os
 import random
 import re
-import shutil
-import tempfile
-import urllib.error
-import urllib.request
-import warnings
 from collections.abc import Iterator
 from copy import deepcopy
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
 
 from tqdm import tqdm
 
 from tuneloop.data.formats import FORMAT_FIELDS, column_names, detect_format, to_example
 from tuneloop.data.load import BadRow, Row, read_rows
-from tuneloop.errors import DataError, ModelError
-from tuneloop.models.registry import cache_root
+from tuneloop.data.wordnet import synonyms, wordnet
+from tuneloop.errors import DataError
+from tuneloop.generators import LocalGenerator, TextGenerator
 from tuneloop.workspace import write_jsonl, write_text
 
 METHODS = ("eda", "synonym", "paraphrase", "back-translate")
 MODEL_METHODS = ("paraphrase", "back-translate")
-DEFAULT_MODEL = "smollm2-135m-instruct"
 EDA_ALPHA = 0.1  # share of words each EDA edit touches, and the deletion probability (Wei & Zou's default)
 PARAPHRASE_PROMPT = (
     "Paraphrase the following text. Keep its meaning, change the wording. Reply with the paraphrase only.\n\n{text}"
@@ -58,12 +48,6 @@ CSV_TAG_COLUMNS = ("augmented_method", "augmented_source_row")
 OUTPUT_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".tsv")
 GENERATE_CHUNK = 32  # prompts per generator call: small enough for a smooth progress bar
 
-WORDNET_DIR = Path("/usr/share/wordnet")
-LEXNAMES_MAN_PAGE = Path("/usr/share/man/man5/lexnames.5WN.gz")
-WORDNET_FILES = ("data.*", "index.*", "*.exc", "cntlist.rev", "lexnames")
-# Syntactic category codes of the lexnames file, from lexnames(5WN).
-CATEGORY_CODES = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
-DATA_FILE_POS = {"data.noun": "noun", "data.verb": "verb", "data.adj": "adj", "data.adv": "adv"}
 
 # Function words carry no meaning of their own, so EDA never swaps them for "synonyms".
 STOPWORDS = frozenset("""
@@ -77,123 +61,6 @@ while who whom why will with would you your yours yourself yourselves
 
 _TOKEN = re.compile(r"^(\W*)(.*?)(\W*)$", re.DOTALL)  # leading punctuation, word, trailing punctuation
 _ALPHABETIC_WORD = re.compile(r"[A-Za-z]+(?:['-][A-Za-z]+)*")
-_LEXNAMES_ROW = re.compile(r"^(\d{2})\t\s*((?:noun|verb|adj|adv)\.\w+)\s*\t")
-
-
-# ---------------------------------------------------------------- WordNet
-
-
-def wordnet():
-    """The WordNet reader (nltk), built on first use from Debian's `wordnet-base` or $TUNELOOP_WORDNET."""
-    source = Path(os.environ.get("TUNELOOP_WORDNET", WORDNET_DIR))
-    return _load_wordnet(source, cache_root() / "wordnet")
-
-
-@lru_cache(maxsize=4)
-def _load_wordnet(source: Path, reader_dir: Path):
-    import nltk
-    from nltk.corpus.reader.wordnet import WordNetCorpusReader
-
-    if not (source / "data.noun").is_file():
-        raise DataError(
-            f"WordNet is not installed ({source} has no data.noun); synonym and EDA augmentation need it. "
-            "Install it with `apt-get install wordnet-base` (Debian/Ubuntu), or point TUNELOOP_WORDNET at a "
-            "WordNet 3.0 dict directory."
-        )
-    _build_reader_dir(source, reader_dir)
-    if str(reader_dir) not in nltk.data.path:
-        nltk.data.path.append(str(reader_dir))  # nltk refuses to read corpora outside its data roots
-
-    class EnglishWordNetReader(WordNetCorpusReader):
-        def map_wn(self, version: str = "wordnet"):
-            # The WordNet 3.0 sense map serves only multilingual lookups and needs index.sense, which Debian
-            # leaves out; without this override the reader fails to load.
-            return None
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "multilingual functions are not available": we need English only
-        return EnglishWordNetReader(str(reader_dir), None)
-
-
-def _build_reader_dir(source: Path, reader_dir: Path) -> None:
-    """Copy the dict files next to a `lexnames` file, which Debian leaves out and nltk requires.
-
-    Copies, not links: nltk refuses symlinks that leave the corpus root and files with several hard links.
-    The `source` file, written last, marks a complete build and says which dict it came from.
-    """
-    marker = reader_dir / "source"
-    if marker.is_file() and marker.read_text(encoding="utf-8") == str(source.resolve()):
-        return
-    reader_dir.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(dir=reader_dir.parent, prefix=".wordnet-"))
-    try:
-        for pattern in WORDNET_FILES:
-            for path in source.glob(pattern):
-                shutil.copyfile(path, building / path.name)
-                os.chmod(building / path.name, 0o644)  # nltk refuses group- or world-writable corpus files
-        if not (building / "lexnames").is_file():
-            (building / "lexnames").write_text(derive_lexnames(source), encoding="utf-8")
-        (building / "source").write_text(str(source.resolve()), encoding="utf-8")
-        shutil.rmtree(reader_dir, ignore_errors=True)
-        try:
-            os.replace(building, reader_dir)
-        except OSError:
-            if not marker.is_file():  # another process may have finished the same build first
-                raise
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
-
-
-def derive_lexnames(source: Path, man_page: Path = LEXNAMES_MAN_PAGE) -> str:
-    """The `lexnames` file: number, lexicographer file name and category code, one tab-separated line each.
-
-    Parsed from the lexnames(5WN) man page that `wordnet-base` installs; where the page is missing, a generic
-    list built from the file numbers that the dict's data files use.
-    """
-    rows = lexnames_from_man_page(man_page) if man_page.is_file() else []
-    if not rows:
-        rows = lexnames_from_data_files(source)
-    return "".join(f"{number:02d}\t{name}\t{CATEGORY_CODES[name.split('.')[0]]}\n" for number, name in rows)
-
-
-def lexnames_from_man_page(man_page: Path) -> list[tuple[int, str]]:
-    """(number, name) from the man page's table; empty when the table is not the contiguous list nltk needs."""
-    with gzip.open(man_page, "rt", encoding="utf-8", errors="replace") as handle:
-        rows = [(int(m.group(1)), m.group(2)) for m in map(_LEXNAMES_ROW.match, handle) if m]
-    return rows if [number for number, _ in rows] == list(range(len(rows))) else []
-
-
-def lexnames_from_data_files(source: Path) -> list[tuple[int, str]]:
-    """(number, "POS.fileNN") for every lexicographer file number the data files use, gaps filled.
-
-    The second field of each synset line in data.* is its two-digit lexicographer file number; the real
-    names (noun.animal, ...) are not in the data, so these stand in. They only show up in `Synset.lexname()`.
-    """
-    pos_of_number: dict[int, str] = {}
-    for file_name, pos in DATA_FILE_POS.items():
-        with (source / file_name).open(encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if not line.startswith(" "):  # the licence header lines start with spaces
-                    pos_of_number.setdefault(int(line.split(" ", 2)[1]), pos)
-    last = max(pos_of_number, default=-1)
-    # nltk reads line i as file number i, so unused numbers still need a line.
-    return [(number, f"{pos_of_number.get(number, 'noun')}.file{number:02d}") for number in range(last + 1)]
-
-
-def _synonyms(word: str) -> list[str]:
-    """WordNet synonyms of a word in any sense, multi-word lemmas with spaces, the word itself left out."""
-    reader = wordnet()
-    lowered = word.lower()
-    base_forms = {lowered, reader.morphy(lowered)}  # "runs" -> "run" is no rewording
-    found: list[str] = []
-    for synset in reader.synsets(lowered):
-        for lemma in synset.lemma_names():
-            synonym = lemma.replace("_", " ")
-            if synonym[:1].isupper():
-                continue  # a proper name ("fox" -> "George Fox") is another thing, not another word for it
-            if synonym.lower() not in base_forms and synonym not in found:
-                found.append(synonym)
-    return found
 
 
 # ---------------------------------------------------------------- text edits
@@ -244,7 +111,7 @@ def _synonym_replacement(tokens: list[_Token], rng: random.Random, count: int) -
     for position in positions:
         if replaced == count:
             break
-        options = _synonyms(tokens[position].word)
+        options = synonyms(tokens[position].word)
         if options:
             synonym = _with_case_of(rng.choice(options), tokens[position].word)
             tokens[position] = replace(tokens[position], word=synonym)
@@ -254,7 +121,7 @@ def _synonym_replacement(tokens: list[_Token], rng: random.Random, count: int) -
 
 def _random_insertion(tokens: list[_Token], rng: random.Random, count: int) -> list[_Token]:
     tokens = list(tokens)
-    options = [synonyms for t in tokens if _is_content_word(t.word) and (synonyms := _synonyms(t.word))]
+    options = [found for t in tokens if _is_content_word(t.word) and (found := synonyms(t.word))]
     if not options:
         return tokens
     for _ in range(count):
@@ -326,128 +193,6 @@ def _edit_text(text: str, method: str, rng: random.Random) -> str:
     if edited == tokens:
         return text
     return _render(edited, capitalize_first=_starts_upper(text))
-
-
-# ---------------------------------------------------------------- generators
-
-
-class TextGenerator(Protocol):
-    """Anything that answers a list of prompts with one reply each, in order."""
-
-    def generate(self, prompts: list[str]) -> list[str]: ...
-
-
-class LocalGenerator:
-    """A local causal LM with a chat template (registry name, HF directory or .gguf), loaded on first use.
-
-    Decoding is greedy, so several copies of the same row come out identical (and are skipped as duplicates);
-    use an OpenAI-compatible endpoint with a temperature for more than one copy per row.
-    """
-
-    def __init__(self, model: str = DEFAULT_MODEL, max_new_tokens: int = 256, batch_size: int = 8,
-                 device: str = "auto") -> None:
-        self.model_name = model
-        self.max_new_tokens = max_new_tokens
-        self.batch_size = batch_size
-        self.device = device
-        self._model = None
-        self._tokenizer = None
-
-    def generate(self, prompts: list[str]) -> list[str]:
-        from tuneloop.evaluate.generate import generate_replies
-
-        model, tokenizer = self._load()
-        rendered = [
-            tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                          add_generation_prompt=True)
-            for prompt in prompts
-        ]
-        return generate_replies(model, tokenizer, rendered, self.max_new_tokens, self.batch_size, desc="generate")
-
-    def _load(self):
-        if self._model is None:
-            from tuneloop.models.device import pick_device, pick_dtype
-            from tuneloop.models.load import load_causal_lm, load_tokenizer
-            from tuneloop.models.registry import resolve_model
-
-            path = resolve_model(self.model_name)
-            tokenizer = load_tokenizer(path)
-            if not tokenizer.chat_template:
-                raise ModelError(
-                    f"model {self.model_name} has no chat template, so it cannot follow paraphrase or translation "
-                    f"instructions. Use an instruct model such as {DEFAULT_MODEL}, or an OpenAI-compatible endpoint."
-                )
-            device = pick_device(self.device)
-            self._model = load_causal_lm(path, pick_dtype(device), device).eval()
-            self._tokenizer = tokenizer
-        return self._model, self._tokenizer
-
-
-class OpenAIGenerator:
-    """Any OpenAI-compatible chat endpoint (OpenAI, vLLM, llama.cpp server, Ollama): one request per prompt."""
-
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 60,
-                 temperature: float = 0.3) -> None:
-        self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model = model
-        self.api_key = api_key  # explicit only: an environment key must not leak to an arbitrary base_url
-        self.timeout = timeout
-        self.temperature = temperature
-
-    def generate(self, prompts: list[str]) -> list[str]:
-        return [self._complete(prompt) for prompt in prompts]
-
-    def _complete(self, prompt: str) -> str:
-        payload = {
-            "model": self.model,
-            "messages": [{"role": "user", "content": prompt}],
-            "temperature": self.temperature,
-        }
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        response = _post_json(self.url, payload, headers, self.timeout)
-        try:
-            return str(response["choices"][0]["message"]["content"]).strip()
-        except (KeyError, IndexError, TypeError):
-            raise DataError(
-                f"{self.url}: the reply is not an OpenAI chat completion (no choices[0].message.content): "
-                f"{json.dumps(response)[:200]}"
-            ) from None
-
-
-def _post_json(url: str, payload: dict, headers: dict, timeout: float) -> dict:
-    try:
-        import httpx
-    except ImportError:
-        httpx = None
-    if httpx is not None:
-        try:
-            response = httpx.post(url, json=payload, headers=headers, timeout=timeout)
-        except httpx.TransportError as exc:
-            raise _unreachable(url, exc) from None
-        status, body = response.status_code, response.text
-    else:
-        request = urllib.request.Request(url, data=json.dumps(payload).encode("utf-8"), headers=headers,
-                                         method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as reply:
-                status, body = reply.status, reply.read().decode("utf-8", errors="replace")
-        except urllib.error.HTTPError as exc:
-            status, body = exc.code, exc.read().decode("utf-8", errors="replace")
-        except (urllib.error.URLError, OSError) as exc:
-            raise _unreachable(url, getattr(exc, "reason", exc)) from None
-    if status >= 400:
-        raise DataError(f"{url}: the endpoint answered HTTP {status}: {body[:200]}")
-    try:
-        return json.loads(body)
-    except json.JSONDecodeError:
-        raise DataError(f"{url}: the endpoint did not answer with JSON: {body[:200]}") from None
-
-
-def _unreachable(url: str, reason: object) -> DataError:
-    return DataError(f"could not reach the generation endpoint {url} ({reason}). Check the base URL and that the "
-                     "server is running.")
 
 
 def _generate(generator: TextGenerator, prompts: list[str], desc: str) -> list[str]:

@@ -122,15 +122,13 @@ def augment(
     pivot: Annotated[str, typer.Option(help="Pivot language for back-translation.")] = "French",
 ) -> None:
     """Add augmented copies of each row, tagged so splits keep them out of evaluation."""
-    from tuneloop.data import augment as augmentation
+    from tuneloop.data.augment import MODEL_METHODS, augment_file
+    from tuneloop.generators import LocalGenerator, OpenAIGenerator
 
     generator = None
-    if method in ("paraphrase", "back-translate"):
-        if endpoint:
-            generator = augmentation.OpenAIGenerator(endpoint, endpoint_model or model)
-        else:
-            generator = augmentation.LocalGenerator(model)
-    summary = augmentation.augment_file(file, out, method, n, seed=seed, generator=generator, pivot=pivot)
+    if method in MODEL_METHODS:
+        generator = OpenAIGenerator(endpoint, endpoint_model or model) if endpoint else LocalGenerator(model)
+    summary = augment_file(file, out, method, n, seed=seed, generator=generator, pivot=pivot)
     _say(json.dumps(summary))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,9 +132,11 @@ def _read_json(path: Path) -> Iterator[Row | BadRow]:
     if not isinstance(document, list):
         raise DataError(f"{path}: expected a JSON array of objects at the top level, got {type(document).__name__}.")
     starts = _array_item_lines(text)
+    items_on_line = Counter(starts)
     for index, record in enumerate(document):
         line = starts[index] if index < len(starts) else None
-        where = f"{path}:{line}" if line else f"{path}:item {index}"
+        shared_line = line is not None and items_on_line[line] > 1  # e.g. a whole array on one line
+        where = f"{path}:{line}" if line and not shared_line else f"{path}:{line or 1} (item {index + 1})"
         if isinstance(record, dict):
             yield Row(where, record)
         else:

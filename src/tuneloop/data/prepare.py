@@ -82,19 +82,38 @@ def split_validation(examples: list[dict], share: float, seed: int) -> tuple[lis
     return train, validation
 
 
+def split_test_off(examples: list[dict], share: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """A held-out test set that shares no near-duplicate cluster with what stays for training."""
+    from tuneloop.data.split import split_rows
+    from tuneloop.data.text_fields import example_text
+
+    keep, test = split_rows([example_text(ex) for ex in examples], share, seed)
+    if not test:
+        raise DataError(f"data.test_size={share}: too few examples to split a test set off; add data.test_file.")
+    return [examples[i] for i in keep], [examples[i] for i in test]
+
+
 def prepare_data(config: DataConfig, run: RunDir, seed: int, console_print=print) -> dict:
     """Run the data stage and return its report (also written to data/data_report.json)."""
     train = load_examples(config.train_file, config.format, config.skip_invalid)
     report: dict = {"format": train.format, "files": {}}
     report["files"]["train"] = _file_report(train)
+    pool = train.examples
+    split_test: list[dict] = []
+    if config.test_size:
+        pool, split_test = split_test_off(pool, config.test_size, seed)
+        report["test_split"] = f"{config.test_size:.0%} of train, near-duplicate clusters kept together, seed {seed}"
+    if config.max_train_examples and len(pool) > config.max_train_examples:
+        pool = random.Random(seed).sample(pool, config.max_train_examples)
+        report["train_subsample"] = f"{config.max_train_examples} examples drawn with seed {seed}"
 
     if config.validation_file:
         validation = load_examples(config.validation_file, config.format, config.skip_invalid)
         report["files"]["validation"] = _file_report(validation)
-        train_examples, validation_examples = train.examples, validation.examples
+        train_examples, validation_examples = pool, validation.examples
         report["validation_split"] = "file"
     else:
-        train_examples, validation_examples = split_validation(train.examples, config.validation_size, seed)
+        train_examples, validation_examples = split_validation(pool, config.validation_size, seed)
         report["validation_split"] = f"{config.validation_size:.0%} of train, seed {seed}"
 
     splits = {"train": train_examples, "validation": validation_examples}
@@ -102,6 +121,8 @@ def prepare_data(config: DataConfig, run: RunDir, seed: int, console_print=print
         test = load_examples(config.test_file, config.format, config.skip_invalid)
         report["files"]["test"] = _file_report(test)
         splits["test"] = test.examples
+    elif split_test:
+        splits["test"] = split_test
 
     if config.audit.enabled:
         from tuneloop.data.audit_gate import audit_run_data

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from tuneloop.data.augment import LocalGenerator, TextGenerator
 from tuneloop.errors import DataError, TuneloopError
 from tuneloop.evaluate.stats import bootstrap_interval
+from tuneloop.generators import LocalGenerator, TextGenerator
 from tuneloop.workspace import RunDir, read_jsonl, write_json
 
 DEFAULT_JUDGE_MODEL = "smollm2-135m-instruct"

@@ -24,7 +24,6 @@ from tuneloop.models.load import load_causal_lm, load_tuned
 from tuneloop.models.registry import resolve_model
 from tuneloop.workspace import RunDir, read_jsonl, write_json, write_jsonl
 
-
 RIGHT_OR_WRONG_METRICS = ("exact_match", "contains_answer")
 
 

@@ -33,8 +33,11 @@ class Tracker:
 
 class MlflowTracker(Tracker):
     def __init__(self, config: TrackingConfig, run: RunDir, params: dict) -> None:
+        import logging
+
         import mlflow
 
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # its table-creation notices are noise here
         self.mlflow = mlflow
         store = run.root.resolve().parent
         mlflow.set_tracking_uri(config.uri or f"sqlite:///{store / 'mlflow.db'}")
