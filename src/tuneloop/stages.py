@@ -1,4 +1,4 @@
-"""The stages of a run over its directory — data, train, evaluate — and `run_all`, which chains them.
+"""The stages of a run over its directory — data, train, evaluate, report — and `run_all`, which chains them.
 
 Each stage reads what the earlier ones wrote, so each can also run alone. A run directory keeps
 the config it was started with; resuming checks that the config and the data files are unchanged.
@@ -96,7 +96,10 @@ def run_all(
             result = evaluate_stage(config, run, console_print=console_print)
             report_stage(run, console_print)
         log_results(tracker, run)
-    except BaseException:
+    except Exception:
+        tracker.finish("FAILED")
+        raise
+    except BaseException:  # Ctrl-C, SIGTERM: the run can be resumed
         tracker.finish("KILLED")
         raise
     tracker.finish()

@@ -92,6 +92,13 @@ def test_hellaswag_preprocess_drops_brackets_and_double_spaces():
     assert hellaswag_preprocess(" Step one [title] Do it [step] now  please ") == "Step one. Do it now please"
 
 
+def test_hellaswag_ending_that_preprocesses_to_nothing_is_a_bad_row(tmp_path):
+    row = {"activity_label": "Tea", "ctx_a": "Boil water.", "ctx_b": "", "endings": ["[header]", "pour."], "label": 1}
+    path = write_jsonl(tmp_path / "hs.jsonl", [row])
+    with pytest.raises(DataError, match=f"{path}:1: an ending is empty once its"):
+        load_questions(path)
+
+
 def test_piqa(tmp_path):
     row = {"goal": "Open a jar", "sol1": "twist the lid", "sol2": "hit it with a hammer", "label": 0}
     [question] = load_questions(write_jsonl(tmp_path / "piqa.jsonl", [row]))

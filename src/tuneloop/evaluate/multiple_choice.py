@@ -170,9 +170,11 @@ def _hellaswag_question(fields: dict) -> MCQuestion:
     label = fields.get("activity_label")
     if isinstance(label, str) and label:
         context = f"{label}: {context}"
-    endings = _texts(fields.get("endings"), "endings")
+    endings = [hellaswag_preprocess(ending) for ending in _texts(fields.get("endings"), "endings")]
+    if not all(endings):
+        raise _RowProblem(f"an ending is empty once its [bracketed] artifacts are removed: {fields['endings']!r}")
     answer = _index(fields.get("label"), "label", len(endings))
-    return MCQuestion(hellaswag_preprocess(context), [hellaswag_preprocess(e) for e in endings], answer)
+    return MCQuestion(hellaswag_preprocess(context), endings, answer)
 
 
 def _piqa_question(fields: dict) -> MCQuestion:
@@ -296,6 +298,8 @@ def _build_requests(tokenizer, questions: list[MCQuestion], max_length: int) -> 
     for q_index, question in enumerate(questions):
         for c_index, choice in enumerate(question.choices):
             context_ids, continuation_ids = encode_pair(tokenizer, question.context, CONTINUATION_DELIMITER + choice)
+            if not continuation_ids:
+                raise ValueError(f"question {q_index}: the choice {choice!r} adds no tokens after the context")
             if len(context_ids) + len(continuation_ids) > max_length + 1:
                 truncated += 1
                 # Keep the continuation whole and drop the start of the context, as lm-eval does.
