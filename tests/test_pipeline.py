@@ -44,7 +44,7 @@ def test_run_writes_manifest_metrics_and_adapter(finished_run, tiny_data):
     assert manifest["seed"] == 42 and manifest["packages"]["transformers"]
     metrics = read_json(run.metrics)
     assert set(metrics) >= {"baseline", "tuned", "delta", "heldout"}
-    assert metrics["heldout"] == {"split": "test", "rows": 6}
+    assert metrics["heldout"] == {"split": "test", "rows": 6, "rows_with_answer": 6}
     for side in ("baseline", "tuned"):
         expected = {"validation_loss", "perplexity", "exact_match", "contains_answer", "rouge_l", "bleu"}
         assert set(metrics[side]) >= expected
@@ -180,6 +180,8 @@ def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, tiny_config,
     assert f"resuming from checkpoint-{stopped_at}" in output
     first_logged = [json.loads(line) for line in run.train_log.read_text().splitlines()]
     assert min(r["step"] for r in first_logged) <= 5  # the log of the first session was kept
+    train_steps = [r["step"] for r in first_logged if "loss" in r]
+    assert train_steps == sorted(set(train_steps))  # steps redone after the checkpoint are logged once
 
 
 def test_plain_text_data_trains_and_reports_loss_without_generation(tmp_path, tiny_config):

@@ -297,6 +297,8 @@ def print_metrics(results: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from tuneloop.report.html import format_p
+
     heldout = results["heldout"]
     table = Table(
         title="baseline vs tuned",
@@ -317,7 +319,7 @@ def print_metrics(results: dict) -> None:
             _with_interval(base, intervals.get("baseline", {}).get(key)),
             _with_interval(tuned, intervals.get("tuned", {}).get(key)),
             f"{tuned - base:+.2f}" if base is not None else "-",
-            f"{test['p_value']:.2g}" if test else "",
+            format_p(test["p_value"]) if test else "",
         )
     console = Console()
     console.print(table)

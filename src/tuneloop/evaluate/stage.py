@@ -66,7 +66,8 @@ def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, c
         return scored_side
 
     results: dict = {
-        "heldout": {"split": heldout_name, "rows": len(scored)},
+        "heldout": {"split": heldout_name, "rows": len(scored),
+                    "rows_with_answer": sum(1 for ex in scored if ex.get("answer"))},
         "validation": {"rows": len(validation_encoded)},
     }
     tuned = score(tuned_model, "tuned")

@@ -30,7 +30,7 @@ from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_causal_lm, load_tokenizer
 from tuneloop.models.registry import resolve_model
 from tuneloop.train.callbacks import GracefulInterrupt, JsonlLogCallback, ProgressCallback
-from tuneloop.workspace import RunDir, read_jsonl, write_json
+from tuneloop.workspace import RunDir, read_jsonl, write_json, write_jsonl
 
 
 class TrainingInterrupted(TuneloopError):
@@ -57,6 +57,8 @@ def train_sft(config: RunConfig, run: RunDir, resume: bool = False, console_prin
         console_print("resume: no checkpoint in this run directory yet; starting from the beginning")
     if checkpoint is None:
         run.train_log.unlink(missing_ok=True)
+    else:
+        _truncate_log(run, int(checkpoint.name.split("-")[-1]))
 
     args = _training_arguments(config, run, device, compute_dtype)
     trainer = SFTTrainer(
@@ -213,6 +215,13 @@ def _callbacks(config: RunConfig, run: RunDir, tracker) -> list:
     if config.train.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.train.early_stopping_patience))
     return callbacks
+
+
+def _truncate_log(run: RunDir, step: int) -> None:
+    """Forget log records after the checkpoint we resume from: those steps are about to run again."""
+    if run.train_log.is_file():
+        kept = [record for record in read_jsonl(run.train_log) if record.get("step", 0) <= step]
+        write_jsonl(run.train_log, kept)
 
 
 def _replace_default_printing(trainer) -> None:

@@ -26,7 +26,7 @@ th{color:#5b6673;font-weight:600}td.n{text-align:right;font-variant-numeric:tabu
 .muted{color:#5b6673}.up{color:#137333}.down{color:#b42318}
 .ex{font:13px ui-monospace,monospace;background:#f6f8fa;padding:.15rem .35rem;border-radius:4px;
 white-space:pre-wrap;word-break:break-word;display:block}
-img{max-width:100%}details{margin:.4rem 0}summary{cursor:pointer;color:#1f5fae}
+table.samples td{width:25%}img{max-width:100%}details{margin:.4rem 0}summary{cursor:pointer;color:#1f5fae}
 """
 HIDDEN_METRICS = ("validation_tokens",)
 
@@ -92,13 +92,15 @@ def _header(run: RunDir, metrics: dict) -> str:
 
 def _headline(metrics: dict) -> str:
     comparison = metrics.get("comparison", {})
-    for key in ("contains_answer", "accuracy", "exact_match", "rouge_l", "token_f1"):
+    # contains_answer means something only when rows name a short answer; else it matches the whole reference.
+    preferred = ("contains_answer",) if metrics.get("heldout", {}).get("rows_with_answer") else ()
+    for key in preferred + ("accuracy", "rouge_l", "token_f1", "exact_match"):
         if key in comparison and key in metrics.get("tuned", {}):
             test = comparison[key]
             verdict = "a real difference" if test.get("significant") else "not distinguishable from noise"
             return (f"{key}: {metrics['baseline'][key]:.1f} → {metrics['tuned'][key]:.1f} "
                     f"({test['difference']:+.1f} points, 95% CI {test['low']:+.1f} to {test['high']:+.1f}; "
-                    f"{test['test']} p = {test['p_value']:.3g}: {verdict})")
+                    f"{test['test']} p {format_p(test['p_value'], with_sign=True)}: {verdict})")
     return ""
 
 
@@ -114,7 +116,7 @@ def _metrics_table(metrics: dict) -> str:
         direction = "" if base is None or tuned == base else ("up" if (tuned > base) != _lower_is_better(key)
                                                                else "down")
         test = comparison.get(key, {})
-        p_value = f"{test['p_value']:.3g}" if "p_value" in test else ""
+        p_value = format_p(test["p_value"]) if "p_value" in test else ""
         rows.append(
             f"<tr><td>{escape(key)}</td><td class=n>{_with_interval(base, intervals.get('baseline', {}).get(key))}</td>"
             f"<td class=n>{_with_interval(tuned, intervals.get('tuned', {}).get(key))}</td>"
@@ -124,6 +126,13 @@ def _metrics_table(metrics: dict) -> str:
     return ("<h2>Baseline vs tuned</h2><table><tr><th>metric</th><th>baseline</th><th>tuned</th><th>change</th>"
             f"<th>p</th><th>real?</th></tr>{''.join(rows)}</table><p class=muted>Brackets: 95% bootstrap intervals "
             "over rows. p: paired test on the same rows (McNemar for right/wrong scores, paired bootstrap else).</p>")
+
+
+def format_p(p_value: float, with_sign: bool = False) -> str:
+    """A bootstrap p of 0 means below its resolution, so it reads '< 0.001' rather than a false '0'."""
+    if p_value < 0.001:
+        return "< 0.001"
+    return f"= {p_value:.3g}" if with_sign else f"{p_value:.3g}"
 
 
 def _lower_is_better(key: str) -> bool:
@@ -201,7 +210,8 @@ def _samples(run: RunDir, shown: int = 8) -> str:
             f"</span></td><td><span class=ex>{escape(sample.get('baseline') or '–')}</span></td>"
             f"<td><span class=ex>{escape(sample['tuned'])}</span></td></tr>"
         )
-    return ("<h2>Sample outputs</h2><table><tr><th>prompt</th><th>reference</th><th>baseline</th><th>tuned</th></tr>"
+    return ("<h2>Sample outputs</h2><table class=samples><tr><th>prompt</th><th>reference</th><th>baseline</th>"
+            "<th>tuned</th></tr>"
             f"{''.join(cards)}</table><p class=muted>All rows: samples.jsonl; review sheet: review.html.</p>")
 
 

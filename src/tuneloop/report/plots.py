@@ -16,7 +16,7 @@ BLUE, ORANGE, GREY = "#4c78a8", "#f58518", "#9aa5b1"
 def _png(figure) -> bytes:
     buffer = io.BytesIO()
     figure.tight_layout()
-    figure.savefig(buffer, format="png", dpi=110)
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(figure)
     return buffer.getvalue()
 
@@ -58,7 +58,7 @@ def metric_bars(rows: list[tuple[str, float | None, float, tuple | None, tuple |
     axis.invert_yaxis()
     axis.set_xlabel("score (0-100)")
     axis.grid(axis="x", alpha=0.3)
-    axis.legend(frameon=False, loc="lower right")
+    axis.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _png(figure)
 
 
