@@ -1,4 +1,7 @@
-"""Talk to a run's tuned model: one answer for --prompt, or an interactive session that keeps the history."""
+"""Talk to a run's tuned model: one answer for --prompt, or an interactive session that keeps the history.
+
+A classification run has no replies to generate; `classify_text` gives its predicted label instead.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +19,25 @@ HELP = "Type a message and press Enter. /reset clears the history, /exit (or Ctr
 def load_chat_model(config: RunConfig, run: RunDir):
     device = pick_device(config.model.device)
     return load_tuned(run, resolve_model(config.model.name), pick_dtype(device, config.model.dtype), device)
+
+
+def classify_text(config: RunConfig, run: RunDir, text: str) -> str:
+    """The predicted label and its probability, e.g. 'refund_request (p=0.93)'; multi-label lists each one."""
+    from tuneloop.evaluate.classification_stage import MULTI_LABEL_THRESHOLD, predict_probabilities
+    from tuneloop.models.load import load_tuned_classifier
+
+    device = pick_device(config.model.device)
+    model, tokenizer = load_tuned_classifier(run, resolve_model(config.model.name), pick_dtype(device,
+                                             config.model.dtype), device)
+    multi_label = model.config.problem_type == "multi_label_classification"
+    probabilities = predict_probabilities(model, tokenizer, [text], config.data.max_length, 1, multi_label)[0]
+    if multi_label:
+        chosen = [i for i, p in enumerate(probabilities) if p >= MULTI_LABEL_THRESHOLD]
+    else:
+        chosen = [int(probabilities.argmax())]
+    if not chosen:
+        return f"(no label above {MULTI_LABEL_THRESHOLD})"
+    return ", ".join(f"{model.config.id2label[i]} (p={probabilities[i]:.2f})" for i in chosen)
 
 
 @torch.inference_mode()

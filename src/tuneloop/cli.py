@@ -133,12 +133,25 @@ def chat(
     from tuneloop.workspace import open_run_dir
 
     opened = open_run_dir(run_dir)
+    if opened.data_format() == "classification":
+        _classify_prompt(opened, prompt)
+        return
     model, tokenizer = load_chat_model(load_run_config(opened), opened)
     if prompt is not None:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         typer.echo(reply(model, tokenizer, messages, max_new_tokens, temperature))
     else:
         interactive(model, tokenizer, system, max_new_tokens, temperature)
+
+
+def _classify_prompt(run, prompt: str | None) -> None:
+    from tuneloop.chat import classify_text
+    from tuneloop.stages import load_run_config
+
+    if prompt is None:
+        raise TuneloopError(f"{run.root} is a classification run: it labels text rather than chatting. "
+                            "Pass the text with --prompt TEXT to see its predicted label.")
+    typer.echo(classify_text(load_run_config(run), run, prompt))
 
 
 @app.command()

@@ -112,6 +112,9 @@ class TrainConfig(_Section):
         3, ge=1, description="Stop after this many evaluations without improvement; null disables."
     )
     logging_steps: int = Field(5, ge=1)
+    class_weights: bool = Field(
+        False, description="Classification only: weight the loss by inverse class frequency (for imbalanced labels)."
+    )
     lora: LoraConfig = LoraConfig()
 
 

@@ -58,19 +58,25 @@ def data_stage(config: RunConfig, run: RunDir, console_print=print) -> dict:
 
 
 def train_stage(config: RunConfig, run: RunDir, resume: bool = False, console_print=print, tracker=None) -> dict:
+    """Train with the recipe for the data's format: SFT for generative data, classify for labelled text."""
     from tuneloop.data.formats import GENERATIVE_FORMATS
-    from tuneloop.recipes.sft import train_sft
 
-    data_format = read_json(run.data / "data_report.json")["format"]
-    if data_format not in GENERATIVE_FORMATS:
+    data_format = run.data_format()
+    if data_format not in (*GENERATIVE_FORMATS, "classification"):
         raise TuneloopError(
-            f"data: the training data is in the {data_format} format, which the SFT recipe cannot train on "
-            f"(it trains on {', '.join(GENERATIVE_FORMATS)}). Recipes for {data_format} data are on the roadmap; "
-            "`tuneloop data audit` already checks such files."
+            f"data: the training data is in the {data_format} format, which no recipe trains on yet "
+            f"(SFT trains on {', '.join(GENERATIVE_FORMATS)}; classify on classification). Recipes for "
+            f"{data_format} data are on the roadmap; `tuneloop data audit` already checks such files."
         )
     if resume and (run.root / "train_summary.json").is_file() and run.trained_weights() is not None:
         console_print("train: already finished in this run directory; skipping")
         return read_json(run.root / "train_summary.json")
+    if data_format == "classification":
+        from tuneloop.recipes.classify import train_classifier
+
+        return train_classifier(config, run, resume=resume, console_print=console_print, tracker=tracker)
+    from tuneloop.recipes.sft import train_sft
+
     return train_sft(config, run, resume=resume, console_print=console_print, tracker=tracker)
 
 

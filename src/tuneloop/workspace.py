@@ -81,6 +81,11 @@ class RunDir:
                 return candidate
         return None
 
+    def data_format(self) -> str | None:
+        """The format the data stage found (classification, chat, ...), or None before it ran."""
+        report = self.data / "data_report.json"
+        return read_json(report)["format"] if report.is_file() else None
+
     def last_checkpoint(self) -> Path | None:
         if not self.checkpoints.is_dir():
             return None

@@ -3,7 +3,8 @@
 Validation loss and perplexity come from the validation split; generation metrics from the test
 split (or, when the config has no test file, the validation split, which early stopping has seen:
 the report says which). Writes metrics.json ({"baseline": {...}, "tuned": {...}, ...}) and
-samples.jsonl (prompt, reference, baseline and tuned replies side by side).
+samples.jsonl (prompt, reference, baseline and tuned replies side by side). Classification runs go to
+`tuneloop.evaluate.classification_stage` instead.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ RIGHT_OR_WRONG_METRICS = ("exact_match", "contains_answer")
 
 
 def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, console_print=print) -> dict:
+    if run.data_format() == "classification":
+        from tuneloop.evaluate.classification_stage import evaluate_classifier
+
+        return evaluate_classifier(config, run, data_file, console_print)
     device = pick_device(config.model.device)
     dtype = pick_dtype(device, config.model.dtype)
     base_path = resolve_model(config.model.name, console_print)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tuneloop.config import RunConfig
 from tuneloop.errors import TuneloopError
-from tuneloop.models.load import load_causal_lm, load_tokenizer
+from tuneloop.models.load import load_causal_lm, load_tokenizer, load_tuned_classifier
 from tuneloop.models.registry import resolve_model
 from tuneloop.report.model_card import model_card
 from tuneloop.workspace import RunDir, write_text
@@ -30,8 +30,12 @@ def export_run(config: RunConfig, run: RunDir, out: Path, merge: bool) -> Path:
     if weights == run.adapter and merge:
         from peft import PeftModel
 
-        base = load_causal_lm(resolve_model(config.model.name), torch.float32, "cpu")
-        merged = PeftModel.from_pretrained(base, str(weights)).merge_and_unload()
+        if run.data_format() == "classification":
+            tuned, _ = load_tuned_classifier(run, resolve_model(config.model.name), torch.float32, "cpu")
+            merged = tuned.merge_and_unload()
+        else:
+            base = load_causal_lm(resolve_model(config.model.name), torch.float32, "cpu")
+            merged = PeftModel.from_pretrained(base, str(weights)).merge_and_unload()
         merged.save_pretrained(str(staging))
         load_tokenizer(str(weights)).save_pretrained(str(staging))
         kind = "merged model (LoRA folded into the base weights)"

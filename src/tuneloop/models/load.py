@@ -1,4 +1,4 @@
-"""Load a causal LM and its tokenizer: the base model of a config, or the tuned model of a run directory."""
+"""Load a model and its tokenizer: the base causal LM of a config, or the tuned model (or classifier) of a run."""
 
 from __future__ import annotations
 
@@ -75,3 +75,28 @@ def base_path_of(weights: Path) -> str | None:
     if not config.is_file():
         return None
     return json.loads(config.read_text()).get("base_model_name_or_path")
+
+
+def load_tuned_classifier(run: RunDir, base_path: str, dtype: torch.dtype, device: str):
+    """A classification run's tuned model (full, or base encoder + adapter) with id2label, and its tokenizer."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    weights = run.trained_weights()
+    if weights is None:
+        raise ModelError(f"{run.root}: no trained classifier yet. Train first: `tuneloop run {run.config}`.")
+    quiet_transformers()
+    tokenizer = load_tokenizer(str(weights))
+    # The classification config (labels, problem type) is saved beside the adapter too; see recipes/classify.py.
+    config = AutoConfig.from_pretrained(str(weights))
+    if weights == run.adapter:
+        from peft import PeftModel
+
+        # The adapter carries the trained head; the base's own head, if any, may have another size.
+        base = AutoModelForSequenceClassification.from_pretrained(
+            base_path, config=config, dtype=dtype, ignore_mismatched_sizes=True
+        )
+        model = PeftModel.from_pretrained(base, str(weights))
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(str(weights), config=config, dtype=dtype)
+    model.to(device).eval()
+    return model, tokenizer

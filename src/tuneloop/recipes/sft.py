@@ -20,7 +20,6 @@ Raises:
 from __future__ import annotations
 
 import math
-import time
 
 from tuneloop.config import RunConfig
 from tuneloop.data.encode import encode_examples
@@ -29,12 +28,9 @@ from tuneloop.errors import TuneloopError
 from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_causal_lm, load_tokenizer
 from tuneloop.models.registry import resolve_model
-from tuneloop.train.callbacks import GracefulInterrupt, JsonlLogCallback, ProgressCallback
+from tuneloop.train.callbacks import JsonlLogCallback, ProgressCallback
+from tuneloop.train.fit import fit, training_summary
 from tuneloop.workspace import RunDir, read_jsonl, write_json, write_jsonl
-
-
-class TrainingInterrupted(TuneloopError):
-    exit_code = 130
 
 
 def train_sft(config: RunConfig, run: RunDir, resume: bool = False, console_print=print, tracker=None) -> dict:
@@ -58,7 +54,7 @@ def train_sft(config: RunConfig, run: RunDir, resume: bool = False, console_prin
     if checkpoint is None:
         run.train_log.unlink(missing_ok=True)
     else:
-        _truncate_log(run, int(checkpoint.name.split("-")[-1]))
+        truncate_log(run, int(checkpoint.name.split("-")[-1]))
 
     args = _training_arguments(config, run, device, compute_dtype)
     trainer = SFTTrainer(
@@ -67,9 +63,9 @@ def train_sft(config: RunConfig, run: RunDir, resume: bool = False, console_prin
         train_dataset=train_dataset,
         eval_dataset=validation_dataset,
         processing_class=tokenizer,
-        callbacks=_callbacks(config, run, tracker),
+        callbacks=trainer_callbacks(config, run, tracker),
     )
-    _replace_default_printing(trainer)
+    replace_default_printing(trainer)
 
     console_print(
         f"train: {config.train.method} on {config.model.name}, {device} {str(compute_dtype).removeprefix('torch.')}, "
@@ -77,32 +73,9 @@ def train_sft(config: RunConfig, run: RunDir, resume: bool = False, console_prin
         + (f"{config.train.max_steps} steps" if config.train.max_steps else f"{config.train.epochs:g} epoch(s)")
         + (f", resuming from {checkpoint.name}" if checkpoint else "")
     )
-    started = time.perf_counter()
-    with GracefulInterrupt() as interrupt:
-        trainer.add_callback(interrupt)
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    if interrupt.requested:
-        raise TrainingInterrupted(
-            f"interrupted at step {trainer.state.global_step}; checkpoint saved in {run.checkpoints}. "
-            f"Continue with `tuneloop run {run.config} --resume` (or `tuneloop train ... --resume`)."
-        )
-
+    result, elapsed = fit(trainer, run, checkpoint)
     _save(config, run, trainer, tokenizer)
-    elapsed = time.perf_counter() - started
-    summary = {
-        "method": config.train.method,
-        "device": device,
-        "compute_dtype": str(compute_dtype).removeprefix("torch."),
-        "steps": trainer.state.global_step,
-        "epochs": trainer.state.epoch,
-        "train_loss": result.training_loss,
-        "best_validation_loss": trainer.state.best_metric,
-        "best_checkpoint": trainer.state.best_model_checkpoint,
-        "tokens_seen": trainer.state.num_input_tokens_seen,
-        "seconds": round(elapsed, 1),
-        "tokens_per_second": round(trainer.state.num_input_tokens_seen / elapsed, 1) if elapsed else None,
-        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-    }
+    summary = training_summary(trainer, result, elapsed, model, config.train.method, device, compute_dtype)
     write_json(run.root / "train_summary.json", summary)
     del trainer, model
     if device == "cuda":
@@ -204,7 +177,7 @@ def _training_arguments(config: RunConfig, run: RunDir, device: str, compute_dty
     )
 
 
-def _callbacks(config: RunConfig, run: RunDir, tracker) -> list:
+def trainer_callbacks(config: RunConfig, run: RunDir, tracker) -> list:
     from transformers import EarlyStoppingCallback
 
     from tuneloop.train.tracking import TrackingCallback
@@ -217,14 +190,14 @@ def _callbacks(config: RunConfig, run: RunDir, tracker) -> list:
     return callbacks
 
 
-def _truncate_log(run: RunDir, step: int) -> None:
+def truncate_log(run: RunDir, step: int) -> None:
     """Forget log records after the checkpoint we resume from: those steps are about to run again."""
     if run.train_log.is_file():
         kept = [record for record in read_jsonl(run.train_log) if record.get("step", 0) <= step]
         write_jsonl(run.train_log, kept)
 
 
-def _replace_default_printing(trainer) -> None:
+def replace_default_printing(trainer) -> None:
     from transformers.trainer_callback import PrinterCallback
     from transformers.trainer_callback import ProgressCallback as HFProgress
 

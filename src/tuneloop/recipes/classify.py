@@ -1,0 +1,275 @@
+"""Classification recipe: fine-tune an encoder (BERT-style) with a sequence-classification head, LoRA or full.
+
+Reads data/{train,validation}.jsonl ({"text", "label"} rows written by the data stage) and writes
+adapter/ (LoRA) or model/ (full), checkpoints/, train_log.jsonl and train_summary.json into the run
+directory. The label names travel in the model config (id2label / label2id), so an exported model
+predicts names, not numbers.
+
+Features:
+    - Any HF encoder directory, the `minilm-l6` registry default included; the head is new and trained.
+    - Multi-class rows (one label) with cross-entropy; multi-label rows (a list of labels) with a
+      sigmoid per label (problem_type="multi_label_classification", threshold 0.5 at prediction).
+    - train.class_weights: weight the loss by inverse class frequency for imbalanced labels.
+    - LoRA (task type SEQ_CLS; the classifier head is trained in full via modules_to_save) or full
+      fine-tuning (train.method).
+    - Truncation at data.max_length (counted and reported) and dynamic padding per batch.
+    - Device picked automatically (cuda, mps, cpu); bf16 autocast where the hardware runs it fast.
+    - Validation loss every train.eval_every steps; early stopping on it; the best weights are kept.
+    - Checkpoints every train.save_every steps; Ctrl-C or SIGTERM saves one and stops; `resume=True`
+      continues from the newest checkpoint.
+
+Raises:
+    TuneloopError: a validation label the training split never shows (the head has no output for it).
+    TrainingInterrupted: the run was stopped by a signal after saving a checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from tuneloop.config import RunConfig
+from tuneloop.errors import TuneloopError
+from tuneloop.models.device import pick_device, pick_dtype
+from tuneloop.models.load import load_tokenizer, quiet_transformers
+from tuneloop.models.registry import resolve_model
+from tuneloop.recipes.sft import (
+    replace_default_printing,
+    trainer_callbacks,
+    truncate_log,
+)
+from tuneloop.train.fit import fit, training_summary
+from tuneloop.workspace import RunDir, read_jsonl, write_json
+
+# The usual names of a classification head; PEFT trains these in full next to the LoRA layers.
+HEAD_NAMES = ["classifier", "score"]
+
+
+def train_classifier(config: RunConfig, run: RunDir, resume: bool = False, console_print=print, tracker=None) -> dict:
+    """Train and save; return the summary also written to train_summary.json."""
+    import torch
+    from transformers import DataCollatorWithPadding, Trainer, set_seed
+
+    set_seed(config.seed)
+    device = pick_device(config.model.device)
+    compute_dtype = pick_dtype(device, config.model.dtype)
+    base_path = resolve_model(config.model.name, console_print)
+
+    train_rows, validation_rows = read_jsonl(run.split("train")), read_jsonl(run.split("validation"))
+    labels = label_set(train_rows)
+    multi_label = is_multi_label(train_rows)
+    check_known_labels(validation_rows, labels, "validation")
+
+    tokenizer = load_tokenizer(base_path)
+    train_dataset = _encode(tokenizer, train_rows, labels, multi_label, config.data.max_length, "train", console_print)
+    validation_dataset = _encode(
+        tokenizer, validation_rows, labels, multi_label, config.data.max_length, "validation", console_print
+    )
+    model = setup_model(config, base_path, labels, multi_label, device)
+
+    checkpoint = run.last_checkpoint() if resume else None
+    if resume and checkpoint is None:
+        console_print("resume: no checkpoint in this run directory yet; starting from the beginning")
+    if checkpoint is None:
+        run.train_log.unlink(missing_ok=True)
+    else:
+        truncate_log(run, int(checkpoint.name.split("-")[-1]))
+
+    weights = class_weights(train_rows, labels, multi_label) if config.train.class_weights else None
+    trainer = Trainer(
+        model=model,
+        args=_training_arguments(config, run, device, compute_dtype),
+        train_dataset=train_dataset,
+        eval_dataset=validation_dataset,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        callbacks=trainer_callbacks(config, run, tracker),
+        compute_loss_func=weighted_loss(weights, multi_label) if weights is not None else None,
+    )
+    replace_default_printing(trainer)
+
+    console_print(
+        f"train: {config.train.method} classifier on {config.model.name}, {device} "
+        f"{str(compute_dtype).removeprefix('torch.')}, {len(train_dataset)} examples, {len(labels)} labels"
+        + (" (multi-label)" if multi_label else "")
+        + (", class-weighted loss" if weights is not None else "")
+        + (f", {config.train.max_steps} steps" if config.train.max_steps else f", {config.train.epochs:g} epoch(s)")
+        + (f", resuming from {checkpoint.name}" if checkpoint else "")
+    )
+    result, elapsed = fit(trainer, run, checkpoint)
+    _save(config, run, trainer, tokenizer)
+    summary = training_summary(trainer, result, elapsed, model, config.train.method, device, compute_dtype)
+    summary.update(task="multi-label classification" if multi_label else "classification", labels=len(labels),
+                   class_weights=config.train.class_weights)
+    write_json(run.root / "train_summary.json", summary)
+    del trainer, model
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return summary
+
+
+def is_multi_label(rows: list[dict]) -> bool:
+    return any(isinstance(row["label"], list) for row in rows)
+
+
+def row_labels(row: dict) -> list[str]:
+    """A row's labels as a list, whether it holds one label or several."""
+    return row["label"] if isinstance(row["label"], list) else [row["label"]]
+
+
+def label_set(rows: list[dict]) -> list[str]:
+    """Every label the rows show, sorted: the order of the classifier's outputs."""
+    return sorted({label for row in rows for label in row_labels(row)})
+
+
+def check_known_labels(rows: list[dict], labels: list[str], split: str) -> None:
+    """The head has one output per training label; a label training never showed cannot be predicted."""
+    unseen = Counter(label for row in rows for label in row_labels(row) if label not in set(labels))
+    if unseen:
+        listed = ", ".join(f"{label!r} ({count} row(s))" for label, count in sorted(unseen.items()))
+        raise TuneloopError(
+            f"data: the {split} split has label(s) the training split never shows: {listed}. The classifier "
+            "can only predict labels it trained on: add training rows for them, fix the label spelling, "
+            f"or drop those {split} rows."
+        )
+
+
+def class_weights(rows: list[dict], labels: list[str], multi_label: bool) -> list[float]:
+    """Inverse class frequency, n / (classes * count): a balanced dataset gets 1.0 for every class.
+
+    Multi-label rows get a positive weight per label instead, negatives / positives, as
+    BCEWithLogitsLoss's pos_weight expects.
+    """
+    counts = Counter(label for row in rows for label in row_labels(row))
+    if multi_label:
+        return [(len(rows) - counts[label]) / counts[label] for label in labels]
+    return [len(rows) / (len(labels) * counts[label]) for label in labels]
+
+
+def weighted_loss(weights: list[float], multi_label: bool):
+    """A Trainer compute_loss_func: weighted cross-entropy (or BCE with pos_weight for multi-label).
+
+    The Trainer passes the number of labelled items in the whole accumulated batch while training; the
+    sum over this micro-batch divided by it keeps gradient accumulation exact. In evaluation it is None.
+    """
+    import torch
+
+    def loss(outputs, labels, num_items_in_batch=None):
+        logits = outputs.logits.float()  # autocast may hand back bf16 logits; the loss wants full precision
+        weight = torch.tensor(weights, device=logits.device)
+        if multi_label:
+            per_item = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, labels.float(), pos_weight=weight, reduction="none"
+            )
+        else:
+            per_item = torch.nn.functional.cross_entropy(logits, labels, weight=weight, reduction="none")
+        if num_items_in_batch is None:
+            return per_item.mean()
+        return per_item.sum() / num_items_in_batch
+
+    return loss
+
+
+def _encode(tokenizer, rows: list[dict], labels: list[str], multi_label: bool, max_length: int, split: str,
+            console_print):
+    from datasets import Dataset
+
+    index = {label: i for i, label in enumerate(labels)}
+    encoded = tokenizer([row["text"] for row in rows], truncation=True, max_length=max_length)
+    untruncated = tokenizer([row["text"] for row in rows])["input_ids"]
+    truncated = sum(1 for ids in untruncated if len(ids) > max_length)
+    if truncated:
+        console_print(f"data: {split}: {truncated} of {len(rows)} text(s) longer than data.max_length={max_length} "
+                      "were truncated. Raise data.max_length to keep them whole.")
+    if multi_label:
+        targets = [[1.0 if label in row_labels(row) else 0.0 for label in labels] for row in rows]
+    else:
+        targets = [index[row["label"]] for row in rows]
+    return Dataset.from_dict({**encoded, "labels": targets})
+
+
+def setup_model(config: RunConfig, base_path: str, labels: list[str], multi_label: bool, device: str):
+    """The encoder with a fresh head of one output per label; LoRA-wrapped when train.method is lora."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    quiet_transformers()  # the "newly initialized classifier" notice is expected: the head is what we train
+    # Weights stay fp32 (the optimizer's master copy); autocast runs the matmuls in the compute dtype.
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base_path,
+        dtype=torch.float32,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        problem_type="multi_label_classification" if multi_label else "single_label_classification",
+        ignore_mismatched_sizes=True,  # a base that is itself a classifier with other labels gets a fresh head
+    ).to(device)
+    if config.train.method == "full":
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    lora = config.train.lora
+    peft_config = LoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="SEQ_CLS",
+        modules_to_save=HEAD_NAMES,
+    )
+    model = get_peft_model(model, peft_config)
+    if config.train.gradient_checkpointing:
+        model.enable_input_require_grads()  # checkpointed LoRA needs a grad path through frozen embeddings
+    return model
+
+
+def _training_arguments(config: RunConfig, run: RunDir, device: str, compute_dtype):
+    import math
+
+    import torch
+    from transformers import TrainingArguments
+
+    train = config.train
+    # load_best_model_at_end needs checkpoints on evaluation steps.
+    save_steps = train.eval_every * max(1, math.ceil(train.save_every / train.eval_every))
+    return TrainingArguments(
+        output_dir=str(run.checkpoints),
+        seed=config.seed,
+        num_train_epochs=train.epochs,
+        max_steps=train.max_steps or -1,
+        learning_rate=train.learning_rate,
+        per_device_train_batch_size=train.batch_size,
+        per_device_eval_batch_size=config.evaluate.batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation,
+        warmup_steps=train.warmup_ratio,  # a float below 1 is a share of the total steps
+        weight_decay=train.weight_decay,
+        lr_scheduler_type=train.lr_scheduler,
+        max_grad_norm=train.max_grad_norm,
+        gradient_checkpointing=train.gradient_checkpointing,
+        bf16=compute_dtype == torch.bfloat16,
+        fp16=compute_dtype == torch.float16,
+        use_cpu=device == "cpu",
+        eval_strategy="steps",
+        eval_steps=train.eval_every,
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=train.save_total_limit,
+        load_best_model_at_end=train.early_stopping_patience is not None,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        logging_steps=train.logging_steps,
+        include_num_input_tokens_seen="non_padding",
+        label_names=["labels"],
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+
+
+def _save(config: RunConfig, run: RunDir, trainer, tokenizer) -> None:
+    target = run.adapter if config.train.method == "lora" else run.model
+    trainer.model.save_pretrained(str(target))
+    if config.train.method == "lora":
+        # The adapter alone does not say how many outputs the head has or what they are called; the
+        # classification config (id2label, problem_type) beside it rebuilds the right model on load.
+        trainer.model.base_model.model.config.save_pretrained(str(target))
+    tokenizer.save_pretrained(str(target))
