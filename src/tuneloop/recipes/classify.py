@@ -37,6 +37,7 @@ from tuneloop.recipes.sft import (
     trainer_callbacks,
     truncate_log,
 )
+from tuneloop.train.arguments import common_training_arguments, wrap_with_lora
 from tuneloop.train.fit import fit, training_summary
 from tuneloop.workspace import RunDir, read_jsonl, write_json
 
@@ -205,63 +206,17 @@ def setup_model(config: RunConfig, base_path: str, labels: list[str], multi_labe
     ).to(device)
     if config.train.method == "full":
         return model
-    from peft import LoraConfig, get_peft_model
-
-    lora = config.train.lora
-    peft_config = LoraConfig(
-        r=lora.rank,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
-        task_type="SEQ_CLS",
-        modules_to_save=HEAD_NAMES,
-    )
-    model = get_peft_model(model, peft_config)
-    if config.train.gradient_checkpointing:
-        model.enable_input_require_grads()  # checkpointed LoRA needs a grad path through frozen embeddings
-    return model
+    return wrap_with_lora(model, config, "SEQ_CLS", modules_to_save=HEAD_NAMES)
 
 
 def _training_arguments(config: RunConfig, run: RunDir, device: str, compute_dtype):
-    import math
-
-    import torch
     from transformers import TrainingArguments
 
-    train = config.train
-    # load_best_model_at_end needs checkpoints on evaluation steps.
-    save_steps = train.eval_every * max(1, math.ceil(train.save_every / train.eval_every))
     return TrainingArguments(
-        output_dir=str(run.checkpoints),
-        seed=config.seed,
-        num_train_epochs=train.epochs,
-        max_steps=train.max_steps or -1,
-        learning_rate=train.learning_rate,
-        per_device_train_batch_size=train.batch_size,
-        per_device_eval_batch_size=config.evaluate.batch_size,
-        gradient_accumulation_steps=train.gradient_accumulation,
-        warmup_steps=train.warmup_ratio,  # a float below 1 is a share of the total steps
-        weight_decay=train.weight_decay,
-        lr_scheduler_type=train.lr_scheduler,
-        max_grad_norm=train.max_grad_norm,
-        gradient_checkpointing=train.gradient_checkpointing,
-        bf16=compute_dtype == torch.bfloat16,
-        fp16=compute_dtype == torch.float16,
-        use_cpu=device == "cpu",
-        eval_strategy="steps",
-        eval_steps=train.eval_every,
-        save_strategy="steps",
-        save_steps=save_steps,
-        save_total_limit=train.save_total_limit,
-        load_best_model_at_end=train.early_stopping_patience is not None,
-        metric_for_best_model="eval_loss",
-        greater_is_better=False,
-        logging_steps=train.logging_steps,
-        include_num_input_tokens_seen="non_padding",
+        **common_training_arguments(config, run, device, compute_dtype) | {
+            "per_device_eval_batch_size": config.evaluate.batch_size,
+        },
         label_names=["labels"],
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
     )
 
 

@@ -19,8 +19,6 @@ Raises:
 
 from __future__ import annotations
 
-import math
-
 from tuneloop.config import RunConfig
 from tuneloop.data.encode import encode_examples
 from tuneloop.data.templates import apply_template_choice
@@ -28,6 +26,7 @@ from tuneloop.errors import TuneloopError
 from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_causal_lm, load_tokenizer
 from tuneloop.models.registry import resolve_model
+from tuneloop.train.arguments import common_training_arguments, wrap_with_lora
 from tuneloop.train.callbacks import JsonlLogCallback, ProgressCallback
 from tuneloop.train.fit import fit, training_summary
 from tuneloop.workspace import RunDir, read_jsonl, write_json, write_jsonl
@@ -117,63 +116,17 @@ def setup_model(config: RunConfig, base_path: str, device: str):
     model.config.use_cache = False  # the KV cache is useless in training and costs memory
     if config.train.method == "full":
         return model
-    from peft import LoraConfig, get_peft_model
-
-    lora = config.train.lora
-    peft_config = LoraConfig(
-        r=lora.rank,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(model, peft_config)
-    if config.train.gradient_checkpointing:
-        model.enable_input_require_grads()  # checkpointed LoRA needs a grad path through frozen embeddings
-    return model
+    return wrap_with_lora(model, config, "CAUSAL_LM")
 
 
 def _training_arguments(config: RunConfig, run: RunDir, device: str, compute_dtype):
-    import torch
     from trl import SFTConfig
 
-    train = config.train
-    # load_best_model_at_end needs checkpoints on evaluation steps.
-    save_steps = train.eval_every * max(1, math.ceil(train.save_every / train.eval_every))
-    early_stopping = train.early_stopping_patience is not None
     return SFTConfig(
-        output_dir=str(run.checkpoints),
-        seed=config.seed,
-        num_train_epochs=train.epochs,
-        max_steps=train.max_steps or -1,
-        learning_rate=train.learning_rate,
-        per_device_train_batch_size=train.batch_size,
-        per_device_eval_batch_size=train.batch_size,
-        gradient_accumulation_steps=train.gradient_accumulation,
-        warmup_steps=train.warmup_ratio,  # a float below 1 is a share of the total steps
-        weight_decay=train.weight_decay,
-        lr_scheduler_type=train.lr_scheduler,
-        max_grad_norm=train.max_grad_norm,
-        activation_checkpointing=train.gradient_checkpointing,
-        bf16=compute_dtype == torch.bfloat16,
-        fp16=compute_dtype == torch.float16,
-        use_cpu=device == "cpu",
-        eval_strategy="steps",
-        eval_steps=train.eval_every,
-        save_strategy="steps",
-        save_steps=save_steps,
-        save_total_limit=train.save_total_limit,
-        load_best_model_at_end=early_stopping,
-        metric_for_best_model="eval_loss",
-        greater_is_better=False,
-        logging_steps=train.logging_steps,
-        include_num_input_tokens_seen="non_padding",
-        report_to="none",
-        disable_tqdm=True,
+        **common_training_arguments(config, run, device, compute_dtype),
         max_length=config.data.max_length,
         dataset_kwargs={"skip_prepare_dataset": True},  # data is tokenized and masked by tuneloop.data.encode
         remove_unused_columns=False,
-        dataloader_num_workers=0,
     )
 
 

@@ -1,0 +1,68 @@
+"""The Trainer arguments every recipe shares, derived from the run config (recipes add their own on top)."""
+
+from __future__ import annotations
+
+import math
+
+from tuneloop.config import RunConfig
+from tuneloop.workspace import RunDir
+
+
+def common_training_arguments(config: RunConfig, run: RunDir, device: str, compute_dtype) -> dict:
+    """Keyword arguments for transformers.TrainingArguments (or a subclass such as TRL's SFTConfig)."""
+    import torch
+
+    train = config.train
+    # load_best_model_at_end needs checkpoints on evaluation steps.
+    save_steps = train.eval_every * max(1, math.ceil(train.save_every / train.eval_every))
+    return {
+        "output_dir": str(run.checkpoints),
+        "seed": config.seed,
+        "num_train_epochs": train.epochs,
+        "max_steps": train.max_steps or -1,
+        "learning_rate": train.learning_rate,
+        "per_device_train_batch_size": train.batch_size,
+        "per_device_eval_batch_size": train.batch_size,
+        "gradient_accumulation_steps": train.gradient_accumulation,
+        "warmup_steps": train.warmup_ratio,  # a float below 1 is a share of the total steps
+        "weight_decay": train.weight_decay,
+        "lr_scheduler_type": train.lr_scheduler,
+        "max_grad_norm": train.max_grad_norm,
+        "activation_checkpointing": train.gradient_checkpointing,
+        "bf16": compute_dtype == torch.bfloat16,
+        "fp16": compute_dtype == torch.float16,
+        "use_cpu": device == "cpu",
+        "eval_strategy": "steps",
+        "eval_steps": train.eval_every,
+        "save_strategy": "steps",
+        "save_steps": save_steps,
+        "save_total_limit": train.save_total_limit,
+        "load_best_model_at_end": train.early_stopping_patience is not None,
+        "metric_for_best_model": "eval_loss",
+        "greater_is_better": False,
+        "logging_steps": train.logging_steps,
+        "include_num_input_tokens_seen": "non_padding",
+        "report_to": "none",  # tracking goes through tuneloop.train.tracking
+        "disable_tqdm": True,  # tuneloop.train.callbacks.ProgressCallback draws the bar
+        "dataloader_num_workers": 0,
+    }
+
+
+def wrap_with_lora(model, config: RunConfig, task_type: str, modules_to_save: list[str] | None = None):
+    """The model with LoRA adapters on train.lora.target_modules (PEFT); only the adapters (and
+    modules_to_save, e.g. a new classification head) train."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = config.train.lora
+    peft_config = LoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type=task_type,
+        modules_to_save=modules_to_save,
+    )
+    model = get_peft_model(model, peft_config)
+    if config.train.gradient_checkpointing:
+        model.enable_input_require_grads()  # checkpointed LoRA needs a grad path through frozen embeddings
+    return model
