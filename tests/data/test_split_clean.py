@@ -68,3 +68,16 @@ def test_clean_to_csv_keeps_columns(tmp_path):
     source.write_text("text,label\nGood film,1\ngood  film,1\nBad film,0\n")
     clean_file(source, tmp_path / "clean.csv", dedup="exact")
     assert (tmp_path / "clean.csv").read_text().splitlines() == ["text,label", "Good film,1", "Bad film,0"]
+
+
+def test_chat_rows_cannot_be_flattened_into_csv_cells(tmp_path):
+    import pytest
+
+    from tuneloop.errors import DataError
+
+    source = tmp_path / "chat.jsonl"
+    source.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                               {"role": "assistant", "content": "hello"}]}) + "\n")
+    with pytest.raises(DataError, match="column 'messages' holds a list"):
+        clean_file(source, tmp_path / "clean.csv")
+    assert not (tmp_path / "clean.csv").exists()

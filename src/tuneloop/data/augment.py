@@ -19,8 +19,6 @@ WordNet comes from Debian's `wordnet-base` (/usr/share/wordnet, or $TUNELOOP_WOR
 
 from __future__ import annotations
 
-import csv
-import io
 import random
 import re
 from collections.abc import Iterator
@@ -32,10 +30,10 @@ from tqdm import tqdm
 
 from tuneloop.data.formats import FORMAT_FIELDS, column_names, detect_format, to_example
 from tuneloop.data.load import BadRow, Row, read_rows
+from tuneloop.data.save import ROW_SUFFIXES, write_rows
 from tuneloop.data.wordnet import synonyms, wordnet
 from tuneloop.errors import DataError
 from tuneloop.generators import LocalGenerator, TextGenerator
-from tuneloop.workspace import write_jsonl, write_text
 
 METHODS = ("eda", "synonym", "paraphrase", "back-translate")
 MODEL_METHODS = ("paraphrase", "back-translate")
@@ -44,8 +42,7 @@ PARAPHRASE_PROMPT = (
     "Paraphrase the following text. Keep its meaning, change the wording. Reply with the paraphrase only.\n\n{text}"
 )
 TRANSLATE_PROMPT = "Translate the following text into {language}. Reply with the translation only.\n\n{text}"
-CSV_TAG_COLUMNS = ("augmented_method", "augmented_source_row")
-OUTPUT_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".tsv")
+
 GENERATE_CHUNK = 32  # prompts per generator call: small enough for a smooth progress bar
 
 
@@ -263,8 +260,8 @@ def augment_file(src: str | Path, dst: str | Path, method: str, n: int, seed: in
     src, dst = Path(src), Path(dst)
     if n < 1:
         raise DataError(f"n is {n}; ask for at least one augmented copy per row.")
-    if dst.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise DataError(f"{dst}: write augmented data to one of {', '.join(OUTPUT_SUFFIXES)}.")
+    if dst.suffix.lower() not in ROW_SUFFIXES:
+        raise DataError(f"{dst}: write augmented data to one of {', '.join(ROW_SUFFIXES)}.")
     if dst.resolve() == src.resolve():
         raise DataError(f"{dst}: is the input file; write the augmented data to a new file.")
 
@@ -359,25 +356,11 @@ def _tagged_copies(sources: list[tuple[int, Row]], n: int, fmt: str, new_texts: 
 
 
 def _write_rows(dst: Path, rows: list[dict]) -> None:
-    if dst.suffix.lower() in (".jsonl", ".ndjson"):
-        write_jsonl(dst, rows)
-        return
-    flat = [_flat_row(fields) for fields in rows]
-    columns = list(dict.fromkeys(key for fields in flat for key in fields))
-    columns = [c for c in columns if c not in CSV_TAG_COLUMNS] + list(CSV_TAG_COLUMNS)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, columns, delimiter="\t" if dst.suffix.lower() == ".tsv" else ",",
-                            lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(flat)
-    write_text(dst, buffer.getvalue())
+    write_rows(dst, rows if dst.suffix.lower() in (".jsonl", ".ndjson") else [_flat_row(fields) for fields in rows])
 
 
 def _flat_row(fields: dict) -> dict:
     flat = {key: value for key, value in fields.items() if key != "augmented"}
-    for key, value in flat.items():
-        if isinstance(value, (list, dict)):
-            raise DataError(f"column '{key}' holds a {type(value).__name__}, which a csv cell cannot; write .jsonl.")
     tag = fields.get("augmented")
     if isinstance(tag, dict):
         flat["augmented_method"], flat["augmented_source_row"] = tag["method"], tag["source_row"]

@@ -6,14 +6,13 @@ the cleaned file is a drop-in replacement for the input; the audit can be re-run
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from tuneloop.data.dedup import clusters, exact_duplicate_groups, near_duplicate_pairs
 from tuneloop.data.prepare import SHOWN_PROBLEMS, load_examples
+from tuneloop.data.save import write_rows
 from tuneloop.data.text_fields import example_text
 from tuneloop.errors import DataError
-from tuneloop.workspace import write_jsonl, write_text
 
 
 def clean_file(
@@ -45,7 +44,7 @@ def clean_file(
             redacted_rows += new_row != row
             cleaned.append(new_row)
         rows = cleaned
-    _write_rows(Path(out), rows)
+    write_rows(Path(out), rows)
     return {
         "rows_in": len(loaded.examples) + len(loaded.bad_rows),
         "rows_out": len(rows),
@@ -65,23 +64,3 @@ def _map_strings(value, change):
     if isinstance(value, dict):
         return {key: (_map_strings(item, change) if key != "role" else item) for key, item in value.items()}
     return value
-
-
-def _write_rows(out: Path, rows: list[dict]) -> None:
-    suffix = out.suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        columns = list(dict.fromkeys(key for row in rows for key in row))
-        lines: list[str] = []
-
-        class _Collect:
-            def write(self, text: str) -> None:
-                lines.append(text)
-
-        writer = csv.DictWriter(_Collect(), fieldnames=columns, delimiter="\t" if suffix == ".tsv" else ",")
-        writer.writeheader()
-        writer.writerows(rows)
-        write_text(out, "".join(lines))
-    elif suffix in (".jsonl", ".ndjson"):
-        write_jsonl(out, rows)
-    else:
-        raise DataError(f"--out {out}: write .jsonl, .csv or .tsv.")

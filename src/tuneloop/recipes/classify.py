@@ -35,10 +35,9 @@ from tuneloop.models.registry import resolve_model
 from tuneloop.recipes.sft import (
     replace_default_printing,
     trainer_callbacks,
-    truncate_log,
 )
 from tuneloop.train.arguments import common_training_arguments, wrap_with_lora
-from tuneloop.train.fit import fit, training_summary
+from tuneloop.train.fit import fit, resume_point, training_summary
 from tuneloop.workspace import RunDir, read_jsonl, write_json
 
 # The usual names of a classification head; PEFT trains these in full next to the LoRA layers.
@@ -67,13 +66,7 @@ def train_classifier(config: RunConfig, run: RunDir, resume: bool = False, conso
     )
     model = setup_model(config, base_path, labels, multi_label, device)
 
-    checkpoint = run.last_checkpoint() if resume else None
-    if resume and checkpoint is None:
-        console_print("resume: no checkpoint in this run directory yet; starting from the beginning")
-    if checkpoint is None:
-        run.train_log.unlink(missing_ok=True)
-    else:
-        truncate_log(run, int(checkpoint.name.split("-")[-1]))
+    checkpoint = resume_point(run, resume, console_print)
 
     weights = class_weights(train_rows, labels, multi_label) if config.train.class_weights else None
     trainer = Trainer(

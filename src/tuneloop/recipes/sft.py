@@ -28,8 +28,8 @@ from tuneloop.models.load import load_causal_lm, load_tokenizer
 from tuneloop.models.registry import resolve_model
 from tuneloop.train.arguments import common_training_arguments, wrap_with_lora
 from tuneloop.train.callbacks import JsonlLogCallback, ProgressCallback
-from tuneloop.train.fit import fit, training_summary
-from tuneloop.workspace import RunDir, read_jsonl, write_json, write_jsonl
+from tuneloop.train.fit import fit, resume_point, training_summary
+from tuneloop.workspace import RunDir, read_jsonl, write_json
 
 
 def train_sft(config: RunConfig, run: RunDir, resume: bool = False, console_print=print, tracker=None) -> dict:
@@ -47,13 +47,7 @@ def train_sft(config: RunConfig, run: RunDir, resume: bool = False, console_prin
     train_dataset, validation_dataset = _setup_data(config, run, tokenizer, console_print)
     model = setup_model(config, base_path, device)
 
-    checkpoint = run.last_checkpoint() if resume else None
-    if resume and checkpoint is None:
-        console_print("resume: no checkpoint in this run directory yet; starting from the beginning")
-    if checkpoint is None:
-        run.train_log.unlink(missing_ok=True)
-    else:
-        truncate_log(run, int(checkpoint.name.split("-")[-1]))
+    checkpoint = resume_point(run, resume, console_print)
 
     args = _training_arguments(config, run, device, compute_dtype)
     trainer = SFTTrainer(
@@ -141,13 +135,6 @@ def trainer_callbacks(config: RunConfig, run: RunDir, tracker) -> list:
     if config.train.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.train.early_stopping_patience))
     return callbacks
-
-
-def truncate_log(run: RunDir, step: int) -> None:
-    """Forget log records after the checkpoint we resume from: those steps are about to run again."""
-    if run.train_log.is_file():
-        kept = [record for record in read_jsonl(run.train_log) if record.get("step", 0) <= step]
-        write_jsonl(run.train_log, kept)
 
 
 def replace_default_printing(trainer) -> None:

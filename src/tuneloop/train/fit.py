@@ -6,11 +6,25 @@ import time
 
 from tuneloop.errors import TuneloopError
 from tuneloop.train.callbacks import GracefulInterrupt
-from tuneloop.workspace import RunDir
+from tuneloop.workspace import RunDir, read_jsonl, write_jsonl
 
 
 class TrainingInterrupted(TuneloopError):
     exit_code = 130
+
+
+def resume_point(run: RunDir, resume: bool, console_print=print):
+    """The checkpoint to continue from (None: start over), with the training log cut back to match it."""
+    checkpoint = run.last_checkpoint() if resume else None
+    if resume and checkpoint is None:
+        console_print("resume: no checkpoint in this run directory yet; starting from the beginning")
+    if checkpoint is None:
+        run.train_log.unlink(missing_ok=True)
+    elif run.train_log.is_file():
+        # Steps after the checkpoint are about to run again: forget their records.
+        step = int(checkpoint.name.split("-")[-1])
+        write_jsonl(run.train_log, [r for r in read_jsonl(run.train_log) if r.get("step", 0) <= step])
+    return checkpoint
 
 
 def fit(trainer, run: RunDir, checkpoint) -> tuple[object, float]:
