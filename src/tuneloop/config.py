@@ -104,7 +104,20 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.0, ge=0)
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
     max_grad_norm: float = Field(1.0, gt=0)
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in backward: less memory, about 30% slower."
+    )
+    packing: bool = Field(
+        True, description="SFT: run each batch's examples back to back in one row (no padding tokens; attention "
+        "stays within each example)."
+    )
+    chunked_loss: bool = Field(
+        True, description="SFT: compute the loss on target tokens only, in chunks, never holding the full logits."
+    )
+    low_precision_base: bool = Field(
+        True, description="SFT with LoRA: keep the frozen base weights in the compute dtype (bf16) rather than fp32; "
+        "the adapters keep fp32 weights."
+    )
     eval_every: int = Field(50, ge=1, description="Steps between validation-loss evaluations.")
     save_every: int = Field(50, ge=1, description="Steps between checkpoints.")
     save_total_limit: int = Field(2, ge=1)

@@ -48,7 +48,7 @@ def estimate_run(config: RunConfig, calibrate: bool = True, console_print=print)
     }
     device = pick_device(config.model.device)
     dtype = pick_dtype(device, config.model.dtype)
-    model = setup_model(config, base_path, device)
+    model = setup_model(config, base_path, device, dtype)
     report["gpu_memory_gb"] = gpu_memory_estimate(model, config, max(len(e["input_ids"]) for e in encoded))
     if calibrate:
         step_seconds = _calibrate(model, encoded, train.batch_size, tokenizer.pad_token_id, device, dtype,

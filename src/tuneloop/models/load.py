@@ -33,12 +33,13 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
-def load_causal_lm(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+def load_causal_lm(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu", attention: str | None = None):
     from transformers import AutoModelForCausalLM
 
     quiet_transformers()
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        options = {"attn_implementation": attention} if attention else {}
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **options)
     except Exception as exc:
         raise ModelError(
             f"could not load the model {path!r}: {exc}\n"

@@ -6,6 +6,10 @@ model/ (full), checkpoints/, train_log.jsonl and train_summary.json into the run
 Features:
     - LoRA (rank, alpha, dropout, target modules) through PEFT, or full fine-tuning (train.method).
     - Loss only on assistant replies by default (data.train_on_prompt: true to include prompts).
+    - Fast by default, each part with a switch (see docs/performance.md): padding-free packing
+      (train.packing; attention kept within each example by tuneloop.train.packed_attention), a
+      chunked loss over target tokens only (train.chunked_loss; tuneloop.train.chunked_loss), frozen
+      LoRA base weights in bf16 (train.low_precision_base), no gradient checkpointing.
     - Device picked automatically (cuda, mps, cpu); bf16 autocast where the hardware runs it fast.
     - Validation loss every train.eval_every steps; early stopping on it; the best weights are kept.
     - A checkpoint every train.save_every steps (rounded to a multiple of eval_every); Ctrl-C or
@@ -19,6 +23,8 @@ Raises:
 
 from __future__ import annotations
 
+import functools
+
 from tuneloop.config import RunConfig
 from tuneloop.data.encode import encode_examples
 from tuneloop.data.templates import apply_template_choice
@@ -28,7 +34,9 @@ from tuneloop.models.load import load_causal_lm, load_tokenizer
 from tuneloop.models.registry import resolve_model
 from tuneloop.train.arguments import common_training_arguments, wrap_with_lora
 from tuneloop.train.callbacks import JsonlLogCallback, ProgressCallback
+from tuneloop.train.chunked_loss import install_chunked_loss, supports_chunked_loss
 from tuneloop.train.fit import fit, resume_point, training_summary
+from tuneloop.train.packed_attention import register_packed_attention
 from tuneloop.workspace import RunDir, read_jsonl, write_json
 
 
@@ -45,12 +53,13 @@ def train_sft(config: RunConfig, run: RunDir, resume: bool = False, console_prin
 
     tokenizer = setup_tokenizer(config, base_path)
     train_dataset, validation_dataset = _setup_data(config, run, tokenizer, console_print)
-    model = setup_model(config, base_path, device)
+    model = setup_model(config, base_path, device, compute_dtype)
 
     checkpoint = resume_point(run, resume, console_print)
 
     args = _training_arguments(config, run, device, compute_dtype)
-    trainer = SFTTrainer(
+    chunked = config.train.chunked_loss and supports_chunked_loss(_causal_lm(model))
+    trainer = (chunked_loss_trainer() if chunked else SFTTrainer)(
         model=model,
         args=args,
         train_dataset=train_dataset,
@@ -59,6 +68,8 @@ def train_sft(config: RunConfig, run: RunDir, resume: bool = False, console_prin
         callbacks=trainer_callbacks(config, run, tracker),
     )
     replace_default_printing(trainer)
+    if chunked:  # after SFTTrainer, which patches the forward with its own fused head
+        install_chunked_loss(_causal_lm(trainer.model), compute_dtype)
 
     console_print(
         f"train: {config.train.method} on {config.model.name}, {device} {str(compute_dtype).removeprefix('torch.')}, "
@@ -102,26 +113,60 @@ def _setup_data(config: RunConfig, run: RunDir, tokenizer, console_print):
     return encoded["train"], encoded["validation"]
 
 
-def setup_model(config: RunConfig, base_path: str, device: str):
+def setup_model(config: RunConfig, base_path: str, device: str, compute_dtype):
     import torch
 
-    # Weights stay fp32 (the optimizer's master copy); autocast runs the matmuls in the compute dtype.
-    model = load_causal_lm(base_path, torch.float32, device)
+    # Trained weights stay fp32 (the optimizer's master copy); autocast runs the matmuls in the compute dtype.
+    # Frozen LoRA base weights need no master copy: kept in the compute dtype they are half the memory and
+    # autocast no longer converts them on every matmul.
+    lora = config.train.method == "lora"
+    weights_dtype = compute_dtype if lora and config.train.low_precision_base else torch.float32
+    attention = register_packed_attention() if config.train.packing else None
+    model = load_causal_lm(base_path, weights_dtype, device, attention)
     model.config.use_cache = False  # the KV cache is useless in training and costs memory
-    if config.train.method == "full":
+    if not lora:
         return model
-    return wrap_with_lora(model, config, "CAUSAL_LM")
+    return wrap_with_lora(model, config, "CAUSAL_LM")  # PEFT keeps the adapter weights in fp32
+
+
+def _causal_lm(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def _training_arguments(config: RunConfig, run: RunDir, device: str, compute_dtype):
     from trl import SFTConfig
 
+    arguments = common_training_arguments(config, run, device, compute_dtype)
+    if config.train.packing:
+        arguments["include_num_input_tokens_seen"] = "all"  # a packed batch holds no padding: every token is real
     return SFTConfig(
-        **common_training_arguments(config, run, device, compute_dtype),
-        max_length=config.data.max_length,
+        **arguments,
+        padding_free=config.train.packing,  # TRL's collator: one row per batch, position ids restart per example
+        # tuneloop.data.encode already truncated to data.max_length (and counted); TRL refuses a limit it cannot
+        # enforce on padding-free batches.
+        max_length=None if config.train.packing else config.data.max_length,
         dataset_kwargs={"skip_prepare_dataset": True},  # data is tokenized and masked by tuneloop.data.encode
         remove_unused_columns=False,
     )
+
+
+@functools.cache
+def chunked_loss_trainer():
+    """The SFTTrainer subclass that takes its loss from tuneloop.train.chunked_loss."""
+    from trl import SFTTrainer
+
+    class ChunkedLossSFTTrainer(SFTTrainer):
+        """SFTTrainer whose loss comes from tuneloop.train.chunked_loss (target tokens only, chunked)."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            outputs = model(**inputs, tuneloop_chunked_loss=True, num_items_in_batch=num_items_in_batch)
+            loss = outputs.loss
+            # As Trainer.compute_loss: num_items_in_batch counts every rank's tokens and DDP averages gradients.
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes
+            return (loss, outputs) if return_outputs else loss
+
+    return ChunkedLossSFTTrainer
 
 
 def trainer_callbacks(config: RunConfig, run: RunDir, tracker) -> list:
