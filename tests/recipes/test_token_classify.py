@@ -255,6 +255,11 @@ def test_lora_trains_the_head_resumes_and_evaluates(tmp_path, tiny_bert_dir):
     results = evaluate_stage(config, run, console_print=lambda message: None)
     assert set(results["token_classification"]["per_type"]["tuned"]) <= {"LOC", "ORG", "PER"}
     assert 0.0 <= results["tuned"]["token_accuracy"] <= 100.0
+    from transformers import AutoModelForTokenClassification
+
+    assert invoke("export", str(run.root), "--out", str(tmp_path / "merged"), "--merge").exit_code == 0
+    merged = AutoModelForTokenClassification.from_pretrained(tmp_path / "merged")
+    assert merged.config.id2label[5] == "B-PER" and merged.config.num_labels == 7
 
 
 def test_class_weights_are_refused_for_tagging(tmp_path, tiny_bert_dir):
