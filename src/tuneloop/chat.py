@@ -1,6 +1,7 @@
 """Talk to a run's tuned model: one answer for --prompt, or an interactive session that keeps the history.
 
-A classification run has no replies to generate; `classify_text` gives its predicted label instead.
+A classification run has no replies to generate; `classify_text` gives its predicted label instead, and
+`tag_text` the entities a token-classification (NER) run finds.
 """
 
 from __future__ import annotations
@@ -38,6 +39,22 @@ def classify_text(config: RunConfig, run: RunDir, text: str) -> str:
     if not chosen:
         return f"(no label above {MULTI_LABEL_THRESHOLD})"
     return ", ".join(f"{model.config.id2label[i]} (p={probabilities[i]:.2f})" for i in chosen)
+
+
+def tag_text(config: RunConfig, run: RunDir, text: str) -> str:
+    """Each word with its predicted tag, then the entities, e.g. 'Peter/B-PER lives/O ...' and 'Peter (PER)'."""
+    from tuneloop.evaluate.token_classification import entities_text
+    from tuneloop.evaluate.token_classification_stage import predict_word_tags
+    from tuneloop.models.load import load_tuned_classifier
+
+    device = pick_device(config.model.device)
+    model, tokenizer = load_tuned_classifier(run, resolve_model(config.model.name), pick_dtype(device,
+                                             config.model.dtype), device)
+    words = text.split()
+    if not words:
+        return "(no words)"
+    (tags,), _ = predict_word_tags(model, tokenizer, [words], config.data.max_length, 1)
+    return " ".join(f"{word}/{tag}" for word, tag in zip(words, tags, strict=True)) + "\n" + entities_text(words, tags)
 
 
 @torch.inference_mode()

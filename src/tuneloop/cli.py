@@ -133,7 +133,7 @@ def chat(
     from tuneloop.workspace import open_run_dir
 
     opened = open_run_dir(run_dir)
-    if opened.data_format() == "classification":
+    if opened.data_format() in ("classification", "token_classification"):
         _classify_prompt(opened, prompt)
         return
     model, tokenizer = load_chat_model(load_run_config(opened), opened)
@@ -145,13 +145,15 @@ def chat(
 
 
 def _classify_prompt(run, prompt: str | None) -> None:
-    from tuneloop.chat import classify_text
+    from tuneloop.chat import classify_text, tag_text
     from tuneloop.stages import load_run_config
 
+    tagger = run.data_format() == "token_classification"
     if prompt is None:
-        raise TuneloopError(f"{run.root} is a classification run: it labels text rather than chatting. "
-                            "Pass the text with --prompt TEXT to see its predicted label.")
-    typer.echo(classify_text(load_run_config(run), run, prompt))
+        raise TuneloopError(f"{run.root} is a {'token-' if tagger else ''}classification run: it labels text rather "
+                            f"than chatting. Pass the text with --prompt TEXT to see its predicted "
+                            f"{'tags' if tagger else 'label'}.")
+    typer.echo((tag_text if tagger else classify_text)(load_run_config(run), run, prompt))
 
 
 @app.command()

@@ -65,10 +65,12 @@ class DataConfig(_Section):
             raise ValueError("set data.test_file or data.test_size, not both")
         return self
 
-    train_file: str = Field(..., description="Training examples: jsonl, json, csv, tsv or parquet.")
+    train_file: str = Field(..., description="Training examples: jsonl, json, csv, tsv, parquet or CoNLL columns.")
     validation_file: str | None = Field(None, description="Held-out rows for validation loss and early stopping.")
     test_file: str | None = Field(None, description="Held-out rows scored by generation (never trained on).")
-    format: Literal["auto", "chat", "alpaca", "prompt_completion", "preference", "classification", "text"] = "auto"
+    format: Literal[
+        "auto", "chat", "alpaca", "prompt_completion", "preference", "classification", "token_classification", "text"
+    ] = "auto"
     validation_size: float = Field(0.1, gt=0.0, lt=1.0, description="Share of train split off when no validation_file.")
     test_size: float | None = Field(
         None, gt=0.0, lt=1.0, description="Without a test_file: share of train held out for testing, with "

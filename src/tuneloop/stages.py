@@ -58,14 +58,16 @@ def data_stage(config: RunConfig, run: RunDir, console_print=print) -> dict:
 
 
 def train_stage(config: RunConfig, run: RunDir, resume: bool = False, console_print=print, tracker=None) -> dict:
-    """Train with the recipe for the data's format: SFT for generative data, classify for labelled text."""
+    """Train with the recipe for the data's format: SFT for generative data, classify for labelled text,
+    token_classify for tagged words (NER)."""
     from tuneloop.data.formats import GENERATIVE_FORMATS
 
     data_format = run.data_format()
-    if data_format not in (*GENERATIVE_FORMATS, "classification"):
+    if data_format not in (*GENERATIVE_FORMATS, "classification", "token_classification"):
         raise TuneloopError(
             f"data: the training data is in the {data_format} format, which no recipe trains on yet "
-            f"(SFT trains on {', '.join(GENERATIVE_FORMATS)}; classify on classification). Recipes for "
+            f"(SFT trains on {', '.join(GENERATIVE_FORMATS)}; classify on classification; token_classify on "
+            "token_classification). Recipes for "
             f"{data_format} data are on the roadmap; `tuneloop data audit` already checks such files."
         )
     if resume and (run.root / "train_summary.json").is_file() and run.trained_weights() is not None:
@@ -75,6 +77,10 @@ def train_stage(config: RunConfig, run: RunDir, resume: bool = False, console_pr
         from tuneloop.recipes.classify import train_classifier
 
         return train_classifier(config, run, resume=resume, console_print=console_print, tracker=tracker)
+    if data_format == "token_classification":
+        from tuneloop.recipes.token_classify import train_token_classifier
+
+        return train_token_classifier(config, run, resume=resume, console_print=console_print, tracker=tracker)
     from tuneloop.recipes.sft import train_sft
 
     return train_sft(config, run, resume=resume, console_print=console_print, tracker=tracker)

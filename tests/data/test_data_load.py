@@ -180,11 +180,11 @@ def test_directory_raises_naming_the_path(tmp_path):
 
 
 def test_unknown_suffix_raises_naming_path_and_suffix(tmp_path):
-    path = _write(tmp_path / "d.txt", "hello\n")
+    path = _write(tmp_path / "d.xml", "hello\n")  # (.txt is read as CoNLL columns: tests/data/test_conll.py)
     with pytest.raises(DataError, match="unknown file type") as caught:
         list(read_rows(path))
     assert str(path) in str(caught.value)
-    assert "'.txt'" in str(caught.value)
+    assert "'.xml'" in str(caught.value)
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".tsv"])

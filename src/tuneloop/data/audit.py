@@ -23,7 +23,7 @@ from tuneloop.data.dedup import (
     normalize_text,
 )
 from tuneloop.data.prepare import LoadedFile, load_examples
-from tuneloop.data.text_fields import example_text, input_text, label_of
+from tuneloop.data.text_fields import example_text, input_text, label_of, labels_of
 
 REPORT_VERSION = 1
 LANGUAGE_CONFIDENCE = 0.7
@@ -110,6 +110,8 @@ def _files(audit: _Audit, loaded: list[LoadedFile]) -> None:
         if file.bad_rows:
             audit.finding("error", "invalid",
                           f"{file.path}: {len(file.bad_rows)} invalid row(s), e.g. {file.bad_rows[0]}")
+        for note in file.notes:
+            audit.finding("info", "tags", note)
         if empty:
             listed = ", ".join(f"{key} ({count})" for key, count in empty.most_common())
             audit.finding("info", "empty_fields", f"{file.path}: empty or whitespace-only fields: {listed}")
@@ -259,10 +261,13 @@ def _token_length(tokenizer, example: dict) -> int:
 
 
 def _labels(audit: _Audit, loaded: list[LoadedFile]) -> None:
-    per_file = {file.path: Counter(label_of(ex) for ex in file.examples) for file in loaded}
+    per_file = {file.path: Counter(label for ex in file.examples for label in labels_of(ex)) for file in loaded}
     if not any(label for counts in per_file.values() for label in counts if label is not None):
         return
     train_counts = per_file[loaded[0].path]
+    if not train_counts:  # token classification where no training row tags an entity
+        audit.finding("error", "labels", f"{loaded[0].path}: the training rows tag no entity; nothing to learn")
+        return
     imbalance = max(train_counts.values()) / min(train_counts.values())
     audit.report["labels"] = {
         "classes": len(train_counts),

@@ -5,16 +5,20 @@ Formats (detected in this order from the first row's columns, or named with data
     alpaca             {"instruction": str, "input": str (optional), "output": str}
     prompt_completion  {"prompt": str, "completion": str}
     preference         {"prompt": str (optional), "chosen": str, "rejected": str}
+    token_classification  {"tokens": [str, ...], "tags"|"ner_tags"|"labels": [IOB tag, ...]}; CoNLL column
+                       files (.conll, .iob, .txt) read into the same rows (see data/conll.py, data/iob.py)
     classification     {"text"|"sentence"|"content": str, "label"|"category"|"intent"|"class"|"sentiment": ...}
     text               {"text": str}  (plain text; the loss covers every token)
 Canonical examples: {"messages": [...]} for the first three, {"prompt", "chosen", "rejected"} for
-preference, {"text", "label"} for classification (label a string, or a list of strings for
+preference, {"tokens", "tags"} for token_classification (tags brought to IOB2 per file, see
+data/iob.py), {"text", "label"} for classification (label a string, or a list of strings for
 multi-label rows) and {"text"} for text. An optional "answer" field (a short string a correct reply
 must contain) is kept for evaluation.
 """
 
 from __future__ import annotations
 
+from tuneloop.data.iob import TAG_COLUMNS, checked_token_row
 from tuneloop.data.load import BadRow, Row
 from tuneloop.errors import DataError
 
@@ -26,6 +30,7 @@ FORMAT_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "alpaca": (("instruction",), ("output",)),
     "prompt_completion": (("prompt",), ("completion",)),
     "preference": (("chosen",), ("rejected",)),
+    "token_classification": (("tokens",), TAG_COLUMNS),  # before classification: both may use "labels"
     "classification": (TEXT_NAMES, LABEL_NAMES),
     "text": (("text",),),
 }
@@ -92,6 +97,8 @@ def to_example(row: Row, fmt: str) -> dict | BadRow:
             example = {"chosen": _text(fields, "chosen"), "rejected": _text(fields, "rejected")}
             prompt = fields.get("prompt")
             example["prompt"] = prompt if isinstance(prompt, str) and prompt.strip() else None
+        elif fmt == "token_classification":
+            example = checked_token_row(fields["tokens"], fields[columns[1]], columns[1])
         elif fmt == "classification":
             example = {"text": _text(fields, columns[0]), "label": _label(fields, columns[1])}
         else:

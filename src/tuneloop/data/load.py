@@ -1,4 +1,4 @@
-"""Read rows from jsonl, json, csv, tsv and parquet files, each row tagged with its `file:line`.
+"""Read rows from jsonl, json, csv, tsv, parquet and CoNLL column files, each row tagged with its `file:line`.
 
 Rows that cannot be read (bad JSON, ragged CSV rows, non-objects) come back as `BadRow`s instead of
 raising, so the caller can either stop with every problem listed or skip them and say how many.
@@ -16,7 +16,8 @@ from pathlib import Path
 
 from tuneloop.errors import DataError
 
-SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
+SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet",
+            ".conll": "conll", ".iob": "conll", ".txt": "conll"}  # CoNLL: one sentence per row (data/conll.py)
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,11 @@ def read_rows(path: str | Path) -> Iterator[Row | BadRow]:
         yield from _read_parquet(path)
         return
     _reject_binary(path)
-    if kind == "jsonl":
+    if kind == "conll":
+        from tuneloop.data.conll import read_conll
+
+        yield from read_conll(path)
+    elif kind == "jsonl":
         yield from _read_jsonl(path)
     elif kind == "json":
         yield from _read_json(path)

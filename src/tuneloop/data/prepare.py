@@ -28,6 +28,7 @@ class LoadedFile:
     locations: list[str] = field(default_factory=list)  # "file:line" of each example
     raw_rows: list[dict] = field(default_factory=list)  # the fields as read, for checks on the raw columns
     stopped_early: bool = False  # max_rows was reached
+    notes: list[str] = field(default_factory=list)  # what reading changed, e.g. IOB1 tags converted to IOB2
 
 
 def load_examples(
@@ -63,7 +64,12 @@ def load_examples(
         )
     if not examples:
         raise DataError(f"{path}: no usable examples ({len(bad_rows)} malformed row(s)).")
-    return LoadedFile(str(path), fmt, examples, bad_rows, locations, raw_rows, stopped_early)
+    notes = []
+    if fmt == "token_classification":
+        from tuneloop.data.iob import normalize_file_tags
+
+        notes = normalize_file_tags(examples, locations, str(path))
+    return LoadedFile(str(path), fmt, examples, bad_rows, locations, raw_rows, stopped_early, notes)
 
 
 def split_validation(examples: list[dict], share: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -140,6 +146,8 @@ def prepare_data(config: DataConfig, run: RunDir, seed: int, console_print=print
     console_print(f"data: {train.format} format; {summary} examples" + (f"; skipped {skipped} malformed row(s)"
                                                                         if skipped else ""))
     for info in report["files"].values():
+        for note in info.get("notes", []):
+            console_print(f"data: {note}")
         for problem in info["skipped_examples"]:
             console_print(f"  skipped {problem}")
     return report
@@ -151,4 +159,4 @@ def _file_report(loaded: LoadedFile) -> dict:
         "examples": len(loaded.examples),
         "skipped_rows": len(loaded.bad_rows),
         "skipped_examples": [str(bad) for bad in loaded.bad_rows[:SHOWN_PROBLEMS]],
-    }
+    } | ({"notes": loaded.notes} if loaded.notes else {})

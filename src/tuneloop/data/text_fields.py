@@ -1,4 +1,4 @@
-"""The text of a canonical example, as the data checks see it: all of it, or only the input side."""
+"""The text of a canonical example, as the data checks see it: all of it, or only the input side; and its labels."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ def example_text(example: dict) -> str:
         return "\n".join(m["content"] for m in example["messages"] if m["role"] != "system")
     if "chosen" in example:
         return "\n".join(part for part in (example.get("prompt"), example["chosen"]) if part)
+    if "tokens" in example:
+        return " ".join(example["tokens"])
     return example["text"]
 
 
@@ -19,6 +21,8 @@ def input_text(example: dict) -> str:
         return "\n".join(turns)
     if "chosen" in example:
         return example.get("prompt") or example["chosen"]
+    if "tokens" in example:
+        return " ".join(example["tokens"])
     return example["text"]
 
 
@@ -28,3 +32,13 @@ def label_of(example: dict) -> str | None:
     if label is None:
         return None
     return "|".join(label) if isinstance(label, list) else label
+
+
+def labels_of(example: dict) -> list[str | None]:
+    """What a row adds to the label counts: its label (as label_of gives it; None for unlabelled rows), or
+    for token classification one entity type per entity it mentions (none for a row without entities)."""
+    if "tags" in example:
+        from tuneloop.data.iob import entity_types
+
+        return entity_types(example["tags"])
+    return [label_of(example)]

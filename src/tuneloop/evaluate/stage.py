@@ -4,7 +4,8 @@ Validation loss and perplexity come from the validation split; generation metric
 split (or, when the config has no test file, the validation split, which early stopping has seen:
 the report says which). Writes metrics.json ({"baseline": {...}, "tuned": {...}, ...}) and
 samples.jsonl (prompt, reference, baseline and tuned replies side by side). Classification runs go to
-`tuneloop.evaluate.classification_stage` instead.
+`tuneloop.evaluate.classification_stage` instead, token-classification (NER) runs to
+`tuneloop.evaluate.token_classification_stage`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, c
         from tuneloop.evaluate.classification_stage import evaluate_classifier
 
         return evaluate_classifier(config, run, data_file, console_print)
+    if run.data_format() == "token_classification":
+        from tuneloop.evaluate.token_classification_stage import evaluate_token_classifier
+
+        return evaluate_token_classifier(config, run, data_file, console_print)
     device = pick_device(config.model.device)
     dtype = pick_dtype(device, config.model.dtype)
     base_path = resolve_model(config.model.name, console_print)

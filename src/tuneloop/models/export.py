@@ -30,7 +30,7 @@ def export_run(config: RunConfig, run: RunDir, out: Path, merge: bool) -> Path:
     if weights == run.adapter and merge:
         from peft import PeftModel
 
-        if run.data_format() == "classification":
+        if run.data_format() in ("classification", "token_classification"):
             tuned, _ = load_tuned_classifier(run, resolve_model(config.model.name), torch.float32, "cpu")
             merged = tuned.merge_and_unload()
         else:

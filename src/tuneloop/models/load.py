@@ -79,9 +79,14 @@ def base_path_of(weights: Path) -> str | None:
 
 
 def load_tuned_classifier(run: RunDir, base_path: str, dtype: torch.dtype, device: str):
-    """A classification run's tuned model (full, or base encoder + adapter) with id2label, and its tokenizer."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    """A classification run's tuned model (full, or base encoder + adapter) with id2label, and its tokenizer.
 
+    A token-classification run (NER) gets its tagger: the same load with a tag per token instead of per text.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    model_class = (AutoModelForTokenClassification if run.data_format() == "token_classification"
+                   else AutoModelForSequenceClassification)
     weights = run.trained_weights()
     if weights is None:
         raise ModelError(f"{run.root}: no trained classifier yet. Train first: `tuneloop run {run.config}`.")
@@ -93,11 +98,9 @@ def load_tuned_classifier(run: RunDir, base_path: str, dtype: torch.dtype, devic
         from peft import PeftModel
 
         # The adapter carries the trained head; the base's own head, if any, may have another size.
-        base = AutoModelForSequenceClassification.from_pretrained(
-            base_path, config=config, dtype=dtype, ignore_mismatched_sizes=True
-        )
+        base = model_class.from_pretrained(base_path, config=config, dtype=dtype, ignore_mismatched_sizes=True)
         model = PeftModel.from_pretrained(base, str(weights))
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(str(weights), config=config, dtype=dtype)
+        model = model_class.from_pretrained(str(weights), config=config, dtype=dtype)
     model.to(device).eval()
     return model, tokenizer

@@ -1,8 +1,8 @@
 """report.html: one self-contained page per run, summary first (images embedded, no scripts, no network).
 
 Sections: verdict, metrics baseline vs tuned with 95% intervals and the paired test, their chart,
-loss curves, forgetting, classification pictures where they apply, the data audit summary, sample
-outputs, the training summary, and the config and manifest. `tuneloop report RUN_DIR` rebuilds it.
+loss curves, forgetting, classification pictures and per-entity-type scores where they apply, the data
+audit summary, sample outputs, the training summary, and the config and manifest. `tuneloop report RUN_DIR` rebuilds it.
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ def render_report(run: RunDir) -> str:
         parts.append(_forgetting(metrics["forgetting"]))
     if metrics.get("classification"):
         parts.append(_classification(metrics["classification"]))
+    if metrics.get("token_classification"):
+        parts.append(_entity_types(metrics["token_classification"]))
     parts.append(_audit(run))
     parts.append(_samples(run))
     parts.append(_training(run))
@@ -94,7 +96,7 @@ def _headline(metrics: dict) -> str:
     comparison = metrics.get("comparison", {})
     # contains_answer means something only when rows name a short answer; else it matches the whole reference.
     preferred = ("contains_answer",) if metrics.get("heldout", {}).get("rows_with_answer") else ()
-    for key in preferred + ("accuracy", "rouge_l", "token_f1", "exact_match"):
+    for key in preferred + ("accuracy", "entity_f1", "rouge_l", "token_f1", "exact_match"):
         if key in comparison and key in metrics.get("tuned", {}):
             test = comparison[key]
             verdict = "a real difference" if test.get("significant") else "not distinguishable from noise"
@@ -186,6 +188,20 @@ def _classification(classification: dict) -> str:
     if classification.get("roc_curves"):
         parts.append(_img(plots.roc_curves(classification["roc_curves"]), "ROC curves"))
     return "".join(parts)
+
+
+def _entity_types(found: dict) -> str:
+    """Per entity type: the tuned tagger's precision, recall and F1 beside the baseline's F1."""
+    tuned, baseline = found["per_type"]["tuned"], found["per_type"].get("baseline", {})
+    rows = "".join(
+        f"<tr><td>{escape(kind)}</td><td class=n>{scores['support']}</td>"
+        f"<td class=n>{baseline.get(kind, {}).get('f1', 0.0):.1f}</td><td class=n>{scores['precision']:.1f}</td>"
+        f"<td class=n>{scores['recall']:.1f}</td><td class=n>{scores['f1']:.1f}</td></tr>"
+        for kind, scores in sorted(tuned.items())
+    )
+    return ("<h2>Entities by type</h2><table><tr><th>type</th><th>entities</th><th>baseline F1</th>"
+            f"<th>precision</th><th>recall</th><th>F1</th></tr>{rows}</table><p class=muted>{found['entities']} "
+            f"entities in {found['words']} words; an entity counts only when its type and exact span match.</p>")
 
 
 def _audit(run: RunDir) -> str:
