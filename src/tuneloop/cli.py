@@ -72,19 +72,34 @@ def validate(config: ConfigArg, set_: SetOption = None) -> None:
     say(f"{config}: ok ({loaded.train.method} on {loaded.model.name}, output in {loaded.output_dir})")
 
 
+NprocOption = Annotated[int, typer.Option("--nproc", min=1, help="Training processes on this host (DDP).")]
+NnodesOption = Annotated[int, typer.Option("--nnodes", min=1, help="Hosts taking part (each runs this command).")]
+NodeRankOption = Annotated[int, typer.Option("--node-rank", min=0, help="This host's number, 0 to nnodes-1.")]
+MasterAddrOption = Annotated[str, typer.Option("--master-addr", help="Address of host 0.")]
+MasterPortOption = Annotated[int, typer.Option("--master-port", help="A free port on host 0.")]
+AccelerateConfigOption = Annotated[
+    str | None,
+    typer.Option("--accelerate-config", help="ddp, fsdp, deepspeed-zero2, deepspeed-zero3 or an accelerate YAML."),
+]
+
+
 @app.command()
 def run(
     config: ConfigArg,
     set_: SetOption = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its newest checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run in output_dir.")] = False,
+    nproc: NprocOption = 1,
+    accelerate_config: AccelerateConfigOption = None,
 ) -> None:
-    """Run data -> train -> evaluate and print the baseline-vs-tuned table."""
+    """Run data -> train -> evaluate and print the baseline-vs-tuned table (--nproc: train in N processes)."""
     from tuneloop.config import load_config
     from tuneloop.stages import run_all
+    from tuneloop.train.launch import Launch
 
     loaded = load_config(config, set_)
-    _, results = run_all(loaded, resume=resume, overwrite=overwrite, console_print=say)
+    launch = Launch(nproc=nproc, accelerate_config=accelerate_config)
+    _, results = run_all(loaded, resume=resume, overwrite=overwrite, console_print=say, launch=launch)
     print_metrics(results)
     say(f"run directory: {loaded.output_dir} (chat: `tuneloop chat {loaded.output_dir}`)")
 
@@ -95,14 +110,25 @@ def train(
     set_: SetOption = None,
     resume: Annotated[bool, typer.Option(help="Continue from the newest checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run in output_dir.")] = False,
+    nproc: NprocOption = 1,
+    nnodes: NnodesOption = 1,
+    node_rank: NodeRankOption = 0,
+    master_addr: MasterAddrOption = "127.0.0.1",
+    master_port: MasterPortOption = 29500,
+    accelerate_config: AccelerateConfigOption = None,
 ) -> None:
-    """Prepare the data and train (no evaluation)."""
+    """Prepare the data and train (no evaluation); --nproc/--nnodes train in several processes via accelerate."""
     from tuneloop.config import load_config
     from tuneloop.stages import run_all
+    from tuneloop.train.launch import Launch
 
     loaded = load_config(config, set_)
-    run_dir, summary = run_all(loaded, resume=resume, overwrite=overwrite, evaluate=False, console_print=say)
-    say(f"trained {summary['steps']} steps in {summary['seconds']}s; weights in {run_dir.trained_weights()}")
+    launch = Launch(nproc, nnodes, node_rank, master_addr, master_port, accelerate_config)
+    run_dir, summary = run_all(
+        loaded, resume=resume, overwrite=overwrite, evaluate=False, console_print=say, launch=launch
+    )
+    if "steps" in summary:
+        say(f"trained {summary['steps']} steps in {summary['seconds']}s; weights in {run_dir.trained_weights()}")
 
 
 @app.command()

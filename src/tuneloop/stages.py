@@ -93,17 +93,28 @@ def evaluate_stage(config: RunConfig, run: RunDir, data_file: str | None = None,
 
 
 def run_all(
-    config: RunConfig, resume: bool = False, overwrite: bool = False, evaluate: bool = True, console_print=print
+    config: RunConfig, resume: bool = False, overwrite: bool = False, evaluate: bool = True, console_print=print,
+    launch=None,
 ) -> tuple[RunDir, dict]:
-    """data -> train (-> evaluate); returns the run directory and the last stage's result."""
+    """data -> train (-> evaluate); returns the run directory and the last stage's result.
+
+    `launch` (tuneloop.train.launch.Launch) trains in several processes or on several hosts.
+    """
     from tuneloop.train.tracking import log_results, start_tracking
 
+    if launch is not None and launch.distributed and launch.node_rank != 0:
+        return _train_on_another_host(config, launch, resume, console_print)
     run = open_for_run(config, resume=resume, overwrite=overwrite)
     tracker = start_tracking(config, run)
     try:
         if not (resume and run.split("train").is_file()):  # a resumed run keeps the splits it trained on
             data_stage(config, run, console_print)
-        result = train_stage(config, run, resume=resume, console_print=console_print, tracker=tracker)
+        if launch is not None and launch.distributed:
+            from tuneloop.train.launch import train_in_processes
+
+            result = train_in_processes(run, launch, resume, console_print)
+        else:
+            result = train_stage(config, run, resume=resume, console_print=console_print, tracker=tracker)
         if evaluate:
             result = evaluate_stage(config, run, console_print=console_print)
             report_stage(run, console_print)
@@ -116,6 +127,27 @@ def run_all(
         raise
     tracker.finish()
     return run, result
+
+
+def _train_on_another_host(config: RunConfig, launch, resume: bool, console_print) -> tuple[RunDir, dict]:
+    """Hosts other than node 0 wait for node 0 to prepare the data in the shared run directory, then train."""
+    import time
+
+    from tuneloop.train.launch import train_in_processes
+
+    run = RunDir(Path(config.output_dir))
+    waited = 0
+    while not (run.split("train").is_file() and run.split("validation").is_file()):
+        if waited >= 600:
+            raise TuneloopError(
+                f"output_dir: {run.root} has no prepared data after 10 minutes. Host 0 prepares it; with several "
+                "hosts the run directory must be on a filesystem all hosts share (set output_dir to such a path)."
+            )
+        if waited == 0:
+            console_print(f"node {launch.node_rank}: waiting for node 0 to prepare the data in {run.root}")
+        time.sleep(5)
+        waited += 5
+    return run, train_in_processes(run, launch, resume, console_print)
 
 
 def report_stage(run: RunDir, console_print=print) -> None:

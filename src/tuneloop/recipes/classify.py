@@ -80,6 +80,9 @@ def train_classifier(config: RunConfig, run: RunDir, resume: bool = False, conso
         compute_loss_func=weighted_loss(weights, multi_label) if weights is not None else None,
     )
     replace_default_printing(trainer)
+    # Encoders take **kwargs, so Trainer assumes they scale the loss for gradient accumulation themselves; they
+    # return a per-batch mean, so Trainer must divide by the accumulation steps.
+    trainer.model_accepts_loss_kwargs = False
 
     console_print(
         f"train: {config.train.method} classifier on {config.model.name}, {device} "
@@ -90,11 +93,14 @@ def train_classifier(config: RunConfig, run: RunDir, resume: bool = False, conso
         + (f", resuming from {checkpoint.name}" if checkpoint else "")
     )
     result, elapsed = fit(trainer, run, checkpoint)
-    _save(config, run, trainer, tokenizer)
+    main_process = trainer.is_world_process_zero()  # in a multi-process run, process 0 alone writes
+    if main_process:
+        _save(config, run, trainer, tokenizer)
     summary = training_summary(trainer, result, elapsed, model, config.train.method, device, compute_dtype)
     summary.update(task="multi-label classification" if multi_label else "classification", labels=len(labels),
                    class_weights=config.train.class_weights)
-    write_json(run.root / "train_summary.json", summary)
+    if main_process:
+        write_json(run.root / "train_summary.json", summary)
     del trainer, model
     if device == "cuda":
         torch.cuda.empty_cache()

@@ -78,9 +78,12 @@ def train_sft(config: RunConfig, run: RunDir, resume: bool = False, console_prin
         + (f", resuming from {checkpoint.name}" if checkpoint else "")
     )
     result, elapsed = fit(trainer, run, checkpoint)
-    _save(config, run, trainer, tokenizer)
+    main_process = trainer.is_world_process_zero()  # in a multi-process run, process 0 alone writes
+    if main_process:
+        _save(config, run, trainer, tokenizer)
     summary = training_summary(trainer, result, elapsed, model, config.train.method, device, compute_dtype)
-    write_json(run.root / "train_summary.json", summary)
+    if main_process:
+        write_json(run.root / "train_summary.json", summary)
     del trainer, model
     if device == "cuda":
         torch.cuda.empty_cache()

@@ -107,10 +107,13 @@ def train_token_classifier(config: RunConfig, run: RunDir, resume: bool = False,
         + (f", resuming from {checkpoint.name}" if checkpoint else "")
     )
     result, elapsed = fit(trainer, run, checkpoint)
-    _save(config, run, trainer, tokenizer)
+    main_process = trainer.is_world_process_zero()  # in a multi-process run, process 0 alone writes
+    if main_process:
+        _save(config, run, trainer, tokenizer)
     summary = training_summary(trainer, result, elapsed, model, config.train.method, device, compute_dtype)
     summary.update(task="token classification", labels=len(tags), entity_types=types)
-    write_json(run.root / "train_summary.json", summary)
+    if main_process:
+        write_json(run.root / "train_summary.json", summary)
     del trainer, model
     if device == "cuda":
         torch.cuda.empty_cache()

