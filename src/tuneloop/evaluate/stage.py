@@ -4,7 +4,7 @@ Validation loss and perplexity come from the validation split; generation metric
 split (or, when the config has no test file, the validation split, which early stopping has seen:
 the report says which). Writes metrics.json ({"baseline": {...}, "tuned": {...}, ...}) and
 samples.jsonl (prompt, reference, baseline and tuned replies side by side). Classification runs go to
-`tuneloop.evaluate.classification_stage` instead.
+`tuneloop.evaluate.classification_stage` (head) or `tuneloop.evaluate.classification_generative` instead.
 """
 
 from __future__ import annotations
@@ -29,6 +29,10 @@ RIGHT_OR_WRONG_METRICS = ("exact_match", "contains_answer")
 
 
 def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, console_print=print) -> dict:
+    if run.data_format() == "classification" and config.train.classifier == "generate":
+        from tuneloop.evaluate.classification_generative import evaluate_generative_classifier
+
+        return evaluate_generative_classifier(config, run, data_file, console_print)
     if run.data_format() == "classification":
         from tuneloop.evaluate.classification_stage import evaluate_classifier
 
