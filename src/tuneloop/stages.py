@@ -13,16 +13,7 @@ import yaml
 
 from tuneloop.config import RunConfig, config_to_yaml, validate_config
 from tuneloop.errors import ConfigError, TuneloopError
-from tuneloop.workspace import (
-    RunDir,
-    build_manifest,
-    flatten,
-    read_json,
-    read_jsonl,
-    sha256_file,
-    write_json,
-    write_text,
-)
+from tuneloop.workspace import RunDir, build_manifest, flatten, read_json, sha256_file, write_json, write_text
 
 # Changing these between an interrupted run and its resume would silently train something else.
 _RESUME_SENSITIVE = ("seed", "model", "data", "train")
@@ -103,6 +94,7 @@ def _recipe_for(config: RunConfig, run: RunDir, data_format: str, console_print)
         return train_sft
     from tuneloop.models.registry import resolve_model
     from tuneloop.recipes.classify import check_classifier_choice, is_multi_label
+    from tuneloop.workspace import read_jsonl
 
     multi_label = is_multi_label(read_jsonl(run.split("train")))
     if check_classifier_choice(config, resolve_model(config.model.name, console_print), multi_label) == "generate":

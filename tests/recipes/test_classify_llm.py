@@ -84,10 +84,18 @@ def test_causal_lm_head_with_lora_trains_the_score_head(tmp_path, llama_without_
     assert model.config.id2label == {0: "neg", 1: "pos"} and model.config.pad_token_id == 0
 
 
+def cue_heavy(rows: list[dict]) -> list[dict]:
+    """The toy rows with their cue word said five times more: a 2-layer random model, character-level tokens and a
+    70-token prompt make one cue word too faint a signal to learn in a few steps."""
+    return [{"text": " ".join([row["text"].split()[2]] * 5 + [row["text"]]), "label": row["label"]} for row in rows]
+
+
 @pytest.fixture(scope="module")
 def generate_run(tmp_path_factory, tiny_model_dir) -> RunDir:
     root = tmp_path_factory.mktemp("llm-generate")
     raw = llm_config(root, tiny_model_dir, classifier="generate", epochs=12, learning_rate=1e-2, batch_size=8)
+    raw["data"]["train_file"] = str(write_csv(root / "cues.csv", cue_heavy(toy_rows(90))))
+    raw["data"]["test_file"] = str(write_csv(root / "cues_test.csv", cue_heavy(toy_rows(30, offset=500))))
     result = invoke("run", str(write_config(root / "run.yaml", raw)))
     assert result.exit_code == 0, result.output
     return RunDir(root / "run")
@@ -98,6 +106,7 @@ def test_generated_label_beats_the_untuned_models_zero_shot_choice(generate_run)
     assert metrics["baseline_kind"] == "untuned model's constrained choice (zero-shot)"
     assert set(metrics["tuned"]) == {"accuracy", "f1_macro", "f1_micro", "precision_macro", "recall_macro"}
     assert metrics["tuned"]["accuracy"] > metrics["baseline"]["accuracy"]
+    assert metrics["tuned"]["accuracy"] > 100 * 20 / 30  # learned the cue words, not just the label prior
     assert metrics["classification"]["confusion_matrix"]["labels"] == ["neg", "pos"]
     assert set(metrics["classification"]["roc_curves"]) == {"neg", "pos"}
     samples = read_jsonl(generate_run.samples)
