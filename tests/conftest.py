@@ -104,6 +104,7 @@ def tiny_config(tmp_path, tiny_model_dir, tiny_data) -> dict:
         "data": {"train_file": str(tiny_data["train"]), "test_file": str(tiny_data["test"]), "max_length": 64},
         "train": {
             "method": "lora",
+            "preset": "none",  # 24 rows would switch on the few-shot preset; tests of it opt in
             "epochs": 6,
             "learning_rate": 1e-2,
             "batch_size": 4,

@@ -49,7 +49,8 @@ def test_few_steps_then_chat_export_and_plain_transformers_reload(smollm2_path, 
         "output_dir": str(tmp_path / "run"),
         "model": {"name": MODEL},
         "data": {"train_file": str(train), "test_file": str(test), "max_length": 96},
-        "train": {"max_steps": 3, "batch_size": 4, "learning_rate": 1e-3, "eval_every": 3, "save_every": 3},
+        "train": {"preset": "none", "max_steps": 3, "batch_size": 4, "learning_rate": 1e-3, "eval_every": 3,
+                  "save_every": 3},
         "evaluate": {"max_new_tokens": 12, "batch_size": 2},
     })
     result = CliRunner().invoke(app, ["run", str(config)])

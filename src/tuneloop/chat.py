@@ -24,6 +24,10 @@ def load_chat_model(config: RunConfig, run: RunDir):
 
 def classify_text(config: RunConfig, run: RunDir, text: str) -> str:
     """The predicted label and its probability, e.g. 'refund_request (p=0.93)'; multi-label lists each one."""
+    if config.train.classifier == "generate":
+        from tuneloop.evaluate.classification_generative import classify_with_generative
+
+        return classify_with_generative(config, run, text)
     from tuneloop.evaluate.classification_stage import MULTI_LABEL_THRESHOLD, predict_probabilities
     from tuneloop.models.load import load_tuned_classifier
 

@@ -130,6 +130,14 @@ class TrainConfig(_Section):
     class_weights: bool = Field(
         False, description="Classification only: weight the loss by inverse class frequency (for imbalanced labels)."
     )
+    classifier: Literal["auto", "head", "generate"] = Field(
+        "auto", description="Classification only: 'head' trains a classification head (encoders and causal LMs); "
+        "'generate' trains a causal LM to write the label name and predicts by scoring each label; auto = head."
+    )
+    preset: Literal["auto", "few_shot", "none"] = Field(
+        "auto", description="'few_shot': safer settings for tiny data and k-fold cross-validation to pick the "
+        "epochs (see tuneloop.train.few_shot); auto = few_shot when the training split has under 100 rows."
+    )
     lora: LoraConfig = LoraConfig()
 
 

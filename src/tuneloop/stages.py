@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from tuneloop.config import RunConfig, config_to_yaml, validate_config
-from tuneloop.errors import TuneloopError
+from tuneloop.errors import ConfigError, TuneloopError
 from tuneloop.workspace import RunDir, build_manifest, flatten, read_json, sha256_file, write_json, write_text
 
 # Changing these between an interrupted run and its resume would silently train something else.
@@ -59,8 +59,13 @@ def data_stage(config: RunConfig, run: RunDir, console_print=print) -> dict:
 
 def train_stage(config: RunConfig, run: RunDir, resume: bool = False, console_print=print, tracker=None) -> dict:
     """Train with the recipe for the data's format: SFT for generative data, classify for labelled text,
-    token_classify for tagged words (NER)."""
+    token_classify for tagged words (NER).
+
+    On tiny data the few-shot preset (tuneloop.train.few_shot) first adjusts the settings and
+    cross-validates the number of epochs with the same recipe.
+    """
     from tuneloop.data.formats import GENERATIVE_FORMATS
+    from tuneloop.train.few_shot import apply_preset
 
     data_format = run.data_format()
     if data_format not in (*GENERATIVE_FORMATS, "classification", "token_classification"):
@@ -73,17 +78,38 @@ def train_stage(config: RunConfig, run: RunDir, resume: bool = False, console_pr
     if resume and (run.root / "train_summary.json").is_file() and run.trained_weights() is not None:
         console_print("train: already finished in this run directory; skipping")
         return read_json(run.root / "train_summary.json")
-    if data_format == "classification":
-        from tuneloop.recipes.classify import train_classifier
+    recipe = _recipe_for(config, run, data_format, console_print)
+    config = apply_preset(config, run, recipe, resume=resume, console_print=console_print)
+    return recipe(config, run, resume=resume, console_print=console_print, tracker=tracker)
 
-        return train_classifier(config, run, resume=resume, console_print=console_print, tracker=tracker)
+
+def _recipe_for(config: RunConfig, run: RunDir, data_format: str, console_print):
+    """The recipe's train function; train.classifier picks the head or the generative classifier."""
     if data_format == "token_classification":
         from tuneloop.recipes.token_classify import train_token_classifier
 
-        return train_token_classifier(config, run, resume=resume, console_print=console_print, tracker=tracker)
-    from tuneloop.recipes.sft import train_sft
+        return train_token_classifier
+    if data_format != "classification":
+        if config.train.classifier != "auto":
+            raise ConfigError(
+                f"train.classifier={config.train.classifier!r} applies to classification data, but this run's data "
+                f"is in the {data_format} format. Remove the key (or set it to auto)."
+            )
+        from tuneloop.recipes.sft import train_sft
 
-    return train_sft(config, run, resume=resume, console_print=console_print, tracker=tracker)
+        return train_sft
+    from tuneloop.models.registry import resolve_model
+    from tuneloop.recipes.classify import check_classifier_choice, is_multi_label
+    from tuneloop.workspace import read_jsonl
+
+    multi_label = is_multi_label(read_jsonl(run.split("train")))
+    if check_classifier_choice(config, resolve_model(config.model.name, console_print), multi_label) == "generate":
+        from tuneloop.recipes.classify_generative import train_generative_classifier
+
+        return train_generative_classifier
+    from tuneloop.recipes.classify import train_classifier
+
+    return train_classifier
 
 
 def evaluate_stage(config: RunConfig, run: RunDir, data_file: str | None = None, console_print=print) -> dict:

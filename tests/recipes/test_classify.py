@@ -81,8 +81,8 @@ def classify_config(root: Path, model_dir: Path, **train) -> dict:
         "model": {"name": str(model_dir), "dtype": "fp32", "device": "cpu"},
         "data": {"train_file": str(write_csv(root / "train.csv", toy_rows(90))),
                  "test_file": str(write_csv(root / "test.csv", toy_rows(30, offset=500))), "max_length": 16},
-        "train": {"method": "full", "epochs": 8, "learning_rate": 3e-3, "batch_size": 16, "eval_every": 10,
-                  "save_every": 10, "logging_steps": 5, "early_stopping_patience": None, **train},
+        "train": {"method": "full", "preset": "none", "epochs": 8, "learning_rate": 3e-3, "batch_size": 16,
+                  "eval_every": 10, "save_every": 10, "logging_steps": 5, "early_stopping_patience": None, **train},
         "evaluate": {"batch_size": 16},
         "tracking": {"backend": "none"},
     }

@@ -1,4 +1,4 @@
-"""Training in two processes (DDP over gloo, launched through accelerate) matches one process at the same global batch."""
+"""Two training processes (DDP over gloo, launched through accelerate) match one at the same global batch."""
 
 from __future__ import annotations
 

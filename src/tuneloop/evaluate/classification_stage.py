@@ -1,6 +1,7 @@
 """The evaluate stage for classification runs: the tuned classifier against the majority-class baseline.
 
-An untuned encoder has a random head, so "the untuned model" says nothing; the honest floor is the
+An untuned model with a new head (encoder or causal LM) has a random head, so "the untuned model"
+says nothing; the honest floor is the
 predictor that always answers the most common training label (the most common label set for
 multi-label rows). Scores come from the test split, or the validation split when there is none.
 Writes metrics.json (baseline, tuned, delta, intervals, McNemar comparison, and under
@@ -50,6 +51,25 @@ def evaluate_classifier(config: RunConfig, run: RunDir, data_file: str | None = 
     baseline_predicted = [majority] * len(heldout)
     console_print(f"evaluate: {len(heldout)} {heldout_name} rows; baseline: always {_shown(majority)!r}")
 
+    results = write_classification_results(
+        config, run, heldout_name=heldout_name, texts=texts, truth=truth, predicted=predicted, labels=labels,
+        probabilities=probabilities, baseline_predicted=baseline_predicted,
+        baseline_kind="majority label set" if multi_label else "majority class", multi_label=multi_label,
+    )
+    del model
+    gc.collect()
+    return results
+
+
+def write_classification_results(
+    config: RunConfig, run: RunDir, *, heldout_name: str, texts: list[str], truth: list, predicted: list,
+    labels: list[str], probabilities: np.ndarray | None, baseline_predicted: list, baseline_kind: str,
+    multi_label: bool = False,
+) -> dict:
+    """Score tuned and baseline predictions of the held-out rows; write metrics.json and samples.jsonl.
+
+    Shared by every classifier variant (head, generated label), so their metrics.json read the same.
+    """
     if multi_label:
         tuned = multilabel_scores(truth, predicted, labels)
         baseline = multilabel_scores(truth, baseline_predicted, labels)
@@ -60,9 +80,9 @@ def evaluate_classifier(config: RunConfig, run: RunDir, data_file: str | None = 
 
     results = {
         "task": "multi-label classification" if multi_label else "classification",
-        "heldout": {"split": heldout_name, "rows": len(heldout), "rows_with_answer": len(heldout)},
+        "heldout": {"split": heldout_name, "rows": len(texts), "rows_with_answer": len(texts)},
         "validation": {"rows": len(read_jsonl(run.split("validation")))},
-        "baseline_kind": "majority label set" if multi_label else "majority class",
+        "baseline_kind": baseline_kind,
         "baseline": _summary(baseline),
         "tuned": _summary(tuned),
     }
@@ -74,11 +94,9 @@ def evaluate_classifier(config: RunConfig, run: RunDir, data_file: str | None = 
     write_json(run.metrics, results)
     write_jsonl(run.samples, [
         {"prompt": [{"role": "user", "content": text}], "reference": _shown(answer), "answer": _shown(answer),
-         "baseline": _shown(majority), "tuned": _shown(guess)}
-        for text, answer, guess in zip(texts, truth, predicted, strict=True)
+         "baseline": _shown(base_guess), "tuned": _shown(guess)}
+        for text, answer, guess, base_guess in zip(texts, truth, predicted, baseline_predicted, strict=True)
     ])
-    del model
-    gc.collect()
     return results
 
 

@@ -4,8 +4,8 @@ Validation loss and perplexity come from the validation split; generation metric
 split (or, when the config has no test file, the validation split, which early stopping has seen:
 the report says which). Writes metrics.json ({"baseline": {...}, "tuned": {...}, ...}) and
 samples.jsonl (prompt, reference, baseline and tuned replies side by side). Classification runs go to
-`tuneloop.evaluate.classification_stage` instead, token-classification (NER) runs to
-`tuneloop.evaluate.token_classification_stage`.
+`tuneloop.evaluate.classification_stage` (head) or `tuneloop.evaluate.classification_generative` instead,
+token-classification (NER) runs to `tuneloop.evaluate.token_classification_stage`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ RIGHT_OR_WRONG_METRICS = ("exact_match", "contains_answer")
 
 
 def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, console_print=print) -> dict:
+    if run.data_format() == "classification" and config.train.classifier == "generate":
+        from tuneloop.evaluate.classification_generative import evaluate_generative_classifier
+
+        return evaluate_generative_classifier(config, run, data_file, console_print)
     if run.data_format() == "classification":
         from tuneloop.evaluate.classification_stage import evaluate_classifier
 

@@ -13,6 +13,7 @@ from tuneloop.config import RunConfig
 from tuneloop.errors import TuneloopError
 from tuneloop.models.load import load_causal_lm, load_tokenizer, load_tuned_classifier
 from tuneloop.models.registry import resolve_model
+from tuneloop.recipes.classify_generative import LABELS_FILE
 from tuneloop.report.model_card import model_card
 from tuneloop.workspace import RunDir, write_text
 
@@ -30,7 +31,9 @@ def export_run(config: RunConfig, run: RunDir, out: Path, merge: bool) -> Path:
     if weights == run.adapter and merge:
         from peft import PeftModel
 
-        if run.data_format() in ("classification", "token_classification"):
+        if run.data_format() == "token_classification" or (
+            run.data_format() == "classification" and config.train.classifier != "generate"
+        ):
             tuned, _ = load_tuned_classifier(run, resolve_model(config.model.name), torch.float32, "cpu")
             merged = tuned.merge_and_unload()
         else:
@@ -38,6 +41,8 @@ def export_run(config: RunConfig, run: RunDir, out: Path, merge: bool) -> Path:
             merged = PeftModel.from_pretrained(base, str(weights)).merge_and_unload()
         merged.save_pretrained(str(staging))
         load_tokenizer(str(weights)).save_pretrained(str(staging))
+        if (weights / LABELS_FILE).is_file():  # a generative classifier's label names travel with it
+            shutil.copy2(weights / LABELS_FILE, staging / LABELS_FILE)
         kind = "merged model (LoRA folded into the base weights)"
     else:
         shutil.copytree(weights, staging)

@@ -48,6 +48,25 @@ def load_causal_lm(path: str, dtype: torch.dtype = torch.float32, device: str = 
     return model.to(device)
 
 
+def is_causal_lm(path: str) -> bool:
+    """True for a decoder-only language model (Llama, Gemma, ...), False for an encoder such as BERT.
+
+    BERT-style models also have a causal-LM class in transformers, so "has a masked-LM class" is what
+    marks an encoder here.
+    """
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    try:
+        model_type = AutoConfig.from_pretrained(path).model_type
+    except Exception as exc:  # OSError for a missing directory, ValueError for an unknown architecture
+        raise ModelError(f"could not read the model config of {path!r}: {exc}") from None
+    return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
 def load_tuned(run: RunDir, base_path: str, dtype: torch.dtype, device: str):
     """The run's tuned model (base + adapter, or the full fine-tune) and the tokenizer saved with it."""
     weights = run.trained_weights()

@@ -1,4 +1,4 @@
-"""Classification recipe: fine-tune an encoder (BERT-style) with a sequence-classification head, LoRA or full.
+"""Classification recipe: fine-tune an encoder or a causal LM with a sequence-classification head, LoRA or full.
 
 Reads data/{train,validation}.jsonl ({"text", "label"} rows written by the data stage) and writes
 adapter/ (LoRA) or model/ (full), checkpoints/, train_log.jsonl and train_summary.json into the run
@@ -7,6 +7,9 @@ predicts names, not numbers.
 
 Features:
     - Any HF encoder directory, the `minilm-l6` registry default included; the head is new and trained.
+    - Causal LMs too (Llama, Gemma, `smollm2-135m-instruct`, ...): AutoModelForSequenceClassification puts
+      a `score` head on the last non-padding token, so the model config gets the tokenizer's pad_token_id.
+      (train.classifier: generate instead teaches the LM to write the label: recipes/classify_generative.py.)
     - Multi-class rows (one label) with cross-entropy; multi-label rows (a list of labels) with a
       sigmoid per label (problem_type="multi_label_classification", threshold 0.5 at prediction).
     - train.class_weights: weight the loss by inverse class frequency for imbalanced labels.
@@ -20,6 +23,7 @@ Features:
 
 Raises:
     TuneloopError: a validation label the training split never shows (the head has no output for it).
+    ConfigError: train.classifier names a variant the model or data cannot use (see check_classifier_choice).
     TrainingInterrupted: the run was stopped by a signal after saving a checkpoint.
 """
 
@@ -28,9 +32,9 @@ from __future__ import annotations
 from collections import Counter
 
 from tuneloop.config import RunConfig
-from tuneloop.errors import TuneloopError
+from tuneloop.errors import ConfigError, TuneloopError
 from tuneloop.models.device import pick_device, pick_dtype
-from tuneloop.models.load import load_tokenizer, quiet_transformers
+from tuneloop.models.load import is_causal_lm, load_tokenizer, quiet_transformers
 from tuneloop.models.registry import resolve_model
 from tuneloop.recipes.sft import (
     replace_default_printing,
@@ -64,7 +68,9 @@ def train_classifier(config: RunConfig, run: RunDir, resume: bool = False, conso
     validation_dataset = _encode(
         tokenizer, validation_rows, labels, multi_label, config.data.max_length, "validation", console_print
     )
-    model = setup_model(config, base_path, labels, multi_label, device)
+    # A causal LM's head reads the last non-padding token, so it must know which token pads.
+    pad_token_id = tokenizer.pad_token_id if is_causal_lm(base_path) else None
+    model = setup_model(config, base_path, labels, multi_label, device, pad_token_id)
 
     checkpoint = resume_point(run, resume, console_print)
 
@@ -98,13 +104,34 @@ def train_classifier(config: RunConfig, run: RunDir, resume: bool = False, conso
         _save(config, run, trainer, tokenizer)
     summary = training_summary(trainer, result, elapsed, model, config.train.method, device, compute_dtype)
     summary.update(task="multi-label classification" if multi_label else "classification", labels=len(labels),
-                   class_weights=config.train.class_weights)
+                   class_weights=config.train.class_weights, classifier="head")
     if main_process:
         write_json(run.root / "train_summary.json", summary)
     del trainer, model
     if device == "cuda":
         torch.cuda.empty_cache()
     return summary
+
+
+def check_classifier_choice(config: RunConfig, base_path: str, multi_label: bool) -> str:
+    """The classifier variant a classification run trains ('head' or 'generate'); ConfigError for a combination
+    that cannot work. auto means head, for encoders and causal LMs alike."""
+    choice = "generate" if config.train.classifier == "generate" else "head"
+    if choice == "head":
+        return choice
+    problems = []
+    if not is_causal_lm(base_path):
+        problems.append(f"model.name={config.model.name!r} is an encoder, which cannot write a label; use "
+                        "train.classifier: head (or auto), or a causal LM such as smollm2-135m-instruct")
+    if multi_label:
+        problems.append("the data is multi-label (rows with a list of labels); the generate variant picks exactly "
+                        "one label per text: use train.classifier: head (a sigmoid per label)")
+    if config.train.class_weights:
+        problems.append("train.class_weights weights a head's loss; set it to false with the generate variant, or "
+                        "use train.classifier: head")
+    if problems:
+        raise ConfigError("train.classifier='generate' cannot be used here: " + "; ".join(problems) + ".")
+    return choice
 
 
 def is_multi_label(rows: list[dict]) -> bool:
@@ -187,8 +214,12 @@ def _encode(tokenizer, rows: list[dict], labels: list[str], multi_label: bool, m
     return Dataset.from_dict({**encoded, "labels": targets})
 
 
-def setup_model(config: RunConfig, base_path: str, labels: list[str], multi_label: bool, device: str):
-    """The encoder with a fresh head of one output per label; LoRA-wrapped when train.method is lora."""
+def setup_model(config: RunConfig, base_path: str, labels: list[str], multi_label: bool, device: str,
+                pad_token_id: int | None = None):
+    """The model with a fresh head of one output per label; LoRA-wrapped when train.method is lora.
+
+    pad_token_id (causal LMs) goes into the model config, which is saved with the weights and the export.
+    """
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -202,7 +233,10 @@ def setup_model(config: RunConfig, base_path: str, labels: list[str], multi_labe
         label2id={label: i for i, label in enumerate(labels)},
         problem_type="multi_label_classification" if multi_label else "single_label_classification",
         ignore_mismatched_sizes=True,  # a base that is itself a classifier with other labels gets a fresh head
+        **({"pad_token_id": pad_token_id} if pad_token_id is not None else {}),
     ).to(device)
+    if pad_token_id is not None:
+        model.config.use_cache = False  # a causal LM's KV cache is useless in training and costs memory
     if config.train.method == "full":
         return model
     return wrap_with_lora(model, config, "SEQ_CLS", modules_to_save=HEAD_NAMES)

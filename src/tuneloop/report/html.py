@@ -57,6 +57,7 @@ def render_report(run: RunDir) -> str:
     parts.append(_audit(run))
     parts.append(_samples(run))
     parts.append(_training(run))
+    parts.append(_few_shot(run))
     parts.append(f"<h2>Config and manifest</h2><details><summary>config.yaml</summary><pre class=ex>{escape(config)}"
                  f"</pre></details>")
     if run.manifest.is_file():
@@ -229,6 +230,29 @@ def _samples(run: RunDir, shown: int = 8) -> str:
     return ("<h2>Sample outputs</h2><table class=samples><tr><th>prompt</th><th>reference</th><th>baseline</th>"
             "<th>tuned</th></tr>"
             f"{''.join(cards)}</table><p class=muted>All rows: samples.jsonl; review sheet: review.html.</p>")
+
+
+def _few_shot(run: RunDir) -> str:
+    """The few-shot preset's changes and its cross-validation (tuneloop.train.few_shot), when it ran."""
+    path = run.root / "few_shot.json"
+    if not path.is_file():
+        return ""
+    found = read_json(path)
+    changed = ", ".join(f"{key} {old} → {new}" for key, (old, new) in found.get("changed", {}).items()) or "none"
+    parts = [f"<h2>Few-shot preset</h2><p>{escape(found['reason'])}. Changed: {escape(changed)}"
+             + (f"; kept your {escape(', '.join(found['kept_explicit']))}" if found.get("kept_explicit") else "")
+             + ".</p>"]
+    if found.get("folds"):
+        loss = found["cv_validation_loss"]
+        rows = "".join(f"<tr><td class=n>{r['fold']}</td><td class=n>{r['train_rows']}</td>"
+                       f"<td class=n>{r['heldout_rows']}</td><td class=n>{r['best_epoch']}</td>"
+                       f"<td class=n>{min(r['validation_loss_by_epoch']):.4f}</td></tr>" for r in found["fold_results"])
+        parts.append(f"<p>{found['folds']}-fold cross-validation: validation loss {loss['mean']:.4f} ± "
+                     f"{loss['std']:.4f} at {found['chosen_epochs']} epoch(s); the final model trained on all "
+                     f"{found['final']['train_rows']} rows for {found['final']['epochs']:g} epoch(s).</p>"
+                     "<table><tr><th>fold</th><th>train rows</th><th>held-out rows</th><th>best epoch</th>"
+                     f"<th>best loss</th></tr>{rows}</table>")
+    return "".join(parts)
 
 
 def _training(run: RunDir) -> str:
