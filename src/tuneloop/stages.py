@@ -58,7 +58,8 @@ def data_stage(config: RunConfig, run: RunDir, console_print=print) -> dict:
 
 
 def train_stage(config: RunConfig, run: RunDir, resume: bool = False, console_print=print, tracker=None) -> dict:
-    """Train with the recipe for the data's format: SFT for generative data, classify for labelled text."""
+    """Train with the recipe for the data's format and model: SFT for generative data (seq2seq when the model is
+    an encoder-decoder), classify for labelled text."""
     from tuneloop.data.formats import GENERATIVE_FORMATS
 
     data_format = run.data_format()
@@ -75,6 +76,13 @@ def train_stage(config: RunConfig, run: RunDir, resume: bool = False, console_pr
         from tuneloop.recipes.classify import train_classifier
 
         return train_classifier(config, run, resume=resume, console_print=console_print, tracker=tracker)
+    from tuneloop.models.load import is_encoder_decoder
+    from tuneloop.models.registry import resolve_model
+
+    if is_encoder_decoder(resolve_model(config.model.name, console_print)):  # T5, BART: source -> target
+        from tuneloop.recipes.seq2seq import train_seq2seq
+
+        return train_seq2seq(config, run, resume=resume, console_print=console_print, tracker=tracker)
     from tuneloop.recipes.sft import train_sft
 
     return train_sft(config, run, resume=resume, console_print=console_print, tracker=tracker)
