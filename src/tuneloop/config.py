@@ -82,6 +82,9 @@ class DataConfig(_Section):
         "near-duplicate clusters kept on one side."
     )
     max_train_examples: int | None = Field(None, ge=2, description="Train on a seeded sample of this many examples.")
+    max_validation_examples: int | None = Field(
+        None, ge=1, description="Validate on a seeded sample of this many examples (each evaluation reads them all)."
+    )
     max_length: int = Field(512, ge=8, description="Longer examples are truncated (and counted).")
     chat_template: str = Field(
         "model", description="'model' (the tokenizer's own), 'chatml', 'plain', or a Jinja template string."

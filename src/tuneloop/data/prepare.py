@@ -119,6 +119,10 @@ def prepare_data(config: DataConfig, run: RunDir, seed: int, console_print=print
         train_examples, validation_examples = split_validation(pool, config.validation_size, seed)
         report["validation_split"] = f"{config.validation_size:.0%} of train, seed {seed}"
 
+    if config.max_validation_examples and len(validation_examples) > config.max_validation_examples:
+        validation_examples = random.Random(seed).sample(validation_examples, config.max_validation_examples)
+        report["validation_subsample"] = f"{config.max_validation_examples} examples drawn with seed {seed}"
+
     splits = {"train": train_examples, "validation": validation_examples}
     if config.test_file:
         test = load_examples(config.test_file, config.format, config.skip_invalid,
