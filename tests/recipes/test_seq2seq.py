@@ -121,6 +121,18 @@ def test_summary_lengths_are_measured_and_reported(summary_run):
     assert "Summary lengths" in report and "rouge_l" in report
 
 
+def test_chat_with_the_tuned_encoder_decoder_reads_the_request_as_its_source(summary_run):
+    from tuneloop.chat import load_chat_model, reply
+    from tuneloop.stages import load_run_config
+
+    run, _ = summary_run
+    model, tokenizer = load_chat_model(load_run_config(run), run)
+    request = dialogue_rows([("Eve", "green", "coat")])[0]["dialogue"]
+    answer = reply(model, tokenizer, [{"role": "user", "content": f"Summarize the following text in a few "
+                                                                  f"sentences.\n\n{request}"}], max_new_tokens=16)
+    assert "buys a" in answer
+
+
 def test_full_fine_tune_on_prompt_completion_resumes_from_its_checkpoint(tmp_path, tiny_t5_dir):
     rows = [{"prompt": f"What is {a} plus {b}?", "completion": str(a + b)} for a in range(6) for b in range(6)]
     train = write_jsonl(tmp_path / "train.jsonl", rows[:30])
