@@ -1,4 +1,4 @@
-"""Summarization data through the SFT recipe on a tiny random Llama: detected, trained, scored with ROUGE and lengths."""
+"""Summarization data through the SFT recipe on a tiny random Llama: detected, trained, scored (ROUGE, lengths)."""
 
 from __future__ import annotations
 
