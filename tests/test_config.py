@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tuneloop.config import apply_override, load_config
+from tuneloop.config import apply_override, generation_metrics, load_config
 from tuneloop.errors import ConfigError
 
 MINIMAL = "data:\n  train_file: train.jsonl\n"
@@ -21,6 +21,18 @@ def test_minimal_config_gets_documented_defaults(tmp_path):
     assert config.model.name == "smollm2-135m-instruct"
     assert config.train.method == "lora" and config.train.lora.rank == 16
     assert config.data.format == "auto" and not config.data.train_on_prompt
+
+
+def test_generation_metrics_follow_the_data_format_unless_listed(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config.evaluate.metrics is None  # stays null in config.yaml, so `tuneloop evaluate` picks the same list
+    assert generation_metrics(config.evaluate, "summarization")[:3] == ["rouge_1", "rouge_2", "rouge_l"]
+    assert "exact_match" not in generation_metrics(config.evaluate, "summarization")
+    assert generation_metrics(config.evaluate, "chat")[:2] == ["exact_match", "contains_answer"]
+    listed = load_config(write(tmp_path, MINIMAL), ["evaluate.metrics=[rouge_2]"])
+    assert generation_metrics(listed.evaluate, "summarization") == ["rouge_2"]
+    with pytest.raises(ConfigError, match="unknown metric"):
+        load_config(write(tmp_path, MINIMAL), ["evaluate.metrics=[rouge_3]"])
 
 
 def test_overrides_parse_values_as_yaml(tmp_path):

@@ -66,9 +66,17 @@ def reply(model, tokenizer, messages: list[dict], max_new_tokens: int = 256, tem
           stream: bool = False) -> str:
     from transformers import TextStreamer
 
-    encoded = tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-    ).to(next(model.parameters()).device)
+    device = next(model.parameters()).device
+    encoder_decoder = getattr(model.config, "is_encoder_decoder", False)
+    if encoder_decoder:  # T5, BART: the conversation is one source text, as in training (tuneloop.data.pairs)
+        from tuneloop.data.pairs import source_text
+
+        source = source_text([*messages, {"role": "assistant", "content": ""}])
+        encoded = tokenizer(source, return_tensors="pt").to(device)
+    else:
+        encoded = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        ).to(device)
     sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
     output = model.generate(
         **encoded,
@@ -77,7 +85,8 @@ def reply(model, tokenizer, messages: list[dict], max_new_tokens: int = 256, tem
         streamer=TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True) if stream else None,
         **sampling,
     )
-    return tokenizer.decode(output[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+    new_tokens = output[0] if encoder_decoder else output[0, encoded["input_ids"].shape[1] :]
+    return tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
 
 
 def interactive(model, tokenizer, system: str | None, max_new_tokens: int, temperature: float) -> None:

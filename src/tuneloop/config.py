@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tuneloop.data.formats import DEFAULT_SUMMARY_INSTRUCTION
 from tuneloop.errors import ConfigError
 
 
@@ -69,14 +70,22 @@ class DataConfig(_Section):
     validation_file: str | None = Field(None, description="Held-out rows for validation loss and early stopping.")
     test_file: str | None = Field(None, description="Held-out rows scored by generation (never trained on).")
     format: Literal[
-        "auto", "chat", "alpaca", "prompt_completion", "preference", "classification", "token_classification", "text"
+        "auto", "chat", "alpaca", "prompt_completion", "preference", "summarization", "classification",
+        "token_classification", "text",
     ] = "auto"
+    summary_instruction: str = Field(
+        DEFAULT_SUMMARY_INSTRUCTION,
+        description="Summarization data: the request put before each document in the user turn ('' for none).",
+    )
     validation_size: float = Field(0.1, gt=0.0, lt=1.0, description="Share of train split off when no validation_file.")
     test_size: float | None = Field(
         None, gt=0.0, lt=1.0, description="Without a test_file: share of train held out for testing, with "
         "near-duplicate clusters kept on one side."
     )
     max_train_examples: int | None = Field(None, ge=2, description="Train on a seeded sample of this many examples.")
+    max_validation_examples: int | None = Field(
+        None, ge=1, description="Validate on a seeded sample of this many examples (each evaluation reads them all)."
+    )
     max_length: int = Field(512, ge=8, description="Longer examples are truncated (and counted).")
     chat_template: str = Field(
         "model", description="'model' (the tokenizer's own), 'chatml', 'plain', or a Jinja template string."
@@ -143,6 +152,8 @@ class TrainConfig(_Section):
 
 GENERATION_METRICS = ("exact_match", "contains_answer", "rouge_1", "rouge_2", "rouge_l", "bleu", "chrf", "token_f1")
 DEFAULT_GENERATION_METRICS = ("exact_match", "contains_answer", "rouge_l", "bleu", "chrf", "token_f1")
+# A summary is never an exact match: overlap of words (ROUGE-1), word pairs (ROUGE-2) and order (ROUGE-L) is.
+SUMMARIZATION_METRICS = ("rouge_1", "rouge_2", "rouge_l", "bleu", "chrf")
 
 
 class EvaluateConfig(_Section):
@@ -152,7 +163,10 @@ class EvaluateConfig(_Section):
     max_samples: int = Field(200, ge=1, description="Held-out rows scored by generation.")
     max_new_tokens: int = Field(64, ge=1)
     batch_size: int = Field(16, ge=1)
-    metrics: list[str] = Field(list(DEFAULT_GENERATION_METRICS))
+    metrics: list[str] | None = Field(
+        None, description="Generation metrics; null picks by data format: ROUGE-1/2/L, BLEU and chrF for "
+        "summarization, else exact_match, contains_answer, ROUGE-L, BLEU, chrF and token F1."
+    )
     intervals: bool = Field(True, description="95% bootstrap intervals and a paired baseline-vs-tuned test.")
     forgetting: list[str] = Field(
         default_factory=list, description="Multiple-choice files (ARC, HellaSwag, PIQA or {question, choices, answer})"
@@ -166,11 +180,18 @@ class EvaluateConfig(_Section):
 
     @field_validator("metrics")
     @classmethod
-    def _known_metrics(cls, names: list[str]) -> list[str]:
-        unknown = [n for n in names if n not in GENERATION_METRICS]
+    def _known_metrics(cls, names: list[str] | None) -> list[str] | None:
+        unknown = [n for n in names or [] if n not in GENERATION_METRICS]
         if unknown:
             raise ValueError(f"unknown metric(s) {unknown}; allowed: {list(GENERATION_METRICS)}")
         return names
+
+
+def generation_metrics(evaluate: EvaluateConfig, data_format: str | None) -> list[str]:
+    """The metrics a generative run is scored with: the configured list, else the default for its data format."""
+    if evaluate.metrics is not None:
+        return evaluate.metrics
+    return list(SUMMARIZATION_METRICS if data_format == "summarization" else DEFAULT_GENERATION_METRICS)
 
 
 class TrackingConfig(_Section):

@@ -58,8 +58,8 @@ def data_stage(config: RunConfig, run: RunDir, console_print=print) -> dict:
 
 
 def train_stage(config: RunConfig, run: RunDir, resume: bool = False, console_print=print, tracker=None) -> dict:
-    """Train with the recipe for the data's format: SFT for generative data, classify for labelled text,
-    token_classify for tagged words (NER).
+    """Train with the recipe for the data's format and model: SFT for generative data (seq2seq when the model is
+    an encoder-decoder), classify for labelled text, token_classify for tagged words (NER).
 
     On tiny data the few-shot preset (tuneloop.train.few_shot) first adjusts the settings and
     cross-validates the number of epochs with the same recipe.
@@ -95,6 +95,13 @@ def _recipe_for(config: RunConfig, run: RunDir, data_format: str, console_print)
                 f"train.classifier={config.train.classifier!r} applies to classification data, but this run's data "
                 f"is in the {data_format} format. Remove the key (or set it to auto)."
             )
+        from tuneloop.models.load import is_encoder_decoder
+        from tuneloop.models.registry import resolve_model
+
+        if is_encoder_decoder(resolve_model(config.model.name, console_print)):  # T5, BART: source -> target
+            from tuneloop.recipes.seq2seq import train_seq2seq
+
+            return train_seq2seq
         from tuneloop.recipes.sft import train_sft
 
         return train_sft

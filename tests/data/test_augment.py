@@ -236,6 +236,16 @@ def test_paraphrase_rewrites_the_prompt_and_leaves_the_completion(tmp_path):
     assert summary["augmented"] == 1
 
 
+def test_summarization_rows_get_their_document_rewritten_and_keep_the_summary(tmp_path):
+    rows = [{"dialogue": "#Person1#: When do you open?\n#Person2#: At 7:30.", "summary": "They open at 7:30."}]
+    src = _write_jsonl(tmp_path / "train.jsonl", rows)
+    generator = RecordingGenerator(lambda text: f"Reworded: {text}")
+    augment_file(src, tmp_path / "out.jsonl", "paraphrase", n=1, generator=generator)
+    copy = _read_jsonl(tmp_path / "out.jsonl")[1]
+    assert copy["dialogue"] == "Reworded: #Person1#: When do you open?\n#Person2#: At 7:30."
+    assert copy["summary"] == "They open at 7:30."
+
+
 def test_back_translation_goes_through_the_pivot_language_and_back(tmp_path):
     rows = [{"instruction": "Summarise the text.", "input": "Shops close on Wednesday.", "output": "Closed Wed."},
             {"instruction": "Name the head office city.", "input": "", "output": "Bergen"}]

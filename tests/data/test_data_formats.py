@@ -1,6 +1,9 @@
-"""Format detection and conversion of chat, alpaca, prompt_completion and text rows to canonical examples."""
+"""Format detection and conversion of chat, alpaca, prompt_completion, summarization and text rows to canonical
+examples."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -33,7 +36,13 @@ def _bad_reason(row: Row, fmt: str) -> str:
         ({"instruction": "i", "output": "o"}, "alpaca"),
         ({"instruction": "i", "input": "x", "output": "o"}, "alpaca"),
         ({"prompt": "p", "completion": "c"}, "prompt_completion"),
+        ({"fname": "f", "dialogue": "d", "summary": "s", "topic": "t"}, "summarization"),
+        ({"article": "a", "highlights": "h"}, "summarization"),
+        ({"source": "s", "target": "t"}, "summarization"),
+        ({"document": "d", "summary1": "s", "summary2": "s2"}, "summarization"),
+        ({"text": "t", "label": "l"}, "classification"),
         ({"text": "t"}, "text"),
+        ({"text": "t", "summary": "s"}, "text"),  # "text" is not a document column: such rows stay plain text
     ],
 )
 def test_detect_format_recognises_each_format(fields, expected):
@@ -183,3 +192,40 @@ def test_answer_that_is_null_is_dropped():
 def test_unknown_extra_fields_are_not_carried_over():
     example = to_example(_row(prompt="q", completion="a", source="web"), "prompt_completion")
     assert set(example) == {"messages"}
+
+
+def test_summarization_row_becomes_a_request_and_the_summary_as_reply():
+    example = to_example(_row(dialogue="#Person1#: Hi.\n#Person2#: Hello. ", summary=" They greet. ", topic="x"),
+                         "summarization")
+    assert example == {"messages": [
+        {"role": "user", "content": "Summarize the following text in a few sentences.\n\n#Person1#: Hi.\n"
+                                    "#Person2#: Hello."},
+        {"role": "assistant", "content": "They greet."},
+    ]}
+
+
+@pytest.mark.parametrize(("instruction", "expected"), [("TL;DR:", "TL;DR:\n\nA long text."), ("", "A long text.")])
+def test_summary_instruction_is_configurable_and_may_be_empty(instruction, expected):
+    example = to_example(_row(article="A long text.", highlights="Short."), "summarization", instruction)
+    assert example["messages"][0]["content"] == expected
+
+
+def test_summarization_row_without_a_summary_names_the_accepted_columns():
+    reason = _bad_reason(_row(dialogue="d", topic="t"), "summarization")
+    assert "summary|target|highlights|summary1" in reason
+    assert "is empty" in _bad_reason(_row(dialogue="  ", summary="s"), "summarization")
+
+
+DIALOGUES = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "dialogsum"
+
+
+@pytest.mark.parametrize("split", ["train", "dev", "test"])
+def test_dialogue_summaries_from_the_shared_datasets_are_detected_as_summarization(split):
+    if not DIALOGUES.is_dir():
+        pytest.skip(f"{DIALOGUES} is absent: the shared datasets folder is not mounted here")
+    from tuneloop.data.prepare import load_examples
+
+    loaded = load_examples(DIALOGUES / f"dialogsum.{split}.jsonl", max_rows=20)
+    assert loaded.format == "summarization" and len(loaded.examples) == 20
+    user, reply = loaded.examples[0]["messages"]
+    assert "#Person1#:" in user["content"] and reply["content"]

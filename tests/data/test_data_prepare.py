@@ -194,6 +194,20 @@ def test_prepare_data_uses_the_validation_file_instead_of_splitting(tmp_path):
     assert _read_jsonl(run.data / "validation.jsonl") == [_canonical(50), _canonical(51)]
 
 
+def test_prepare_data_samples_the_validation_file_with_the_seed(tmp_path):
+    train_file = _write_rows(tmp_path / "train.jsonl", [_pc(i) for i in range(3)])
+    validation_file = _write_rows(tmp_path / "val.jsonl", [_pc(i) for i in range(50, 70)])
+    config = DataConfig(train_file=str(train_file), validation_file=str(validation_file), max_validation_examples=5)
+    drawn = []
+    for name in ("first", "second"):
+        run = RunDir(tmp_path / name)
+        report = prepare_data(config, run, seed=3, console_print=lambda *_: None)
+        drawn.append(_read_jsonl(run.data / "validation.jsonl"))
+    assert report["examples"] == {"train": 3, "validation": 5}
+    assert report["validation_subsample"] == "5 examples drawn with seed 3"
+    assert drawn[0] == drawn[1] and all(example in [_canonical(i) for i in range(50, 70)] for example in drawn[0])
+
+
 def test_prepare_data_stops_on_malformed_rows_without_writing_splits(tmp_path):
     train_file = _write_lines(tmp_path / "train.jsonl", [json.dumps(_pc(1)), json.dumps(_pc(2)), "{oops"])
     run = RunDir(tmp_path / "run")

@@ -1,5 +1,5 @@
 """Generation metrics checked against hand-computed values: exact match, contains-answer, token F1, ROUGE, BLEU,
-chrF and perplexity."""
+chrF, perplexity and summary lengths."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from tuneloop.evaluate.metrics import (
     corpus_chrf,
     exact_match,
     generation_scores,
+    length_statistics,
     normalize,
     perplexity_from_loss,
     rouge_1,
@@ -230,3 +231,21 @@ def test_generation_scores_of_no_rows_is_zero_for_every_metric():
     totals, per_row = generation_scores([], [], [], metrics)
     assert totals == dict.fromkeys(metrics, 0.0)
     assert all(values == [] for values in per_row.values())
+
+
+def test_length_statistics_count_words_and_compare_each_side_with_the_references():
+    references = ["one two three four", "one two", "a b c d e f"]  # 4, 2, 6 words: mean 4, median 4
+    found = length_statistics(references, {
+        "baseline": ["a b c d e f g h", "x y z w v u t s r q", "  spaced   out  words "],  # 8, 10, 3
+        "tuned": ["a b", "c", "d e f"],  # 2, 1, 3
+    })
+    assert found["reference"] == {"mean_words": 4.0, "median_words": 4.0}
+    assert found["baseline"] == {"mean_words": 7.0, "median_words": 8.0, "ratio_to_reference": 1.75}
+    assert found["tuned"] == {"mean_words": 2.0, "median_words": 2.0, "ratio_to_reference": 0.5}
+
+
+def test_length_statistics_of_empty_replies_and_references():
+    found = length_statistics(["", ""], {"tuned": ["", "one"]})
+    assert found["reference"] == {"mean_words": 0.0, "median_words": 0.0}
+    assert found["tuned"] == {"mean_words": 0.5, "median_words": 0.5, "ratio_to_reference": None}
+    assert length_statistics([], {"tuned": []})["tuned"]["mean_words"] == 0.0

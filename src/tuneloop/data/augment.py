@@ -319,8 +319,8 @@ def _text_paths(fields: dict, fmt: str) -> list[tuple]:
         return [("instruction",), ("input",)] if has_input else [("instruction",)]
     if fmt == "prompt_completion":
         return [("prompt",)]
-    if fmt == "classification":
-        return [(column_names(fields, fmt)[0],)]
+    if fmt in ("classification", "summarization"):
+        return [(column_names(fields, fmt)[0],)]  # the text, or the document to summarize
     return [("text",)]
 
 

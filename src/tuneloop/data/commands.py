@@ -13,7 +13,9 @@ data_app = typer.Typer(
     no_args_is_help=True,
 )
 
-FORMATS = "auto, chat, alpaca, prompt_completion, preference, classification, token_classification or text"
+FORMATS = (
+    "auto, chat, alpaca, prompt_completion, preference, summarization, classification, token_classification or text"
+)
 
 
 def _say(message: str) -> None:

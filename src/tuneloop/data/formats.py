@@ -5,13 +5,15 @@ Formats (detected in this order from the first row's columns, or named with data
     alpaca             {"instruction": str, "input": str (optional), "output": str}
     prompt_completion  {"prompt": str, "completion": str}
     preference         {"prompt": str (optional), "chosen": str, "rejected": str}
+    summarization      {"document"|"dialogue"|"article"|"source": str, "summary"|"target"|"highlights"|"summary1": str}
     token_classification  {"tokens": [str, ...], "tags"|"ner_tags"|"labels": [IOB tag, ...]}; CoNLL column
                        files (.conll, .iob, .txt) read into the same rows (see data/conll.py, data/iob.py)
     classification     {"text"|"sentence"|"content": str, "label"|"category"|"intent"|"class"|"sentiment": ...}
     text               {"text": str}  (plain text; the loss covers every token)
-Canonical examples: {"messages": [...]} for the first three, {"prompt", "chosen", "rejected"} for
-preference, {"tokens", "tags"} for token_classification (tags brought to IOB2 per file, see
-data/iob.py), {"text", "label"} for classification (label a string, or a list of strings for
+Canonical examples: {"messages": [...]} for the first three and for summarization (the user asks for a
+summary of the document with data.summary_instruction; the summary is the reply), {"prompt", "chosen",
+"rejected"} for preference, {"tokens", "tags"} for token_classification (tags brought to IOB2 per file,
+see data/iob.py), {"text", "label"} for classification (label a string, or a list of strings for
 multi-label rows) and {"text"} for text. An optional "answer" field (a short string a correct reply
 must contain) is kept for evaluation.
 """
@@ -24,17 +26,22 @@ from tuneloop.errors import DataError
 
 TEXT_NAMES = ("text", "sentence", "content")
 LABEL_NAMES = ("label", "labels", "category", "intent", "class", "sentiment")
+DOCUMENT_NAMES = ("document", "dialogue", "article", "source")
+# summary1: the first of several reference summaries (DialogSum's test split); the others are not used.
+SUMMARY_NAMES = ("summary", "target", "highlights", "summary1")
+DEFAULT_SUMMARY_INSTRUCTION = "Summarize the following text in a few sentences."
 # Each format's required fields; a field may go by any of several column names.
 FORMAT_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "chat": (("messages",),),
     "alpaca": (("instruction",), ("output",)),
     "prompt_completion": (("prompt",), ("completion",)),
     "preference": (("chosen",), ("rejected",)),
+    "summarization": (DOCUMENT_NAMES, SUMMARY_NAMES),
     "token_classification": (("tokens",), TAG_COLUMNS),  # before classification: both may use "labels"
     "classification": (TEXT_NAMES, LABEL_NAMES),
     "text": (("text",),),
 }
-GENERATIVE_FORMATS = ("chat", "alpaca", "prompt_completion", "text")
+GENERATIVE_FORMATS = ("chat", "alpaca", "prompt_completion", "summarization", "text")
 ROLES = ("system", "user", "assistant")
 KEPT_FIELDS = ("answer",)
 
@@ -67,7 +74,7 @@ def column_names(fields: dict, fmt: str) -> list[str] | None:
     return found
 
 
-def to_example(row: Row, fmt: str) -> dict | BadRow:
+def to_example(row: Row, fmt: str, summary_instruction: str = DEFAULT_SUMMARY_INSTRUCTION) -> dict | BadRow:
     """The canonical example for one row, or a BadRow saying what is wrong with it."""
     fields = row.fields
     columns = column_names(fields, fmt)
@@ -99,6 +106,11 @@ def to_example(row: Row, fmt: str) -> dict | BadRow:
             example["prompt"] = prompt if isinstance(prompt, str) and prompt.strip() else None
         elif fmt == "token_classification":
             example = checked_token_row(fields["tokens"], fields[columns[1]], columns[1])
+        elif fmt == "summarization":
+            example = {"messages": [
+                {"role": "user", "content": _summary_request(summary_instruction, _text(fields, columns[0]))},
+                {"role": "assistant", "content": _text(fields, columns[1]).strip()},
+            ]}
         elif fmt == "classification":
             example = {"text": _text(fields, columns[0]), "label": _label(fields, columns[1])}
         else:
@@ -118,6 +130,11 @@ def _text(fields: dict, key: str) -> str:
     if not value.strip():
         raise ValueError(f"field '{key}' is empty")
     return value
+
+
+def _summary_request(instruction: str, document: str) -> str:
+    """The user turn of a summarization example: the instruction (if any), a blank line, the document."""
+    return "\n\n".join(part for part in (instruction.strip(), document.strip()) if part)
 
 
 def _label(fields: dict, key: str) -> str | list[str]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuneloop.config import DataConfig
-from tuneloop.data.formats import detect_format, to_example
+from tuneloop.data.formats import DEFAULT_SUMMARY_INSTRUCTION, detect_format, to_example
 from tuneloop.data.load import BadRow, Row, read_rows
 from tuneloop.errors import DataError
 from tuneloop.workspace import RunDir, write_json, write_jsonl
@@ -32,10 +32,11 @@ class LoadedFile:
 
 
 def load_examples(
-    path: str | Path, fmt: str = "auto", skip_invalid: bool = False, max_rows: int | None = None
+    path: str | Path, fmt: str = "auto", skip_invalid: bool = False, max_rows: int | None = None,
+    summary_instruction: str = DEFAULT_SUMMARY_INSTRUCTION,
 ) -> LoadedFile:
     """Every example in a file (or its first max_rows rows), in canonical form; stops on malformed rows
-    unless skip_invalid."""
+    unless skip_invalid. summary_instruction opens the user turn of summarization examples."""
     rows: list[Row] = []
     bad_rows: list[BadRow] = []
     stopped_early = False
@@ -48,7 +49,7 @@ def load_examples(
         fmt = detect_format(rows, str(path)) if rows else "chat"
     examples, locations, raw_rows = [], [], []
     for row in rows:
-        converted = to_example(row, fmt)
+        converted = to_example(row, fmt, summary_instruction)
         if isinstance(converted, BadRow):
             bad_rows.append(converted)
         else:
@@ -101,7 +102,8 @@ def split_test_off(examples: list[dict], share: float, seed: int) -> tuple[list[
 
 def prepare_data(config: DataConfig, run: RunDir, seed: int, console_print=print) -> dict:
     """Run the data stage and return its report (also written to data/data_report.json)."""
-    train = load_examples(config.train_file, config.format, config.skip_invalid)
+    train = load_examples(config.train_file, config.format, config.skip_invalid,
+                          summary_instruction=config.summary_instruction)
     report: dict = {"format": train.format, "files": {}}
     report["files"]["train"] = _file_report(train)
     pool = train.examples
@@ -114,7 +116,8 @@ def prepare_data(config: DataConfig, run: RunDir, seed: int, console_print=print
         report["train_subsample"] = f"{config.max_train_examples} examples drawn with seed {seed}"
 
     if config.validation_file:
-        validation = load_examples(config.validation_file, config.format, config.skip_invalid)
+        validation = load_examples(config.validation_file, config.format, config.skip_invalid,
+                                   summary_instruction=config.summary_instruction)
         report["files"]["validation"] = _file_report(validation)
         train_examples, validation_examples = pool, validation.examples
         report["validation_split"] = "file"
@@ -122,9 +125,14 @@ def prepare_data(config: DataConfig, run: RunDir, seed: int, console_print=print
         train_examples, validation_examples = split_validation(pool, config.validation_size, seed)
         report["validation_split"] = f"{config.validation_size:.0%} of train, seed {seed}"
 
+    if config.max_validation_examples and len(validation_examples) > config.max_validation_examples:
+        validation_examples = random.Random(seed).sample(validation_examples, config.max_validation_examples)
+        report["validation_subsample"] = f"{config.max_validation_examples} examples drawn with seed {seed}"
+
     splits = {"train": train_examples, "validation": validation_examples}
     if config.test_file:
-        test = load_examples(config.test_file, config.format, config.skip_invalid)
+        test = load_examples(config.test_file, config.format, config.skip_invalid,
+                             summary_instruction=config.summary_instruction)
         report["files"]["test"] = _file_report(test)
         splits["test"] = test.examples
     elif split_test:

@@ -12,7 +12,13 @@ from tuneloop.data.encode import IGNORE_INDEX
 
 @torch.inference_mode()
 def validation_loss(model, encoded: list[dict], pad_token_id: int, batch_size: int = 8) -> dict[str, float]:
-    """Token-weighted mean loss (so long and short examples count per token, as in training) and its exp."""
+    """Token-weighted mean loss (so long and short examples count per token, as in training) and its exp.
+
+    Causal rows hold input_ids and labels of one length; encoder-decoder rows (`tuneloop.data.pairs`)
+    hold the source as input_ids and the target as labels.
+    """
+    if getattr(model.config, "is_encoder_decoder", False):
+        return _seq2seq_loss(model, encoded, pad_token_id, batch_size)
     device = next(model.parameters()).device
     total_loss, total_tokens = 0.0, 0
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
@@ -39,3 +45,31 @@ def validation_loss(model, encoded: list[dict], pad_token_id: int, batch_size: i
         total_tokens += int((shifted_labels != IGNORE_INDEX).sum())
     mean = total_loss / max(total_tokens, 1)
     return {"validation_loss": mean, "perplexity": math.exp(min(mean, 50.0)), "validation_tokens": total_tokens}
+
+
+def _seq2seq_loss(model, encoded: list[dict], pad_token_id: int, batch_size: int) -> dict[str, float]:
+    device = next(model.parameters()).device
+    total_loss, total_tokens = 0.0, 0
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
+    for start in range(0, len(order), batch_size):
+        batch = [encoded[i] for i in order[start : start + batch_size]]
+        sources = _padded([item["input_ids"] for item in batch], pad_token_id)
+        attention = _padded([[1] * len(item["input_ids"]) for item in batch], 0)
+        labels = _padded([item["labels"] for item in batch], IGNORE_INDEX)
+        # The model shifts the labels right into decoder inputs itself, so logits line up with labels.
+        logits = model(
+            input_ids=sources.to(device), attention_mask=attention.to(device), labels=labels.to(device)
+        ).logits.float()
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.to(device).reshape(-1),
+                               ignore_index=IGNORE_INDEX, reduction="sum")
+        total_loss += loss.item()
+        total_tokens += int((labels != IGNORE_INDEX).sum())
+    mean = total_loss / max(total_tokens, 1)
+    return {"validation_loss": mean, "perplexity": math.exp(min(mean, 50.0)), "validation_tokens": total_tokens}
+
+
+def _padded(rows: list[list[int]], fill: int) -> torch.Tensor:
+    tensor = torch.full((len(rows), max(len(row) for row in rows)), fill, dtype=torch.long)
+    for index, row in enumerate(rows):
+        tensor[index, : len(row)] = torch.tensor(row)
+    return tensor

@@ -1,5 +1,5 @@
 """Generation metrics on held-out rows (0-100 scale): exact match, contains-answer, SQuAD token F1,
-ROUGE-1/2/L, corpus BLEU and chrF; plus perplexity from a mean token loss.
+ROUGE-1/2/L, corpus BLEU and chrF; plus perplexity from a mean token loss and reply length statistics.
 
 ROUGE comes from rouge-score and BLEU/chrF from sacrebleu, computed locally: `evaluate.load` would
 fetch metric code from a hub, which a machine without network cannot do.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 import string
 import unicodedata
 from collections import Counter
@@ -144,3 +145,23 @@ def generation_scores(
     if "chrf" in metrics:
         totals["chrf"] = corpus_chrf(predictions, references)
     return totals, per_row
+
+
+def length_statistics(references: list[str], replies: dict[str, list[str]]) -> dict[str, dict[str, float]]:
+    """Mean and median length in words (whitespace-separated) of the references and of each side's replies,
+    with each side's mean over the references' mean: above 1 the replies run long, below 1 short.
+
+    ROUGE F-measures reward a summary of about the reference's length, so these say whether a change
+    in ROUGE came with shorter or longer summaries.
+    """
+    def described(texts: list[str]) -> dict[str, float]:
+        words = [len(text.split()) for text in texts]
+        return {"mean_words": statistics.fmean(words) if words else 0.0,
+                "median_words": float(statistics.median(words)) if words else 0.0}
+
+    found = {"reference": described(references)}
+    reference_mean = found["reference"]["mean_words"]
+    for side, texts in replies.items():
+        found[side] = described(texts)
+        found[side]["ratio_to_reference"] = found[side]["mean_words"] / reference_mean if reference_mean else None
+    return found

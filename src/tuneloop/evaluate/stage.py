@@ -3,8 +3,10 @@
 Validation loss and perplexity come from the validation split; generation metrics from the test
 split (or, when the config has no test file, the validation split, which early stopping has seen:
 the report says which). Writes metrics.json ({"baseline": {...}, "tuned": {...}, ...}) and
-samples.jsonl (prompt, reference, baseline and tuned replies side by side). Classification runs go to
-`tuneloop.evaluate.classification_stage` (head) or `tuneloop.evaluate.classification_generative` instead,
+samples.jsonl (prompt, reference, baseline and tuned replies side by side); summarization runs also get
+the length of the summaries in words ("lengths"). Encoder-decoder models (T5, BART) read each prompt as
+a plain source text (`tuneloop.data.pairs`) instead of through a chat template. Classification runs go
+to `tuneloop.evaluate.classification_stage` (head) or `tuneloop.evaluate.classification_generative`,
 token-classification (NER) runs to `tuneloop.evaluate.token_classification_stage`.
 """
 
@@ -13,16 +15,17 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
-from tuneloop.config import RunConfig
+from tuneloop.config import RunConfig, generation_metrics
 from tuneloop.data.encode import encode_examples, render_prompt
+from tuneloop.data.pairs import encode_pairs, source_text
 from tuneloop.data.prepare import load_examples
 from tuneloop.evaluate.generate import generate_replies
 from tuneloop.evaluate.loss import validation_loss
-from tuneloop.evaluate.metrics import corpus_bleu, corpus_chrf, generation_scores
+from tuneloop.evaluate.metrics import corpus_bleu, corpus_chrf, generation_scores, length_statistics
 from tuneloop.evaluate.multiple_choice import load_questions, score_multiple_choice
 from tuneloop.evaluate.stats import bootstrap_interval, compare, corpus_bootstrap_interval
 from tuneloop.models.device import pick_device, pick_dtype
-from tuneloop.models.load import load_causal_lm, load_tuned
+from tuneloop.models.load import is_encoder_decoder, load_generator, load_tuned
 from tuneloop.models.registry import resolve_model
 from tuneloop.workspace import RunDir, read_jsonl, write_json, write_jsonl
 
@@ -53,10 +56,18 @@ def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, c
         console_print("evaluate: the held-out rows are plain text; reporting loss and perplexity only")
 
     tuned_model, tokenizer = load_tuned(run, base_path, dtype, device)
-    prompts = [render_prompt(tokenizer, ex["messages"]) for ex in scored]
+    seq2seq = is_encoder_decoder(base_path)
+    if seq2seq:
+        prompts = [source_text(ex["messages"]) for ex in scored]
+        validation_encoded, _ = encode_pairs(tokenizer, validation, config.data.max_length)
+    else:
+        prompts = [render_prompt(tokenizer, ex["messages"]) for ex in scored]
+        validation_encoded, _ = encode_examples(
+            tokenizer, validation, config.data.max_length, config.data.train_on_prompt
+        )
     references = [ex["messages"][-1]["content"] for ex in scored]
     answers = [ex.get("answer", ref) for ex, ref in zip(scored, references, strict=True)]
-    validation_encoded, _ = encode_examples(tokenizer, validation, config.data.max_length, config.data.train_on_prompt)
+    metrics = generation_metrics(config.evaluate, run.data_format())
 
     questions = {
         path: load_questions(path, config.evaluate.forgetting_format, config.evaluate.forgetting_limit)
@@ -68,9 +79,10 @@ def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, c
                                                  config.evaluate.batch_size), "replies": [], "per_row": {}}
         if prompts:  # plain-text data has no replies to generate; loss and perplexity still say a lot
             replies = generate_replies(
-                model, tokenizer, prompts, config.evaluate.max_new_tokens, config.evaluate.batch_size, desc=label
+                model, tokenizer, prompts, config.evaluate.max_new_tokens, config.evaluate.batch_size, desc=label,
+                max_prompt_tokens=config.data.max_length if seq2seq else None,
             )
-            totals, per_row = generation_scores(replies, references, answers, config.evaluate.metrics)
+            totals, per_row = generation_scores(replies, references, answers, metrics)
             scored_side.update(replies=replies, per_row=per_row)
             scored_side["totals"].update(totals)
         scored_side["forgetting"] = {
@@ -98,6 +110,9 @@ def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, c
         }
     if config.evaluate.intervals and prompts:
         results.update(_intervals_and_tests(tuned, baseline, references))
+    if run.data_format() == "summarization" and prompts:
+        replies = ({"baseline": baseline["replies"]} if baseline else {}) | {"tuned": tuned["replies"]}
+        results["lengths"] = length_statistics(references, replies)
     if questions:
         results["forgetting"] = _forgetting(tuned, baseline, config.evaluate.max_forgetting)
     failures = [f"forgetting: {Path(path).name} lost {-found['change']:.1f} points of accuracy, more than "
@@ -128,7 +143,9 @@ def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, c
 
 def _heldout_examples(config: RunConfig, run: RunDir, data_file: str | None) -> tuple[list[dict], str]:
     if data_file:
-        return load_examples(data_file, config.data.format, config.data.skip_invalid).examples, str(data_file)
+        loaded = load_examples(data_file, config.data.format, config.data.skip_invalid,
+                               summary_instruction=config.data.summary_instruction)
+        return loaded.examples, str(data_file)
     if run.split("test").is_file():
         return read_jsonl(run.split("test")), "test"
     return read_jsonl(run.split("validation")), "validation (seen by early stopping; add data.test_file)"
@@ -139,7 +156,7 @@ def _score_baseline(run, base_path, tuned_model, dtype, device, score) -> dict:
         # The LoRA base is already loaded: switching the adapter off gives the untuned model exactly.
         with tuned_model.disable_adapter():
             return score(tuned_model, "baseline")
-    base = load_causal_lm(base_path, dtype, device)
+    base = load_generator(base_path, dtype, device)
     base.eval()
     try:
         return score(base, "baseline")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tuneloop.config import RunConfig
 from tuneloop.errors import TuneloopError
-from tuneloop.models.load import load_causal_lm, load_tokenizer, load_tuned_classifier
+from tuneloop.models.load import load_generator, load_tokenizer, load_tuned_classifier
 from tuneloop.models.registry import resolve_model
 from tuneloop.recipes.classify_generative import LABELS_FILE
 from tuneloop.report.model_card import model_card
@@ -37,7 +37,7 @@ def export_run(config: RunConfig, run: RunDir, out: Path, merge: bool) -> Path:
             tuned, _ = load_tuned_classifier(run, resolve_model(config.model.name), torch.float32, "cpu")
             merged = tuned.merge_and_unload()
         else:
-            base = load_causal_lm(resolve_model(config.model.name), torch.float32, "cpu")
+            base = load_generator(resolve_model(config.model.name), torch.float32, "cpu")  # causal or T5/BART
             merged = PeftModel.from_pretrained(base, str(weights)).merge_and_unload()
         merged.save_pretrained(str(staging))
         load_tokenizer(str(weights)).save_pretrained(str(staging))

@@ -1,4 +1,5 @@
-"""Load a model and its tokenizer: the base causal LM of a config, or the tuned model (or classifier) of a run."""
+"""Load a model and its tokenizer: the base causal (or encoder-decoder) LM of a config, or the tuned model
+(or classifier) of a run."""
 
 from __future__ import annotations
 
@@ -67,6 +68,38 @@ def is_causal_lm(path: str) -> bool:
     return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
+def is_encoder_decoder(path: str) -> bool:
+    """Whether the model at path (directory or hub id) is an encoder-decoder (T5, BART): its config says so."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except Exception as exc:
+        raise ModelError(
+            f"could not read the config of the model {path!r}: {exc}\n"
+            "Use a registry name (`tuneloop models list`), a local HF directory or a .gguf file."
+        ) from None
+    return bool(getattr(config, "is_encoder_decoder", False))
+
+
+def load_seq2seq_lm(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+    from transformers import AutoModelForSeq2SeqLM
+
+    quiet_transformers()
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(path, dtype=dtype)
+    except Exception as exc:
+        raise ModelError(f"could not load the encoder-decoder model {path!r}: {exc}") from None
+    return model.to(device)
+
+
+def load_generator(path: str, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+    """The model that writes replies: encoder-decoder (T5, BART) when its config says so, else causal."""
+    if is_encoder_decoder(path):
+        return load_seq2seq_lm(path, dtype, device)
+    return load_causal_lm(path, dtype, device)
+
+
 def load_tuned(run: RunDir, base_path: str, dtype: torch.dtype, device: str):
     """The run's tuned model (base + adapter, or the full fine-tune) and the tokenizer saved with it."""
     weights = run.trained_weights()
@@ -79,10 +112,10 @@ def load_tuned(run: RunDir, base_path: str, dtype: torch.dtype, device: str):
     if weights == run.adapter:
         from peft import PeftModel
 
-        base = load_causal_lm(base_path, dtype, device)
+        base = load_generator(base_path, dtype, device)
         model = PeftModel.from_pretrained(base, str(weights))
     else:
-        model = load_causal_lm(str(weights), dtype, device)
+        model = load_generator(str(weights), dtype, device)
     model.eval()
     return model, tokenizer
 

@@ -1,8 +1,9 @@
 """report.html: one self-contained page per run, summary first (images embedded, no scripts, no network).
 
 Sections: verdict, metrics baseline vs tuned with 95% intervals and the paired test, their chart,
-loss curves, forgetting, classification pictures and per-entity-type scores where they apply, the data
-audit summary, sample outputs, the training summary, and the config and manifest. `tuneloop report RUN_DIR` rebuilds it.
+summary lengths (summarization runs), loss curves, forgetting, classification pictures and per-entity-type
+scores where they apply, the data audit summary, sample outputs, the training summary, and the config and
+manifest. `tuneloop report RUN_DIR` rebuilds it.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def render_report(run: RunDir) -> str:
     ]
     if metrics:
         parts += [_metrics_table(metrics), _metric_chart(metrics)]
+    if metrics.get("lengths"):
+        parts.append(_lengths(metrics["lengths"]))
     parts.append(_loss_section(run))
     if metrics.get("forgetting"):
         parts.append(_forgetting(metrics["forgetting"]))
@@ -160,6 +163,18 @@ def _metric_chart(metrics: dict) -> str:
         if key not in HIDDEN_METRICS + ("validation_loss", "perplexity") and isinstance(value, int | float)
     ]
     return _img(plots.metric_bars(rows), "baseline and tuned scores with 95% intervals")
+
+
+def _lengths(lengths: dict) -> str:
+    rows = "".join(
+        f"<tr><td>{escape(side)}</td><td class=n>{found['mean_words']:.1f}</td>"
+        f"<td class=n>{found['median_words']:.1f}</td><td class=n>"
+        f"{'' if found.get('ratio_to_reference') is None else format(found['ratio_to_reference'], '.2f')}</td></tr>"
+        for side, found in lengths.items()
+    )
+    return ("<h2>Summary lengths</h2><table><tr><th></th><th>mean words</th><th>median words</th>"
+            f"<th>mean / reference mean</th></tr>{rows}</table><p class=muted>ROUGE favours summaries about as long "
+            "as the reference: a ratio far from 1 explains part of a score.</p>")
 
 
 def _loss_section(run: RunDir) -> str:
