@@ -65,7 +65,7 @@ class DataConfig(_Section):
             raise ValueError("set data.test_file or data.test_size, not both")
         return self
 
-    train_file: str = Field(..., description="Training examples: jsonl, json, csv, tsv or parquet.")
+    train_file: str = Field(..., description="Training examples: jsonl, json, csv, tsv, parquet or txt.")
     validation_file: str | None = Field(None, description="Held-out rows for validation loss and early stopping.")
     test_file: str | None = Field(None, description="Held-out rows scored by generation (never trained on).")
     format: Literal["auto", "chat", "alpaca", "prompt_completion", "preference", "classification", "text"] = "auto"
@@ -139,6 +139,14 @@ class EvaluateConfig(_Section):
     forgetting_limit: int | None = Field(None, ge=1, description="Questions per forgetting file (all when null).")
     max_forgetting: float | None = Field(
         None, ge=0, description="Points of accuracy the tuned model may lose on a forgetting file; more fails the run."
+    )
+    general_text: list[str] = Field(
+        default_factory=list, description="General-text files (.txt, or jsonl/csv rows of any format) whose perplexity "
+        "is measured on base and tuned model: a rise shows forgetting of general language."
+    )
+    max_perplexity_tokens: int | None = Field(
+        100_000, ge=1, description="Tokens scored per perplexity set (held-out domain text, general text), from the "
+        "start; null: all."
     )
 
     @field_validator("metrics")

@@ -4,7 +4,8 @@ Validation loss and perplexity come from the validation split; generation metric
 split (or, when the config has no test file, the validation split, which early stopping has seen:
 the report says which). Writes metrics.json ({"baseline": {...}, "tuned": {...}, ...}) and
 samples.jsonl (prompt, reference, baseline and tuned replies side by side). Classification runs go to
-`tuneloop.evaluate.classification_stage` instead.
+`tuneloop.evaluate.classification_stage` instead, plain-text runs to `tuneloop.evaluate.perplexity`.
+evaluate.general_text adds general-text perplexity (general_perplexity) to both sides.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tuneloop.evaluate.generate import generate_replies
 from tuneloop.evaluate.loss import validation_loss
 from tuneloop.evaluate.metrics import corpus_bleu, corpus_chrf, generation_scores
 from tuneloop.evaluate.multiple_choice import load_questions, score_multiple_choice
+from tuneloop.evaluate.perplexity import block_losses, general_text_blocks, perplexity_scores
 from tuneloop.evaluate.stats import bootstrap_interval, compare, corpus_bootstrap_interval
 from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_causal_lm, load_tuned
@@ -33,6 +35,10 @@ def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, c
         from tuneloop.evaluate.classification_stage import evaluate_classifier
 
         return evaluate_classifier(config, run, data_file, console_print)
+    if run.data_format() == "text":
+        from tuneloop.evaluate.perplexity import evaluate_pretraining
+
+        return evaluate_pretraining(config, run, data_file, console_print)
     device = pick_device(config.model.device)
     dtype = pick_dtype(device, config.model.dtype)
     base_path = resolve_model(config.model.name, console_print)
@@ -49,6 +55,7 @@ def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, c
     answers = [ex.get("answer", ref) for ex, ref in zip(scored, references, strict=True)]
     validation_encoded, _ = encode_examples(tokenizer, validation, config.data.max_length, config.data.train_on_prompt)
 
+    general = general_text_blocks(config, tokenizer)  # (blocks, description) or None
     questions = {
         path: load_questions(path, config.evaluate.forgetting_format, config.evaluate.forgetting_limit)
         for path in config.evaluate.forgetting
@@ -64,6 +71,9 @@ def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, c
             totals, per_row = generation_scores(replies, references, answers, config.evaluate.metrics)
             scored_side.update(replies=replies, per_row=per_row)
             scored_side["totals"].update(totals)
+        if general:
+            scored_side["totals"].update(perplexity_scores(*block_losses(model, general[0], config.evaluate.batch_size),
+                                                           "general"))
         scored_side["forgetting"] = {
             path: score_multiple_choice(model, tokenizer, items, config.evaluate.batch_size)
             for path, items in questions.items()
@@ -75,6 +85,8 @@ def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, c
                     "rows_with_answer": sum(1 for ex in scored if ex.get("answer"))},
         "validation": {"rows": len(validation_encoded)},
     }
+    if general:
+        results["perplexity_sets"] = {"general": general[1]}
     tuned = score(tuned_model, "tuned")
     baseline = None
     if config.evaluate.baseline:
