@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -183,6 +183,14 @@ class RunConfig(_Section):
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None, base: dict | None = None) -> RunConfig:
     """Read a YAML config, apply `key.path=value` overrides and validate; raise ConfigError listing every problem."""
+    raw, source = read_config(path, overrides, base)
+    return validate_config(raw, source)
+
+
+def read_config(
+    path: str | Path | None, overrides: list[str] | None = None, base: dict | None = None
+) -> tuple[dict[str, Any], str]:
+    """The raw config mapping (YAML with overrides applied, not yet validated) and where it came from."""
     raw: dict[str, Any] = dict(base or {})
     source = "config"
     if path is not None:
@@ -205,7 +213,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, bas
         raw.update(loaded)
     for item in overrides or []:
         apply_override(raw, item)
-    return validate_config(raw, source)
+    return raw, source
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -216,25 +224,44 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     parts = key.strip().split(".")
     node = raw
     for part in parts[:-1]:
+        if isinstance(node, list):  # stages.1.train.epochs or stages.assistant.train.epochs
+            node = _list_item(node, part, item)
+            continue
         child = node.get(part)
         if child is None:
             child = node[part] = {}
-        if not isinstance(child, dict):
+        if not isinstance(child, dict | list):
             raise ConfigError(f"--set {item!r}: '{part}' is a value, not a section.")
         node = child
+    if isinstance(node, list):
+        raise ConfigError(f"--set {item!r}: set a key inside a list item, e.g. --set stages.0.train.epochs=2")
     try:
         node[parts[-1]] = yaml.safe_load(value)
     except yaml.YAMLError:
         node[parts[-1]] = value
 
 
+def _list_item(items: list, part: str, item: str) -> dict:
+    found = [entry for index, entry in enumerate(items)
+             if isinstance(entry, dict) and (str(index) == part or entry.get("name") == part)]
+    if not found:
+        raise ConfigError(f"--set {item!r}: no list item '{part}' (give its index from 0, or a stage name).")
+    return found[0]
+
+
 def validate_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
+    if "stages" in raw:
+        raise ConfigError(f"{source}: lists stages (a multi-stage run), and this command takes one stage. Run the "
+                          f"stages with `tuneloop run {source}`, or point the command at one stage's run directory.")
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = [_describe(err) for err in exc.errors()]
-        listed = "\n".join(f"  - {problem}" for problem in problems)
-        raise ConfigError(f"{source}: {len(problems)} problem(s):\n{listed}") from None
+        raise_problems([describe_error(err) for err in exc.errors()], source)
+
+
+def raise_problems(problems: list[str], source: str) -> NoReturn:
+    listed = "\n".join(f"  - {problem}" for problem in problems)
+    raise ConfigError(f"{source}: {len(problems)} problem(s):\n{listed}") from None
 
 
 # Names other tools use for our keys, so the hint points at the right one.
@@ -255,14 +282,15 @@ KNOWN_ALIASES = {
 }
 
 
-def _describe(err: dict[str, Any]) -> str:
+def describe_error(err: dict[str, Any], prefix: str = "") -> str:
+    """One pydantic error as 'key: problem (got value).'; prefix places the key, e.g. 'stages[1].'."""
     loc = [str(p) for p in err["loc"]]
-    key = ".".join(loc) or "(top level)"
+    key = prefix + ".".join(loc) if loc else prefix.rstrip(".") or "(top level)"
     if err["type"] == "extra_forbidden":
         allowed = _fields_at(loc[:-1])
         close = [KNOWN_ALIASES[loc[-1]]] if KNOWN_ALIASES.get(loc[-1]) in allowed else []
         close = close or difflib.get_close_matches(loc[-1], allowed, n=1)
-        hint = f" Did you mean '{'.'.join(loc[:-1] + close)}'?" if close else ""
+        hint = f" Did you mean '{prefix}{'.'.join(loc[:-1] + close)}'?" if close else ""
         return f"{key}: unknown key.{hint} Allowed here: {', '.join(allowed)}."
     if err["type"] == "missing":
         return f"{key}: required but missing."

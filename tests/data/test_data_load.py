@@ -271,7 +271,7 @@ def test_txt_documents_are_separated_by_blank_lines_and_tagged_with_their_first_
 
 def test_txt_with_undecodable_bytes_names_the_line(tmp_path):
     path = tmp_path / "notes.txt"
-    path.write_bytes("fine\n\nstill fine\n".encode() + "caf\u00e9\n".encode("latin-1"))
+    path.write_bytes(b"fine\n\nstill fine\n" + "caf\u00e9\n".encode("latin-1"))
     with pytest.raises(DataError, match=r"notes.txt:4: not valid UTF-8") as caught:
         list(read_rows(path))
     assert "iconv" in str(caught.value)
