@@ -216,7 +216,8 @@ def run_chain(chain: Chain, source: str, resume: bool = False, overwrite: bool =
     _open_chain_dir(root, resume, overwrite)
     formats = preflight(chain, source)
     root.mkdir(parents=True, exist_ok=True)
-    write_text(root / "chain.yaml", yaml.safe_dump(chain.raw, sort_keys=False))
+    if not (root / "chain.yaml").is_file():  # on resume it is rewritten once the stages accepted the config
+        write_text(root / "chain.yaml", yaml.safe_dump(chain.raw, sort_keys=False))
     state_path = root / "chain.json"
     state = read_json(state_path) if state_path.is_file() else {}
     finished = {entry["run_dir"] for entry in state.get("stages", []) if entry.get("status") == "finished"}
@@ -254,6 +255,7 @@ def run_chain(chain: Chain, source: str, resume: bool = False, overwrite: bool =
         entry.update(status="finished", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         _write_state(state_path, entries, chain.stages)
         results.append(result)
+    write_text(root / "chain.yaml", yaml.safe_dump(chain.raw, sort_keys=False))
     console_print(f"report: {write_chain_report(root)}")
     return results
 

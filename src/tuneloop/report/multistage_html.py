@@ -85,7 +85,7 @@ def _headline_cells(metrics: dict) -> str:
 def _along_the_chain(found: list[tuple[dict, dict]]) -> str:
     """General-text perplexity after every stage, when all stages scored the same general text."""
     measured = [metrics for _, metrics in found]
-    files = {str(m.get("perplexity_sets", {}).get("general", {}).get("files")) for m in measured}
+    files = {", ".join(m.get("perplexity_sets", {}).get("general", {}).get("files", [])) for m in measured}
     if len(measured) < 2 or len(files) != 1 or not all("general_perplexity" in m.get("tuned", {}) for m in measured):
         return ""
     head = "".join(f"<th>after {escape(stage['name'])}</th>" for stage, _ in found)
