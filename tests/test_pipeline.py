@@ -184,12 +184,12 @@ def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, tiny_config,
     assert train_steps == sorted(set(train_steps))  # steps redone after the checkpoint are logged once
 
 
-def test_plain_text_data_trains_and_reports_loss_without_generation(tmp_path, tiny_config):
+def test_plain_text_data_goes_to_continued_pretraining_and_reports_perplexity(tmp_path, tiny_config):
     rows = [{"text": f"{q} {a}"} for q, a, _ in FACTS] * 3
     tiny_config["data"] = {"train_file": str(write_jsonl(tmp_path / "text.jsonl", rows)), "max_length": 64}
     tiny_config["train"]["max_steps"] = 2
     result = invoke("run", str(write_config(tmp_path / "text.yaml", tiny_config)))
     assert result.exit_code == 0, result.output
     metrics = read_json(RunDir(tmp_path / "run").metrics)
-    assert metrics["heldout"]["rows"] == 0
-    assert set(metrics["tuned"]) == {"validation_loss", "perplexity", "validation_tokens"}
+    assert metrics["task"] == "continued pretraining" and metrics["heldout"]["rows_with_answer"] == 0
+    assert set(metrics["tuned"]) == {"domain_perplexity", "domain_loss"}

@@ -58,9 +58,16 @@ def init(
 @app.command()
 def validate(config: ConfigArg, set_: SetOption = None) -> None:
     """Check a config: every wrong key or value is listed with what is allowed."""
-    from tuneloop.config import load_config
+    from tuneloop.config import read_config, validate_config
+    from tuneloop.multistage import describe_chain, is_multi_stage, preflight, validate_chain
 
-    loaded = load_config(config, set_)
+    raw, source = read_config(config, set_)
+    if is_multi_stage(raw):
+        chain = validate_chain(raw, source)
+        say(f"{config}: ok ({len(chain.stages)} stages: {describe_chain(chain, preflight(chain, source))}; "
+            f"output in {chain.output_dir})")
+        return
+    loaded = validate_config(raw, source)
     missing = [
         f"data.{role}_file: {path}: no such file"
         for role, path in (("train", loaded.data.train_file), ("validation", loaded.data.validation_file),
@@ -92,12 +99,16 @@ def run(
     nproc: NprocOption = 1,
     accelerate_config: AccelerateConfigOption = None,
 ) -> None:
-    """Run data -> train -> evaluate and print the baseline-vs-tuned table (--nproc: train in N processes)."""
-    from tuneloop.config import load_config
+    """Run data -> train -> evaluate and print the baseline-vs-tuned table (every stage of a multi-stage config;
+    --nproc: train in N processes)."""
+    from tuneloop.config import read_config, validate_config
     from tuneloop.stages import run_all
     from tuneloop.train.launch import Launch
 
-    loaded = load_config(config, set_)
+    raw, source = read_config(config, set_)
+    if _run_stages(raw, source, resume, overwrite, evaluate=True):
+        return
+    loaded = validate_config(raw, source)
     launch = Launch(nproc=nproc, accelerate_config=accelerate_config)
     _, results = run_all(loaded, resume=resume, overwrite=overwrite, console_print=say, launch=launch)
     print_metrics(results)
@@ -118,17 +129,36 @@ def train(
     accelerate_config: AccelerateConfigOption = None,
 ) -> None:
     """Prepare the data and train (no evaluation); --nproc/--nnodes train in several processes via accelerate."""
-    from tuneloop.config import load_config
+    from tuneloop.config import read_config, validate_config
     from tuneloop.stages import run_all
     from tuneloop.train.launch import Launch
 
-    loaded = load_config(config, set_)
+    raw, source = read_config(config, set_)
+    if _run_stages(raw, source, resume, overwrite, evaluate=False):
+        return
+    loaded = validate_config(raw, source)
     launch = Launch(nproc, nnodes, node_rank, master_addr, master_port, accelerate_config)
     run_dir, summary = run_all(
         loaded, resume=resume, overwrite=overwrite, evaluate=False, console_print=say, launch=launch
     )
     if "steps" in summary:
         say(f"trained {summary['steps']} steps in {summary['seconds']}s; weights in {run_dir.trained_weights()}")
+
+
+def _run_stages(raw: dict, source: str, resume: bool, overwrite: bool, evaluate: bool) -> bool:
+    """Run a multi-stage config (True), or leave a single-stage one to the caller (False)."""
+    from tuneloop.multistage import is_multi_stage, run_chain, validate_chain
+
+    if not is_multi_stage(raw):
+        return False
+    chain = validate_chain(raw, source)
+    results = run_chain(chain, source, resume=resume, overwrite=overwrite, evaluate=evaluate, console_print=say)
+    for stage, result in zip(chain.stages, results, strict=True):
+        if evaluate and result.get("tuned"):
+            say(f"stage {stage.name}:")
+            print_metrics(result)
+    say(f"run directory: {chain.output_dir} (report.html; each stage in {chain.output_dir / 'stages'})")
+    return True
 
 
 @app.command()
@@ -200,10 +230,15 @@ def export(
 
 @app.command()
 def report(run_dir: RunDirArg) -> None:
-    """Rebuild report.html (and review.html) of a run."""
+    """Rebuild report.html (and review.html) of a run, or the combined report of a multi-stage run."""
     from tuneloop.stages import report_stage
     from tuneloop.workspace import open_run_dir
 
+    if (run_dir / "chain.json").is_file():
+        from tuneloop.report.multistage_html import write_chain_report
+
+        say(f"report: {write_chain_report(run_dir)}")
+        return
     report_stage(open_run_dir(run_dir), say)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -66,7 +66,9 @@ class DataConfig(_Section):
             raise ValueError("set data.test_file or data.test_size, not both")
         return self
 
-    train_file: str = Field(..., description="Training examples: jsonl, json, csv, tsv, parquet or CoNLL columns.")
+    train_file: str = Field(
+        ..., description="Training examples: jsonl, json, csv, tsv, parquet, txt (documents) or CoNLL columns."
+    )
     validation_file: str | None = Field(None, description="Held-out rows for validation loss and early stopping.")
     test_file: str | None = Field(None, description="Held-out rows scored by generation (never trained on).")
     format: Literal[
@@ -177,6 +179,14 @@ class EvaluateConfig(_Section):
     max_forgetting: float | None = Field(
         None, ge=0, description="Points of accuracy the tuned model may lose on a forgetting file; more fails the run."
     )
+    general_text: list[str] = Field(
+        default_factory=list, description="General-text files (.txt, or jsonl/csv rows of any format) whose perplexity "
+        "is measured on base and tuned model: a rise shows forgetting of general language."
+    )
+    max_perplexity_tokens: int | None = Field(
+        100_000, ge=1, description="Tokens scored per perplexity set (held-out domain text, general text), from the "
+        "start; null: all."
+    )
 
     @field_validator("metrics")
     @classmethod
@@ -219,6 +229,14 @@ class RunConfig(_Section):
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None, base: dict | None = None) -> RunConfig:
     """Read a YAML config, apply `key.path=value` overrides and validate; raise ConfigError listing every problem."""
+    raw, source = read_config(path, overrides, base)
+    return validate_config(raw, source)
+
+
+def read_config(
+    path: str | Path | None, overrides: list[str] | None = None, base: dict | None = None
+) -> tuple[dict[str, Any], str]:
+    """The raw config mapping (YAML with overrides applied, not yet validated) and where it came from."""
     raw: dict[str, Any] = dict(base or {})
     source = "config"
     if path is not None:
@@ -241,7 +259,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, bas
         raw.update(loaded)
     for item in overrides or []:
         apply_override(raw, item)
-    return validate_config(raw, source)
+    return raw, source
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -252,25 +270,44 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     parts = key.strip().split(".")
     node = raw
     for part in parts[:-1]:
+        if isinstance(node, list):  # stages.1.train.epochs or stages.assistant.train.epochs
+            node = _list_item(node, part, item)
+            continue
         child = node.get(part)
         if child is None:
             child = node[part] = {}
-        if not isinstance(child, dict):
+        if not isinstance(child, dict | list):
             raise ConfigError(f"--set {item!r}: '{part}' is a value, not a section.")
         node = child
+    if isinstance(node, list):
+        raise ConfigError(f"--set {item!r}: set a key inside a list item, e.g. --set stages.0.train.epochs=2")
     try:
         node[parts[-1]] = yaml.safe_load(value)
     except yaml.YAMLError:
         node[parts[-1]] = value
 
 
+def _list_item(items: list, part: str, item: str) -> dict:
+    found = [entry for index, entry in enumerate(items)
+             if isinstance(entry, dict) and (str(index) == part or entry.get("name") == part)]
+    if not found:
+        raise ConfigError(f"--set {item!r}: no list item '{part}' (give its index from 0, or a stage name).")
+    return found[0]
+
+
 def validate_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
+    if "stages" in raw:
+        raise ConfigError(f"{source}: lists stages (a multi-stage run), and this command takes one stage. Run the "
+                          f"stages with `tuneloop run {source}`, or point the command at one stage's run directory.")
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = [_describe(err) for err in exc.errors()]
-        listed = "\n".join(f"  - {problem}" for problem in problems)
-        raise ConfigError(f"{source}: {len(problems)} problem(s):\n{listed}") from None
+        raise_problems([describe_error(err) for err in exc.errors()], source)
+
+
+def raise_problems(problems: list[str], source: str) -> NoReturn:
+    listed = "\n".join(f"  - {problem}" for problem in problems)
+    raise ConfigError(f"{source}: {len(problems)} problem(s):\n{listed}") from None
 
 
 # Names other tools use for our keys, so the hint points at the right one.
@@ -291,14 +328,15 @@ KNOWN_ALIASES = {
 }
 
 
-def _describe(err: dict[str, Any]) -> str:
+def describe_error(err: dict[str, Any], prefix: str = "") -> str:
+    """One pydantic error as 'key: problem (got value).'; prefix places the key, e.g. 'stages[1].'."""
     loc = [str(p) for p in err["loc"]]
-    key = ".".join(loc) or "(top level)"
+    key = prefix + ".".join(loc) if loc else prefix.rstrip(".") or "(top level)"
     if err["type"] == "extra_forbidden":
         allowed = _fields_at(loc[:-1])
         close = [KNOWN_ALIASES[loc[-1]]] if KNOWN_ALIASES.get(loc[-1]) in allowed else []
         close = close or difflib.get_close_matches(loc[-1], allowed, n=1)
-        hint = f" Did you mean '{'.'.join(loc[:-1] + close)}'?" if close else ""
+        hint = f" Did you mean '{prefix}{'.'.join(loc[:-1] + close)}'?" if close else ""
         return f"{key}: unknown key.{hint} Allowed here: {', '.join(allowed)}."
     if err["type"] == "missing":
         return f"{key}: required but missing."

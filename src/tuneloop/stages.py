@@ -43,6 +43,10 @@ def open_for_run(config: RunConfig, resume: bool = False, overwrite: bool = Fals
     data = config.data
     files = {"train": data.train_file, "validation": data.validation_file, "test": data.test_file}
     _require_files(files)
+    for index, path in enumerate(config.evaluate.general_text):  # checked now, not after hours of training
+        if not Path(path).is_file():
+            raise TuneloopError(f"evaluate.general_text[{index}]: {path}: no such file (relative paths start at the "
+                                f"current directory, {Path.cwd()}).")
     write_json(run.manifest, build_manifest(config.model_dump(mode="json"), files, config.seed))
     return run
 
@@ -57,24 +61,35 @@ def data_stage(config: RunConfig, run: RunDir, console_print=print) -> dict:
     return prepare_data(config.data, run, config.seed, console_print)
 
 
+# The recipe that trains each data format; formats missing here (preference) have no recipe yet. Within a
+# recipe the model can refine the choice (seq2seq for encoder-decoders, train.classifier for classification).
+RECIPE_FOR_FORMAT = {"chat": "sft", "alpaca": "sft", "prompt_completion": "sft", "summarization": "sft",
+                     "text": "pretrain", "classification": "classify", "token_classification": "token_classify"}
+
+
+def untrainable_format_message(data_format: str) -> str:
+    by_recipe: dict[str, list[str]] = {}
+    for name, recipe in RECIPE_FOR_FORMAT.items():
+        by_recipe.setdefault(recipe, []).append(name)
+    trains = "; ".join(f"{recipe} on {', '.join(names)}" for recipe, names in by_recipe.items())
+    return (f"the training data is in the {data_format} format, which no recipe trains on yet ({trains}). Recipes "
+            f"for {data_format} data are on the roadmap; `tuneloop data audit` already checks such files.")
+
+
 def train_stage(config: RunConfig, run: RunDir, resume: bool = False, console_print=print, tracker=None) -> dict:
-    """Train with the recipe for the data's format and model: SFT for generative data (seq2seq when the model is
-    an encoder-decoder), classify for labelled text, token_classify for tagged words (NER).
+    """Train with the recipe for the data's format and model: SFT for conversations, instructions and
+    summaries (seq2seq when the model is an encoder-decoder), continued pretraining for plain text,
+    classify for labelled text, token_classify for tagged words (NER).
 
     On tiny data the few-shot preset (tuneloop.train.few_shot) first adjusts the settings and
     cross-validates the number of epochs with the same recipe.
     """
-    from tuneloop.data.formats import GENERATIVE_FORMATS
     from tuneloop.train.few_shot import apply_preset
 
     data_format = run.data_format()
-    if data_format not in (*GENERATIVE_FORMATS, "classification", "token_classification"):
-        raise TuneloopError(
-            f"data: the training data is in the {data_format} format, which no recipe trains on yet "
-            f"(SFT trains on {', '.join(GENERATIVE_FORMATS)}; classify on classification; token_classify on "
-            "token_classification). Recipes for "
-            f"{data_format} data are on the roadmap; `tuneloop data audit` already checks such files."
-        )
+    recipe_name = RECIPE_FOR_FORMAT.get(data_format)
+    if recipe_name is None:
+        raise TuneloopError(f"data: {untrainable_format_message(data_format)}")
     if resume and (run.root / "train_summary.json").is_file() and run.trained_weights() is not None:
         console_print("train: already finished in this run directory; skipping")
         return read_json(run.root / "train_summary.json")
@@ -95,6 +110,10 @@ def _recipe_for(config: RunConfig, run: RunDir, data_format: str, console_print)
                 f"train.classifier={config.train.classifier!r} applies to classification data, but this run's data "
                 f"is in the {data_format} format. Remove the key (or set it to auto)."
             )
+        if data_format == "text":
+            from tuneloop.recipes.pretrain import train_pretraining
+
+            return train_pretraining
         from tuneloop.models.load import is_encoder_decoder
         from tuneloop.models.registry import resolve_model
 

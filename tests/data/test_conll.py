@@ -93,10 +93,11 @@ def test_a_single_column_and_a_bad_tag_are_reported_with_their_lines(tmp_path):
     assert "'PERSON' is not an IOB tag" in bad[2].reason
 
 
-def test_a_txt_file_that_is_not_conll_says_how_it_is_read(tmp_path):
-    path = _write(tmp_path / "notes.txt", "The quick brown fox jumps.\n")
-    with pytest.raises(DataError, match=r"notes\.txt:1: a \.txt data file is read as CoNLL columns"):
-        list(read_rows(path))
+def test_a_txt_file_that_is_not_conll_is_read_as_text_documents(tmp_path):
+    path = _write(tmp_path / "notes.txt", "The quick brown fox jumps.\nIt lands.\n\nA second document.\n")
+    rows = list(read_rows(path))
+    assert [row.fields for row in rows] == [{"text": "The quick brown fox jumps.\nIt lands."},
+                                            {"text": "A second document."}]
 
 
 def test_iob1_files_are_converted_to_iob2_and_the_report_says_so(tmp_path):

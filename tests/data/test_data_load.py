@@ -180,14 +180,14 @@ def test_directory_raises_naming_the_path(tmp_path):
 
 
 def test_unknown_suffix_raises_naming_path_and_suffix(tmp_path):
-    path = _write(tmp_path / "d.xml", "hello\n")  # (.txt is read as CoNLL columns: tests/data/test_conll.py)
+    path = _write(tmp_path / "d.xml", "<hello/>\n")
     with pytest.raises(DataError, match="unknown file type") as caught:
         list(read_rows(path))
     assert str(path) in str(caught.value)
     assert "'.xml'" in str(caught.value)
 
 
-@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".tsv"])
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".tsv", ".txt"])
 def test_binary_file_is_rejected(tmp_path, suffix):
     path = tmp_path / f"d{suffix}"
     path.write_bytes(b'{"text": "a"}\x00\x01\x02\n')
@@ -257,3 +257,38 @@ def test_utf8_bom_is_not_part_of_the_first_csv_column_name(tmp_path):
 def test_non_ascii_utf8_text_is_read_intact(tmp_path):
     path = _write(tmp_path / "d.jsonl", '{"text": "café – 東京"}\n')
     assert next(read_rows(path)).fields["text"] == "café – 東京"
+
+
+def test_txt_documents_are_separated_by_blank_lines_and_tagged_with_their_first_line(tmp_path):
+    path = _write(tmp_path / "notes.txt", "First document,\nsecond line.\n\n  \n\nSecond document.\r\n\nThird\n")
+    items = list(read_rows(path))
+    assert items == [
+        Row(f"{path}:1", {"text": "First document,\nsecond line."}),
+        Row(f"{path}:6", {"text": "Second document."}),
+        Row(f"{path}:8", {"text": "Third"}),
+    ]
+
+
+def test_txt_with_undecodable_bytes_names_the_line(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"fine\n\nstill fine\n" + "caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"notes.txt:4: not valid UTF-8") as caught:
+        list(read_rows(path))
+    assert "iconv" in str(caught.value)
+
+
+def test_gzipped_txt_reads_like_plain_txt(tmp_path):
+    import gzip
+
+    path = tmp_path / "notes.txt.gz"
+    path.write_bytes(gzip.compress(b"one\n\ntwo\n"))
+    assert [item.fields["text"] for item in read_rows(path)] == ["one", "two"]
+
+
+def test_txt_file_with_a_non_text_format_is_a_clear_error(tmp_path):
+    from tuneloop.data.prepare import load_examples
+
+    path = _write(tmp_path / "notes.txt", "one\n\ntwo\n")
+    assert load_examples(path).format == "text"
+    with pytest.raises(DataError, match="a .txt file holds plain-text documents.*data.format is chat"):
+        load_examples(path, "chat")

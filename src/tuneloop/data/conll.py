@@ -18,7 +18,6 @@ from pathlib import Path
 
 from tuneloop.data.iob import tag_problem
 from tuneloop.data.load import BadRow, Row, _decode_line, _open_binary
-from tuneloop.errors import DataError
 
 DOCUMENT_MARKER = "-DOCSTART-"
 SNIFFED_LINES = 50
@@ -26,8 +25,6 @@ SNIFFED_LINES = 50
 
 def read_conll(path: Path) -> Iterator[Row | BadRow]:
     """Yield one Row per sentence (or a BadRow for a sentence with an unreadable line), in file order."""
-    if path.name.lower().removesuffix(".gz").endswith(".txt"):
-        _require_columns(path)
     columns: tuple[int, int] | None = None  # (column count, line that set it)
     tokens: list[str] = []
     tags: list[str] = []
@@ -74,9 +71,9 @@ def read_conll(path: Path) -> Iterator[Row | BadRow]:
         yield sentence
 
 
-def _require_columns(path: Path) -> None:
-    """A .txt file is read as CoNLL columns only if it looks like them; otherwise say so instead of
-    reporting every line as malformed."""
+def looks_like_conll(path: Path) -> bool:
+    """True when the first non-blank lines of a .txt file are CoNLL columns (word first, an IOB tag last);
+    other .txt files are plain-text documents (data/load.py)."""
     seen = 0
     with _open_binary(path) as handle:
         for number, raw in enumerate(handle, start=1):
@@ -84,11 +81,9 @@ def _require_columns(path: Path) -> None:
             if not parts or parts[0] == DOCUMENT_MARKER:
                 continue
             if len(parts) < 2 or tag_problem(parts[-1]):
-                raise DataError(
-                    f"{path}:{number}: a .txt data file is read as CoNLL columns (one word per line, its IOB tag in "
-                    f"the last column, blank lines between sentences), but this line is not one: "
-                    f"{' '.join(parts)[:80]!r}. For other data use .jsonl, .json, .csv, .tsv or .parquet."
-                )
+                return False
             seen += 1
             if seen >= SNIFFED_LINES:
-                return
+                break
+    return seen > 0
+

@@ -1,4 +1,11 @@
-"""Read rows from jsonl, json, csv, tsv, parquet and CoNLL column files, each row tagged with its `file:line`.
+"""Read rows from jsonl, json, csv, tsv, parquet, CoNLL and plain-text files, each row tagged with its `file:line`.
+
+A .txt file in CoNLL columns (one word per line, its IOB tag last; see data/conll.py) is read as
+tagged sentences. Any other .txt file holds plain-text documents separated by blank lines (a line
+that is empty or only whitespace); each document becomes one {"text": ...} row tagged with the line
+it starts on, its lines joined with "\n" as written. This is the paragraph rule of HF datasets' text
+loader (sample_by="paragraph"); to keep whole files with blank lines inside as single documents, write
+them as jsonl rows with a "text" field instead.
 
 Rows that cannot be read (bad JSON, ragged CSV rows, non-objects) come back as `BadRow`s instead of
 raising, so the caller can either stop with every problem listed or skip them and say how many.
@@ -17,7 +24,7 @@ from pathlib import Path
 from tuneloop.errors import DataError
 
 SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet",
-            ".conll": "conll", ".iob": "conll", ".txt": "conll"}  # CoNLL: one sentence per row (data/conll.py)
+            ".conll": "conll", ".iob": "conll", ".txt": "txt"}  # CoNLL: one sentence per row (data/conll.py)
 
 
 @dataclass(frozen=True)
@@ -41,7 +48,7 @@ def read_rows(path: str | Path) -> Iterator[Row | BadRow]:
     if not path.exists():
         raise DataError(f"{path}: no such file. Check the path (relative paths start at the current directory).")
     if path.is_dir():
-        raise DataError(f"{path}: is a directory; point at a data file (.jsonl, .json, .csv, .tsv or .parquet).")
+        raise DataError(f"{path}: is a directory; point at a data file (.jsonl, .json, .csv, .tsv, .parquet or .txt).")
     kind = file_kind(path)
     if kind is None:
         raise DataError(
@@ -58,6 +65,10 @@ def read_rows(path: str | Path) -> Iterator[Row | BadRow]:
         yield from read_conll(path)
     elif kind == "jsonl":
         yield from _read_jsonl(path)
+    elif kind == "txt":
+        from tuneloop.data.conll import looks_like_conll, read_conll
+
+        yield from (read_conll(path) if looks_like_conll(path) else _read_text_documents(path))
     elif kind == "json":
         yield from _read_json(path)
     else:
@@ -65,7 +76,7 @@ def read_rows(path: str | Path) -> Iterator[Row | BadRow]:
 
 
 def file_kind(path: Path) -> str | None:
-    """jsonl / json / csv / tsv / parquet from the suffix; a .gz suffix is looked through."""
+    """jsonl / json / csv / tsv / parquet / txt from the suffix; a .gz suffix is looked through."""
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] == ".gz":
         kind = SUFFIXES.get(suffixes[-2]) if len(suffixes) > 1 else None
@@ -116,6 +127,24 @@ def _read_jsonl(path: Path) -> Iterator[Row | BadRow]:
                 yield Row(where, record)
             else:
                 yield BadRow(where, f"expected a JSON object, got {type(record).__name__}")
+
+
+def _read_text_documents(path: Path) -> Iterator[Row]:
+    """One row per blank-line-separated document, tagged with the line the document starts on."""
+    lines: list[str] = []
+    start = 0
+    with _open_binary(path) as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = _decode_line(path, number, raw).rstrip("\r\n")
+            if line.strip():
+                if not lines:
+                    start = number
+                lines.append(line)
+            elif lines:
+                yield Row(f"{path}:{start}", {"text": "\n".join(lines)})
+                lines = []
+    if lines:
+        yield Row(f"{path}:{start}", {"text": "\n".join(lines)})
 
 
 def _read_json(path: Path) -> Iterator[Row | BadRow]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tuneloop.config import DataConfig
 from tuneloop.data.formats import DEFAULT_SUMMARY_INSTRUCTION, detect_format, to_example
-from tuneloop.data.load import BadRow, Row, read_rows
+from tuneloop.data.load import BadRow, Row, file_kind, read_rows
 from tuneloop.errors import DataError
 from tuneloop.workspace import RunDir, write_json, write_jsonl
 
@@ -37,6 +37,10 @@ def load_examples(
 ) -> LoadedFile:
     """Every example in a file (or its first max_rows rows), in canonical form; stops on malformed rows
     unless skip_invalid. summary_instruction opens the user turn of summarization examples."""
+    if file_kind(Path(path)) == "txt" and fmt not in ("auto", "text", "token_classification"):
+        raise DataError(f"{path}: a .txt file holds plain-text documents (the text format) or CoNLL columns, but "
+                        f"data.format is {fmt}. Set data.format: text (or auto), or give a jsonl/csv file in the "
+                        f"{fmt} format.")
     rows: list[Row] = []
     bad_rows: list[BadRow] = []
     stopped_early = False

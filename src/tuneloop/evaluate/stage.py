@@ -7,7 +7,9 @@ samples.jsonl (prompt, reference, baseline and tuned replies side by side); summ
 the length of the summaries in words ("lengths"). Encoder-decoder models (T5, BART) read each prompt as
 a plain source text (`tuneloop.data.pairs`) instead of through a chat template. Classification runs go
 to `tuneloop.evaluate.classification_stage` (head) or `tuneloop.evaluate.classification_generative`,
-token-classification (NER) runs to `tuneloop.evaluate.token_classification_stage`.
+token-classification (NER) runs to `tuneloop.evaluate.token_classification_stage`,
+plain-text runs to `tuneloop.evaluate.perplexity`. evaluate.general_text adds general-text perplexity
+(general_perplexity) to both sides.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from tuneloop.evaluate.generate import generate_replies
 from tuneloop.evaluate.loss import validation_loss
 from tuneloop.evaluate.metrics import corpus_bleu, corpus_chrf, generation_scores, length_statistics
 from tuneloop.evaluate.multiple_choice import load_questions, score_multiple_choice
+from tuneloop.evaluate.perplexity import block_losses, general_text_blocks, perplexity_scores
 from tuneloop.evaluate.stats import bootstrap_interval, compare, corpus_bootstrap_interval
 from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import is_encoder_decoder, load_generator, load_tuned
@@ -45,6 +48,10 @@ def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, c
         from tuneloop.evaluate.token_classification_stage import evaluate_token_classifier
 
         return evaluate_token_classifier(config, run, data_file, console_print)
+    if run.data_format() == "text":
+        from tuneloop.evaluate.perplexity import evaluate_pretraining
+
+        return evaluate_pretraining(config, run, data_file, console_print)
     device = pick_device(config.model.device)
     dtype = pick_dtype(device, config.model.dtype)
     base_path = resolve_model(config.model.name, console_print)
@@ -69,6 +76,7 @@ def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, c
     answers = [ex.get("answer", ref) for ex, ref in zip(scored, references, strict=True)]
     metrics = generation_metrics(config.evaluate, run.data_format())
 
+    general = general_text_blocks(config, tokenizer)  # (blocks, description) or None
     questions = {
         path: load_questions(path, config.evaluate.forgetting_format, config.evaluate.forgetting_limit)
         for path in config.evaluate.forgetting
@@ -85,6 +93,9 @@ def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, c
             totals, per_row = generation_scores(replies, references, answers, metrics)
             scored_side.update(replies=replies, per_row=per_row)
             scored_side["totals"].update(totals)
+        if general:
+            scored_side["totals"].update(perplexity_scores(*block_losses(model, general[0], config.evaluate.batch_size),
+                                                           "general"))
         scored_side["forgetting"] = {
             path: score_multiple_choice(model, tokenizer, items, config.evaluate.batch_size)
             for path, items in questions.items()
@@ -96,6 +107,8 @@ def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, c
                     "rows_with_answer": sum(1 for ex in scored if ex.get("answer"))},
         "validation": {"rows": len(validation_encoded)},
     }
+    if general:
+        results["perplexity_sets"] = {"general": general[1]}
     tuned = score(tuned_model, "tuned")
     baseline = None
     if config.evaluate.baseline:

@@ -47,7 +47,7 @@ def render_report(run: RunDir) -> str:
         _header(run, metrics),
     ]
     if metrics:
-        parts += [_metrics_table(metrics), _metric_chart(metrics)]
+        parts += [_metrics_table(metrics), _perplexity_sets(metrics), _metric_chart(metrics)]
     if metrics.get("lengths"):
         parts.append(_lengths(metrics["lengths"]))
     parts.append(_loss_section(run))
@@ -97,6 +97,8 @@ def _header(run: RunDir, metrics: dict) -> str:
 
 
 def _headline(metrics: dict) -> str:
+    if "domain_perplexity" in metrics.get("baseline", {}):
+        return perplexity_headline(metrics)
     comparison = metrics.get("comparison", {})
     # contains_answer means something only when rows name a short answer; else it matches the whole reference.
     preferred = ("contains_answer",) if metrics.get("heldout", {}).get("rows_with_answer") else ()
@@ -108,6 +110,29 @@ def _headline(metrics: dict) -> str:
                     f"({test['difference']:+.1f} points, 95% CI {test['low']:+.1f} to {test['high']:+.1f}; "
                     f"{test['test']} p {format_p(test['p_value'], with_sign=True)}: {verdict})")
     return ""
+
+
+def perplexity_headline(metrics: dict) -> str:
+    """'domain perplexity 41.2 → 18.0 (-56%); general perplexity 20.1 → 21.3 (+6%)' (lower is better)."""
+    parts = []
+    for name in ("domain", "general"):
+        key = f"{name}_perplexity"
+        if key in metrics.get("tuned", {}) and key in metrics.get("baseline", {}):
+            before, after = metrics["baseline"][key], metrics["tuned"][key]
+            parts.append(f"{name} perplexity {before:.2f} → {after:.2f} ({(after - before) / before:+.0%})")
+    return "; ".join(parts) + ("; lower is better" if parts else "")
+
+
+def _perplexity_sets(metrics: dict) -> str:
+    rows = "".join(
+        f"<tr><td>{escape(name)}</td><td>{escape(', '.join(found.get('files', [])) or str(found.get('split', '')))}"
+        f"</td><td class=n>{found['documents']}</td><td class=n>{found['scored_tokens']:,} of {found['tokens']:,}</td>"
+        "</tr>"
+        for name, found in metrics.get("perplexity_sets", {}).items()
+    )
+    return ("<h2>Perplexity sets</h2><table><tr><th>set</th><th>source</th><th>documents</th><th>tokens scored</th>"
+            f"</tr>{rows}</table><p class=muted>Texts packed into blocks of data.max_length as in training; "
+            "intervals and p resample blocks (the test is on per-block loss).</p>") if rows else ""
 
 
 def _metrics_table(metrics: dict) -> str:
@@ -142,7 +167,7 @@ def format_p(p_value: float, with_sign: bool = False) -> str:
 
 
 def _lower_is_better(key: str) -> bool:
-    return key in ("validation_loss", "perplexity")
+    return key.endswith(("loss", "perplexity"))  # validation_loss, domain_perplexity, general_perplexity, ...
 
 
 def _with_interval(value, interval) -> str:
@@ -160,7 +185,7 @@ def _metric_chart(metrics: dict) -> str:
         (key, metrics.get("baseline", {}).get(key), value, intervals.get("baseline", {}).get(key),
          intervals.get("tuned", {}).get(key))
         for key, value in metrics.get("tuned", {}).items()
-        if key not in HIDDEN_METRICS + ("validation_loss", "perplexity") and isinstance(value, int | float)
+        if key not in HIDDEN_METRICS and not _lower_is_better(key) and isinstance(value, int | float)
     ]
     return _img(plots.metric_bars(rows), "baseline and tuned scores with 95% intervals")
 

@@ -1,0 +1,97 @@
+"""Continued-pretraining recipe: causal-LM loss on every token of raw domain text, LoRA or full.
+
+Reads data/{train,validation}.jsonl ({"text"} documents written by the data stage from .txt, or
+jsonl/csv rows with a "text" column) and writes adapter/ (LoRA) or model/ (full), checkpoints/,
+train_log.jsonl and train_summary.json into the run directory.
+
+Features:
+    - Documents tokenized (BOS where the tokenizer adds one), joined with EOS and cut into blocks of
+      data.max_length tokens (tuneloop.data.text_blocks): no padding, no truncation, every token
+      trained on; documents may attend across the EOS, as in standard pretraining.
+    - LoRA (rank, alpha, dropout, target modules) through PEFT, or full fine-tuning (train.method).
+    - Device picked automatically (cuda, mps, cpu); bf16 autocast where the hardware runs it fast.
+    - Validation loss on the held-out documents, packed the same way, every train.eval_every steps;
+      early stopping on it; the best weights are kept.
+    - A checkpoint every train.save_every steps; Ctrl-C or SIGTERM saves one and stops; `resume=True`
+      continues from the newest checkpoint.
+    - The tokenizer (with its chat template, if any) is saved beside the weights, so a later SFT stage
+      or `tuneloop chat` can use the result directly.
+
+Raises:
+    DataError: the tokenizer has no EOS token to separate documents with.
+    TrainingInterrupted: the run was stopped by a signal after saving a checkpoint.
+"""
+
+from __future__ import annotations
+
+from tuneloop.config import RunConfig
+from tuneloop.data.text_blocks import BlockCollator, pack_texts
+from tuneloop.models.device import pick_device, pick_dtype
+from tuneloop.models.load import load_tokenizer
+from tuneloop.models.registry import resolve_model
+from tuneloop.recipes.sft import replace_default_printing, setup_model, trainer_callbacks
+from tuneloop.train.arguments import common_training_arguments
+from tuneloop.train.fit import fit, resume_point, training_summary
+from tuneloop.workspace import RunDir, read_jsonl, write_json
+
+
+def train_pretraining(config: RunConfig, run: RunDir, resume: bool = False, console_print=print,
+                      tracker=None) -> dict:
+    """Train and save; return the summary also written to train_summary.json."""
+    import torch
+    from transformers import Trainer, TrainingArguments, set_seed
+
+    set_seed(config.seed)
+    device = pick_device(config.model.device)
+    compute_dtype = pick_dtype(device, config.model.dtype)
+    base_path = resolve_model(config.model.name, console_print)
+
+    tokenizer = load_tokenizer(base_path)
+    (train_dataset, validation_dataset), packing = _setup_data(config, run, tokenizer, console_print)
+    model = setup_model(config, base_path, device)
+
+    checkpoint = resume_point(run, resume, console_print)
+
+    trainer = Trainer(
+        model=model,
+        args=TrainingArguments(**common_training_arguments(config, run, device, compute_dtype),
+                               remove_unused_columns=False),
+        train_dataset=train_dataset,
+        eval_dataset=validation_dataset,
+        processing_class=tokenizer,
+        data_collator=BlockCollator(tokenizer.pad_token_id),
+        callbacks=trainer_callbacks(config, run, tracker),
+    )
+    replace_default_printing(trainer)
+
+    console_print(
+        f"train: continued pretraining ({config.train.method}) on {config.model.name}, {device} "
+        f"{str(compute_dtype).removeprefix('torch.')}, {len(train_dataset)} blocks of {config.data.max_length} tokens, "
+        + (f"{config.train.max_steps} steps" if config.train.max_steps else f"{config.train.epochs:g} epoch(s)")
+        + (f", resuming from {checkpoint.name}" if checkpoint else "")
+    )
+    result, elapsed = fit(trainer, run, checkpoint)
+    target = run.adapter if config.train.method == "lora" else run.model
+    trainer.model.save_pretrained(str(target))
+    tokenizer.save_pretrained(str(target))
+    summary = training_summary(trainer, result, elapsed, model, config.train.method, device, compute_dtype)
+    summary.update(task="continued pretraining", packing=packing)
+    write_json(run.root / "train_summary.json", summary)
+    del trainer, model
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return summary
+
+
+def _setup_data(config: RunConfig, run: RunDir, tokenizer, console_print):
+    """Train and validation documents packed into blocks, and what packing did to each (for the summary)."""
+    from datasets import Dataset
+
+    datasets, packing = [], {}
+    for split in ("train", "validation"):
+        texts = [row["text"] for row in read_jsonl(run.split(split))]
+        blocks, stats = pack_texts(tokenizer, texts, config.data.max_length)
+        console_print(f"data: {split}: {stats.describe()}")
+        datasets.append(Dataset.from_dict({"input_ids": blocks}))
+        packing[split] = stats.as_dict()
+    return tuple(datasets), packing
