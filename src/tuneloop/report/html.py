@@ -132,7 +132,8 @@ def _perplexity_sets(metrics: dict) -> str:
     )
     return ("<h2>Perplexity sets</h2><table><tr><th>set</th><th>source</th><th>documents</th><th>tokens scored</th>"
             f"</tr>{rows}</table><p class=muted>Texts packed into blocks of data.max_length as in training; "
-            "intervals and p resample blocks (the test is on per-block loss).</p>") if rows else ""
+            "intervals and p resample blocks (the test is on per-block loss; sets under 10 blocks get none)."
+            "</p>") if rows else ""
 
 
 def _metrics_table(metrics: dict) -> str:
