@@ -1,12 +1,13 @@
 """Training speed and memory of tuneloop's SFT against TRL's SFTTrainer with its defaults, same model and data.
 
-Both train one epoch on the same Alpaca rows (as chat) with the same LoRA (r=16, alpha 32, dropout 0.05,
-all linear layers) or full fine-tuning, batch 8, max length 512, and the same optimizer settings (lr
-2e-4, linear decay, no warm-up; TRL's lr default of 2e-5 would make the losses incomparable). Everything
-else is each tool's default: TRL pads each batch, checkpoints activations and keeps fp32 weights under
-bf16 autocast; tuneloop packs each batch into one row, computes the loss on reply tokens only and keeps a
-frozen LoRA base in bf16. Each run is its own subprocess (so peak RSS is its own). Afterwards both trained
-models are scored by the same code on the same held-out rows (loss on the reply tokens).
+Both train one epoch on the same Alpaca rows (as chat) with the same LoRA (r=16, alpha 32, no dropout
+(tuneloop's default), all linear layers) or full fine-tuning, batch 8, max length 512, and the same
+optimizer settings (lr 2e-4, linear decay, no warm-up; TRL's lr default of 2e-5 would make the losses
+incomparable). Everything else is each tool's default: TRL pads each batch, checkpoints activations and
+keeps fp32 weights under bf16 autocast; tuneloop packs each batch into one row, computes the loss on reply
+tokens only and keeps a frozen LoRA base in bf16. Each run is its own subprocess (so peak RSS is its own).
+Afterwards both trained models are scored by the same code on the same held-out rows (loss on the reply
+tokens).
 
 Prints one JSON line per run, then the medians and the ratios tuneloop / TRL. Targets (issue 5):
 tokens/s >= 10x, peak RSS <= 0.5x, validation loss no worse (within noise).
@@ -36,7 +37,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ALPACA = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "alpaca" / "alpaca_5000.json"
 VALIDATION_START = 4000  # held-out rows come from the end of the file, far from the training rows
-LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"}
+LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": "all-linear"}
 SHARED_OPTIMIZER = {"learning_rate": 2e-4, "lr_scheduler_type": "linear", "warmup_steps": 0}
 BATCH_SIZE, MAX_LENGTH = 8, 512
 
