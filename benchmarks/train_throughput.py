@@ -88,12 +88,16 @@ def run_trl(model_path: str, method: str, train_file: Path, out: Path) -> dict:
 def run_tuneloop(model_name: str, method: str, train_file: Path, out: Path) -> dict:
     """tuneloop's SFT recipe with its defaults, through the same stages `tuneloop train` runs."""
     from tuneloop.config import validate_config
+    from tuneloop.models.load import load_tokenizer
+    from tuneloop.models.registry import resolve_model
     from tuneloop.stages import data_stage, open_for_run, train_stage
 
+    # A base model without a chat template (gemma3-270m) gets the plain template, as on TRL's side.
+    template = "model" if load_tokenizer(resolve_model(model_name, lambda *a: None)).chat_template else "plain"
     config = validate_config({
         "output_dir": str(out / "run"), "seed": 42, "model": {"name": model_name},
         "data": {"train_file": str(train_file), "validation_file": str(train_file.parent / "validation.jsonl"),
-                 "max_length": MAX_LENGTH, "audit": {"enabled": False}},
+                 "max_length": MAX_LENGTH, "chat_template": template, "audit": {"enabled": False}},
         "train": {"method": method, "epochs": 1, "batch_size": BATCH_SIZE, "learning_rate": 2e-4,
                   "lr_scheduler": "linear", "warmup_ratio": 0.0, "eval_every": 10**6, "save_every": 10**6,
                   "early_stopping_patience": None, "logging_steps": 1000,
