@@ -64,7 +64,7 @@ def train_generative_classifier(
     tokenizer = setup_tokenizer(config, base_path)
     train_dataset = _encode(config, tokenizer, train_rows, labels, "train", console_print)
     validation_dataset = _encode(config, tokenizer, validation_rows, labels, "validation", console_print)
-    model = setup_model(config, base_path, device)
+    model = setup_model(config, base_path, device, compute_dtype)
 
     checkpoint = resume_point(run, resume, console_print)
 

@@ -48,7 +48,7 @@ def train_pretraining(config: RunConfig, run: RunDir, resume: bool = False, cons
 
     tokenizer = load_tokenizer(base_path)
     (train_dataset, validation_dataset), packing = _setup_data(config, run, tokenizer, console_print)
-    model = setup_model(config, base_path, device)
+    model = setup_model(config, base_path, device, compute_dtype)
 
     checkpoint = resume_point(run, resume, console_print)
 
