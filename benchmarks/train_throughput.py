@@ -100,7 +100,7 @@ def run_tuneloop(model_name: str, method: str, train_file: Path, out: Path) -> d
                  "max_length": MAX_LENGTH, "chat_template": template, "audit": {"enabled": False}},
         "train": {"method": method, "epochs": 1, "batch_size": BATCH_SIZE, "learning_rate": 2e-4,
                   "lr_scheduler": "linear", "warmup_ratio": 0.0, "eval_every": 10**6, "save_every": 10**6,
-                  "early_stopping_patience": None, "logging_steps": 1000,
+                  "early_stopping_patience": None, "logging_steps": 1000, "preset": "none",  # no few-shot k-fold
                   "lora": {"rank": LORA["r"], "alpha": LORA["lora_alpha"], "dropout": LORA["lora_dropout"]}},
         "tracking": {"backend": "none"},
     })
