@@ -101,7 +101,7 @@ def train_classifier(config: RunConfig, run: RunDir, resume: bool = False, conso
     result, elapsed = fit(trainer, run, checkpoint)
     main_process = trainer.is_world_process_zero()  # in a multi-process run, process 0 alone writes
     if main_process:
-        _save(config, run, trainer, tokenizer)
+        save_classifier(config, run, trainer, tokenizer)
     summary = training_summary(trainer, result, elapsed, model, config.train.method, device, compute_dtype)
     summary.update(task="multi-label classification" if multi_label else "classification", labels=len(labels),
                    class_weights=config.train.class_weights, classifier="head")
@@ -253,7 +253,8 @@ def _training_arguments(config: RunConfig, run: RunDir, device: str, compute_dty
     )
 
 
-def _save(config: RunConfig, run: RunDir, trainer, tokenizer) -> None:
+def save_classifier(config: RunConfig, run: RunDir, trainer, tokenizer) -> None:
+    """adapter/ or model/ with the tokenizer; for LoRA also the config that rebuilds the head (text or token labels)."""
     target = run.adapter if config.train.method == "lora" else run.model
     trainer.model.save_pretrained(str(target))
     if config.train.method == "lora":

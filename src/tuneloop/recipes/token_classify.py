@@ -41,7 +41,7 @@ from tuneloop.errors import ConfigError, ModelError, TuneloopError
 from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_tokenizer, quiet_transformers
 from tuneloop.models.registry import resolve_model
-from tuneloop.recipes.classify import HEAD_NAMES
+from tuneloop.recipes.classify import HEAD_NAMES, save_classifier
 from tuneloop.recipes.sft import replace_default_printing, trainer_callbacks
 from tuneloop.train.arguments import common_training_arguments, wrap_with_lora
 from tuneloop.train.fit import fit, resume_point, training_summary
@@ -109,7 +109,7 @@ def train_token_classifier(config: RunConfig, run: RunDir, resume: bool = False,
     result, elapsed = fit(trainer, run, checkpoint)
     main_process = trainer.is_world_process_zero()  # in a multi-process run, process 0 alone writes
     if main_process:
-        _save(config, run, trainer, tokenizer)
+        save_classifier(config, run, trainer, tokenizer)
     summary = training_summary(trainer, result, elapsed, model, config.train.method, device, compute_dtype)
     summary.update(task="token classification", labels=len(tags), entity_types=types)
     if main_process:
@@ -238,12 +238,3 @@ def _training_arguments(config: RunConfig, run: RunDir, device: str, compute_dty
         label_names=["labels"],
     )
 
-
-def _save(config: RunConfig, run: RunDir, trainer, tokenizer) -> None:
-    target = run.adapter if config.train.method == "lora" else run.model
-    trainer.model.save_pretrained(str(target))
-    if config.train.method == "lora":
-        # The adapter alone does not say how many tags the head has or what they are called; the config
-        # (id2label) beside it rebuilds the right model on load.
-        trainer.model.base_model.model.config.save_pretrained(str(target))
-    tokenizer.save_pretrained(str(target))
