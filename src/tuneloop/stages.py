@@ -154,6 +154,10 @@ def run_all(
     """
     from tuneloop.train.tracking import log_results, start_tracking
 
+    if launch is not None and launch.accelerate_config:
+        from tuneloop.train.launch import accelerate_config_file
+
+        accelerate_config_file(launch.accelerate_config)  # a wrong name fails now, not after the data stage
     if launch is not None and launch.distributed and launch.node_rank != 0:
         return _train_on_another_host(config, launch, resume, console_print)
     run = open_for_run(config, resume=resume, overwrite=overwrite)
