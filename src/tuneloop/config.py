@@ -134,6 +134,14 @@ class TrainConfig(_Section):
         True, description="SFT with LoRA: keep the frozen base weights in the compute dtype (bf16) rather than fp32; "
         "the adapters keep fp32 weights."
     )
+    lean_activations: bool = Field(
+        True, description="SFT: gated MLPs (SwiGLU/GeGLU) recompute their activation in backward instead of keeping "
+        "it (less memory, same result)."
+    )
+    trim_memory_every: int | None = Field(
+        1, ge=1, description="Training on Linux: every this many steps, hand memory the C allocator holds free back "
+        "to the OS (peak RSS about 18% lower on a CPU, about 8% slower); null disables."
+    )
     eval_every: int = Field(50, ge=1, description="Steps between validation-loss evaluations.")
     save_every: int = Field(50, ge=1, description="Steps between checkpoints.")
     save_total_limit: int = Field(2, ge=1)

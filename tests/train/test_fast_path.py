@@ -66,6 +66,7 @@ def test_without_boundaries_the_packed_row_is_wrong(tiny_model_dir):
 
 def test_chunked_cross_entropy_matches_full_logits_in_value_and_gradients(monkeypatch):
     monkeypatch.setattr(chunked_loss, "CHUNK_FLOATS", 50 * 3)  # 50-word vocabulary: 3 rows per chunk, many chunks
+    monkeypatch.setattr(chunked_loss, "MIN_CHUNK_ROWS", 1)
     torch.manual_seed(0)
     hidden = torch.randn(11, 8, requires_grad=True)
     weight = torch.randn(50, 8, requires_grad=True)
@@ -120,7 +121,7 @@ def test_fast_and_plain_paths_follow_the_same_loss_curve(tiny_config, tmp_path, 
     fast, fast_summary = _train_losses(tiny_config, tmp_path, f"fast-{method}", method=method)
     plain, plain_summary = _train_losses(
         tiny_config, tmp_path, f"plain-{method}", method=method, packing=False, chunked_loss=False,
-        low_precision_base=False,
+        low_precision_base=False, lean_activations=False, trim_memory_every=None,
     )
     assert len(fast) == len(plain) == 8
     assert fast == pytest.approx(plain, rel=2e-3)
