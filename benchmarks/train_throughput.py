@@ -54,6 +54,13 @@ def chat_rows(start: int, count: int) -> list[dict]:
 
 
 def peak_rss_gb() -> float:
+    """This process's peak resident memory. On Linux, VmHWM: ru_maxrss survives fork + exec, so a worker would
+    report the parent's size at the moment it was started if the parent had grown larger (it scores models)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
