@@ -145,8 +145,8 @@ def keep_adapter_inputs_in_compute_dtype(model) -> None:
 
     Training runs under autocast (bf16=True in the arguments), which runs the adapter matmul in the compute
     dtype either way. PEFT's round trip made a separate bf16 copy of the input for every adapter, each kept
-    for backward: q, k and v saved three copies of one tensor (measured: 1.1 -> 0.9 MB of saved activations
-    per token on smollm2-135m). Without it the adapters save the input they share.
+    for backward: q, k and v saved three copies of one tensor. Without it the adapters save the input they
+    share (on smollm2-135m their saved inputs fell from 200 to 100 KB per token).
     """
     from peft.tuners.tuners_utils import BaseTunerLayer
 
