@@ -135,8 +135,8 @@ class TrainConfig(_Section):
         "the adapters keep fp32 weights."
     )
     lean_activations: bool = Field(
-        True, description="SFT: gated MLPs (SwiGLU/GeGLU) recompute their activation in backward instead of keeping "
-        "it (less memory, same result)."
+        True, description="SFT: RMSNorms and gated MLPs (SwiGLU/GeGLU) recompute their cheap elementwise results in "
+        "backward instead of keeping them (less memory, same result; no matmul is recomputed)."
     )
     trim_memory_every: int | None = Field(
         1, ge=1, description="Training on Linux: every this many steps, hand memory the C allocator holds free back "
