@@ -24,14 +24,19 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed system-deps
 	$(BIN)/python -m pytest -q
 
-# WordNet (for synonym augmentation) comes from Debian's wordnet-base; installed when we may.
+# Debian packages the tests use, installed when we may: WordNet (synonym augmentation) and PostgreSQL (the
+# serve store and search storage; tests/postgres_server.py starts a throwaway cluster on a free port).
 system-deps:
-	@if [ ! -d /usr/share/wordnet ]; then \
+	@missing=""; \
+	[ -d /usr/share/wordnet ] || missing="$$missing wordnet-base"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get install -y -q wordnet-base >/dev/null 2>&1 || \
-	    (apt-get update -q >/dev/null && apt-get install -y -q wordnet-base >/dev/null); \
+	    echo "installing Debian packages:$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null 2>&1 || \
+	    (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null); \
 	  else \
-	    echo "note: WordNet is missing; synonym augmentation and its tests need: sudo apt-get install wordnet-base"; \
+	    echo "note: missing$$missing; the tests that need them skip. Install with: sudo apt-get install$$missing"; \
 	  fi; \
 	fi
 

@@ -123,3 +123,26 @@ def write_config(path: Path, raw: dict) -> Path:
 
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server on a free loopback port for the whole session (see tests/postgres_server.py).
+
+    Installed with apt-get when missing and running as root (as CI does); elsewhere the tests that use it
+    skip with the command that installs it.
+    """
+    from postgres_server import PostgresUnavailable, start_postgres
+
+    try:
+        server = start_postgres()
+    except PostgresUnavailable as exc:
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def postgres_url(postgres_server) -> str:
+    """A fresh, empty PostgreSQL database for one test, as a SQLAlchemy URL (postgresql+psycopg://...)."""
+    return postgres_server.create_database()
