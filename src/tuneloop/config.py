@@ -30,6 +30,10 @@ class ModelConfig(_Section):
         "auto", description="Compute dtype; auto picks bf16 where the hardware runs it fast, else fp32."
     )
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    adapter: str | None = Field(
+        None, description="A LoRA adapter directory (a run's adapter/) to keep training instead of starting a new "
+        "one; model.name is its base. `tuneloop retrain` sets it to the served run's adapter."
+    )
 
 
 AUDIT_CHECKS = ("duplicates", "leakage", "pii", "lengths", "labels", "language", "bias", "preference")
@@ -236,6 +240,13 @@ class RunConfig(_Section):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _adapter_needs_lora(self) -> RunConfig:
+        if self.model.adapter and self.train.method != "lora":
+            raise ValueError("model.adapter continues a LoRA adapter, so train.method must be lora "
+                             f"(got {self.train.method!r}); remove model.adapter to fine-tune fully")
+        return self
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None, base: dict | None = None) -> RunConfig:

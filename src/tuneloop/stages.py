@@ -43,6 +43,9 @@ def open_for_run(config: RunConfig, resume: bool = False, overwrite: bool = Fals
     data = config.data
     files = {"train": data.train_file, "validation": data.validation_file, "test": data.test_file}
     _require_files(files)
+    if config.model.adapter and not (Path(config.model.adapter) / "adapter_config.json").is_file():
+        raise TuneloopError(f"model.adapter: {config.model.adapter} holds no adapter_config.json; point it at a LoRA "
+                            "run's adapter/ directory, or remove the key to train a new adapter.")
     for index, path in enumerate(config.evaluate.general_text):  # checked now, not after hours of training
         if not Path(path).is_file():
             raise TuneloopError(f"evaluate.general_text[{index}]: {path}: no such file (relative paths start at the "

@@ -53,6 +53,8 @@ def wrap_with_lora(model, config: RunConfig, task_type: str, modules_to_save: li
     modules_to_save, e.g. a new classification head) train."""
     from peft import LoraConfig, get_peft_model
 
+    if config.model.adapter:
+        return continue_adapter(model, config.model.adapter)
     lora = config.train.lora
     peft_config = LoraConfig(
         r=lora.rank,
@@ -66,3 +68,17 @@ def wrap_with_lora(model, config: RunConfig, task_type: str, modules_to_save: li
     if config.train.gradient_checkpointing:
         model.enable_input_require_grads()  # checkpointed LoRA needs a grad path through frozen embeddings
     return model
+
+
+def continue_adapter(model, adapter_dir: str):
+    """The model with an existing LoRA adapter loaded trainable (model.adapter): training continues from it."""
+    from pathlib import Path
+
+    from peft import PeftModel
+
+    from tuneloop.errors import ConfigError
+
+    if not (Path(adapter_dir) / "adapter_config.json").is_file():
+        raise ConfigError(f"model.adapter: {adapter_dir} holds no adapter_config.json; point it at a LoRA run's "
+                          "adapter/ directory, or remove the key to train a new adapter.")
+    return PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)

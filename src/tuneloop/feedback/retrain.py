@@ -1,0 +1,234 @@
+"""Retrain a served run on its users' feedback, then gate the new run against the one in service.
+
+`retrain` reads an exported feedback directory (tuneloop.feedback.export), and:
+1. holds out a seeded share of the feedback prompts (near-duplicate clusters kept on one side) as the gate's
+   feedback slice, never trained on;
+2. mixes the rest with a replay sample of the served run's own training rows (`replay_ratio` replay rows per
+   feedback row), so what the model knew is rehearsed while it learns the corrections;
+3. writes a new run config from the served run's: the same base and settings, training continuing from the
+   served weights (its LoRA adapter through model.adapter, or its full model), and the served run's frozen
+   validation and test splits — the same held-out set, so the comparison is fair;
+4. runs it like any run (audit, train, evaluate, report);
+5. scores the served and the new model on the frozen test set, the forgetting files and the feedback slice,
+   and writes promotion.json with the gate's decision (tuneloop.feedback.gate).
+
+Recipes: sft trains on corrections (plus replay); dpo on preference pairs (correction over the rejected
+reply, pairwise picks); kto on thumbs up/down. auto picks sft when there are corrections, else dpo when there
+are pairs, else kto.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import random
+from pathlib import Path
+
+import yaml
+
+from tuneloop.errors import TuneloopError
+from tuneloop.feedback.gate import GateCheck, GateRule, decide
+from tuneloop.workspace import RunDir, open_run_dir, read_json, read_jsonl, write_json, write_jsonl
+
+RECIPES = ("auto", "sft", "dpo", "kto")
+# Which exported file each recipe trains on, and the data format it is read as.
+RECIPE_FILES = {"sft": ("sft.jsonl", "auto"), "dpo": ("preference.jsonl", "preference"),
+                "kto": ("kto.jsonl", "unpaired")}
+PROMOTION_FILE = "promotion.json"
+
+
+def choose_recipe(recipe: str, export_dir: Path) -> str:
+    """The recipe for this feedback: the one asked for, or for auto the strongest signal present."""
+    if recipe not in RECIPES:
+        raise TuneloopError(f"--recipe {recipe!r}: choose one of {', '.join(RECIPES)}.")
+    counts = {name: _count_rows(export_dir / file) for name, (file, _) in RECIPE_FILES.items()}
+    if recipe == "auto":
+        recipe = next((name for name in ("sft", "dpo", "kto") if counts[name]), None)
+        if recipe is None:
+            raise TuneloopError(f"{export_dir}: the export holds no corrections, pairs or ratings to train on; "
+                                "collect feedback first (POST /v1/feedback on `tuneloop serve`).")
+    elif not counts[recipe]:
+        raise TuneloopError(f"--recipe {recipe}: {export_dir / RECIPE_FILES[recipe][0]} has no rows. "
+                            f"Rows per file: {counts}. Choose a recipe whose file has rows, or --recipe auto.")
+    return recipe
+
+
+def split_feedback(rows: list[dict], holdout: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train, held-out slice) of feedback rows; near-copies of one prompt stay on one side."""
+    from tuneloop.data.split import split_rows
+    from tuneloop.feedback.export import user_text
+
+    if holdout <= 0 or len(rows) < 2:
+        return rows, []
+    texts = [user_text(_prompt_messages(row)) for row in rows]
+    train_index, test_index = split_rows(texts, holdout, seed=seed)
+    return [rows[i] for i in train_index], [rows[i] for i in test_index]
+
+
+def replay_sample(served: RunDir, count: int, seed: int) -> list[dict]:
+    """A seeded sample of the served run's own training rows (all of them when fewer)."""
+    rows = read_jsonl(served.split("train")) if served.split("train").is_file() else []
+    rng = random.Random(seed)
+    return rng.sample(rows, min(count, len(rows)))
+
+
+def prepare_data(served: RunDir, export_dir: Path, out: Path, recipe: str, replay_ratio: float, holdout: float,
+                 seed: int) -> dict:
+    """Write the new run's training file and the feedback slice into out/feedback/; return paths and counts."""
+    file, data_format = RECIPE_FILES[recipe]
+    rows = read_jsonl(export_dir / file)
+    train_rows, holdout_rows = split_feedback(rows, holdout, seed)
+    if not train_rows:
+        raise TuneloopError(f"{export_dir / file}: all {len(rows)} feedback row(s) are near-copies of one prompt and "
+                            "went to the held-out slice; collect feedback on more prompts, or lower --holdout.")
+    replay = replay_sample(served, round(replay_ratio * len(train_rows)), seed) if recipe == "sft" else []
+    mixed = train_rows + replay
+    random.Random(seed).shuffle(mixed)
+    target = out / "feedback"
+    paths = {"train": target / "train.jsonl", "holdout": target / "holdout.jsonl"}
+    write_jsonl(paths["train"], mixed)
+    write_jsonl(paths["holdout"], holdout_rows)
+    return {"paths": paths, "format": data_format, "feedback_rows": len(rows), "train_feedback": len(train_rows),
+            "holdout": len(holdout_rows), "replay": len(replay)}
+
+
+def retrain_config(served: RunDir, data: dict, out: Path, recipe: str, overrides: list[str] | None = None) -> dict:
+    """The new run's raw config: the served run's, training on the feedback from the served weights."""
+    from tuneloop.config import apply_override
+
+    raw = copy.deepcopy(yaml.safe_load(served.config.read_text(encoding="utf-8")) or {})
+    raw["output_dir"] = str(out)
+    weights = served.trained_weights()
+    if weights is None:
+        raise TuneloopError(f"{served.root}: the served run has no trained weights to continue from.")
+    model = raw.setdefault("model", {})
+    if weights == served.adapter:
+        model["adapter"] = str(weights.resolve())
+    else:
+        model["name"] = str(weights.resolve())
+        model.pop("adapter", None)
+    frozen_test = served.split("test")
+    raw["data"] = {**raw.get("data", {}),
+                   "train_file": str(data["paths"]["train"]),
+                   "validation_file": str(served.split("validation").resolve()),
+                   "test_file": str(frozen_test.resolve()) if frozen_test.is_file() else None,
+                   "test_size": None, "format": data["format"], "max_train_examples": None}
+    train = raw.setdefault("train", {})
+    train["preset"] = "none"  # a few dozen feedback rows must not switch on the few-shot cross-validation
+    if recipe != "sft":
+        train["recipe"] = recipe
+    for item in overrides or []:
+        apply_override(raw, item)
+    return raw
+
+
+def gate_checks(served: RunDir, candidate: RunDir, holdout_rows: list[dict], console_print=print) -> list[GateCheck]:
+    """Score both models on the same rows: frozen test set, forgetting files, feedback slice."""
+    from tuneloop.stages import load_run_config
+
+    config = load_run_config(candidate)
+    frozen_rows = read_jsonl(candidate.split("test")) if candidate.split("test").is_file() else []
+    frozen_rows = [row for row in frozen_rows if row.get("messages")][: config.evaluate.max_samples]
+    frozen_metric = "contains_answer" if frozen_rows and all(row.get("answer") for row in frozen_rows) else "rouge_l"
+    slice_rows = [row for row in holdout_rows if row.get("messages")]
+    scores = {}
+    for name, run in (("served", served), ("candidate", candidate)):
+        scores[name] = _score_model(run, config, frozen_rows, frozen_metric, slice_rows, console_print, name)
+    checks = [GateCheck("frozen test set", "frozen", frozen_metric, scores["served"]["frozen"],
+                        scores["candidate"]["frozen"])]
+    for path in config.evaluate.forgetting:
+        checks.append(GateCheck(f"forgetting: {Path(path).name}", "forgetting", "acc",
+                                scores["served"]["forgetting"][path], scores["candidate"]["forgetting"][path]))
+    checks.append(GateCheck("feedback slice", "feedback", "rouge_l", scores["served"]["slice"],
+                            scores["candidate"]["slice"]))
+    return checks
+
+
+def _score_model(run: RunDir, config, frozen_rows, frozen_metric, slice_rows, console_print, label) -> dict:
+    import torch
+
+    from tuneloop.data.encode import render_prompt
+    from tuneloop.evaluate.generate import generate_replies
+    from tuneloop.evaluate.metrics import generation_scores
+    from tuneloop.evaluate.multiple_choice import load_questions, score_multiple_choice
+    from tuneloop.models.device import pick_device, pick_dtype
+    from tuneloop.models.load import load_tuned
+    from tuneloop.models.registry import resolve_model
+
+    device = pick_device(config.model.device)
+    dtype = pick_dtype(device, config.model.dtype)
+    model, tokenizer = load_tuned(run, resolve_model(config.model.name, console_print), dtype, device)
+    found: dict = {"forgetting": {}}
+    try:
+        for key, rows, metric in (("frozen", frozen_rows, frozen_metric), ("slice", slice_rows, "rouge_l")):
+            prompts = [render_prompt(tokenizer, row["messages"]) for row in rows]
+            replies = generate_replies(model, tokenizer, prompts, config.evaluate.max_new_tokens,
+                                       config.evaluate.batch_size, desc=f"gate: {label} {key}") if prompts else []
+            references = [row["messages"][-1]["content"] for row in rows]
+            answers = [row.get("answer") or ref for row, ref in zip(rows, references, strict=True)]
+            found[key] = generation_scores(replies, references, answers, [metric])[1].get(metric, [])
+        for path in config.evaluate.forgetting:
+            questions = load_questions(path, config.evaluate.forgetting_format, config.evaluate.forgetting_limit)
+            correct = score_multiple_choice(model, tokenizer, questions, config.evaluate.batch_size)["correct"]
+            found["forgetting"][path] = [100.0 * float(c) for c in correct]
+    finally:
+        del model
+        gc.collect()
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    return found
+
+
+def retrain(served_dir: Path, export_dir: Path, out: Path, recipe: str = "auto", replay_ratio: float = 1.0,
+            holdout: float = 0.2, seed: int = 42, overrides: list[str] | None = None, rule: GateRule = GateRule(),
+            overwrite: bool = False, console_print=print) -> dict:
+    """Train the new run, gate it against the served one; returns the decision also in out/promotion.json."""
+    from tuneloop.config import validate_config
+    from tuneloop.stages import run_all
+
+    served = open_run_dir(served_dir)
+    recipe = choose_recipe(recipe, Path(export_dir))
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise TuneloopError(f"--out: {out} exists and is not empty; choose a new directory or pass --overwrite.")
+    if overwrite and out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(served, Path(export_dir), out.parent / f".{out.name}-feedback", recipe, replay_ratio,
+                        holdout, seed)
+    console_print(f"retrain: {recipe} on {data['train_feedback']} feedback row(s) + {data['replay']} replay row(s) "
+                  f"from {served.root}; {data['holdout']} held out for the gate")
+    raw = retrain_config(served, data, out, recipe, overrides)
+    config = validate_config(raw, f"retrain of {served.root}")
+    out.rmdir()  # run_all creates the run directory itself and refuses a non-empty one
+    run, _ = run_all(config, console_print=console_print)
+    # The feedback files move inside the run directory: the run is self-contained.
+    moved = run.root / "feedback"
+    data["paths"]["train"].parent.rename(moved)
+    holdout_rows = read_jsonl(moved / "holdout.jsonl")
+    decision = decide(gate_checks(served, run, holdout_rows, console_print), rule)
+    decision.update(served=str(served.root.resolve()), candidate=str(run.root.resolve()), recipe=recipe,
+                    data={key: value for key, value in data.items() if key != "paths"})
+    write_json(run.root / PROMOTION_FILE, decision)
+    return decision
+
+
+def read_promotion(run_dir: Path) -> dict:
+    path = Path(run_dir) / PROMOTION_FILE
+    if not path.is_file():
+        raise TuneloopError(f"{run_dir}: no {PROMOTION_FILE}; it is written by `tuneloop retrain`.")
+    return read_json(path)
+
+
+def _prompt_messages(row: dict) -> list[dict]:
+    if "messages" in row:
+        messages = row["messages"]
+        return messages[:-1] if messages and messages[-1]["role"] == "assistant" else messages
+    prompt = row.get("prompt")
+    return prompt if isinstance(prompt, list) else [{"role": "user", "content": str(prompt)}]
+
+
+def _count_rows(path: Path) -> int:
+    return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip()) if path.is_file() else 0
