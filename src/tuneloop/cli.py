@@ -14,6 +14,7 @@ import typer
 
 from tuneloop.data.commands import data_app
 from tuneloop.errors import TuneloopError
+from tuneloop.feedback.commands import feedback_app
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenizers' fork warning adds nothing here
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -29,6 +30,7 @@ app = typer.Typer(
 models_app = typer.Typer(help="The default models: list, pull (install and import once), verify.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
+app.add_typer(feedback_app, name="feedback")
 
 SetOption = Annotated[
     list[str] | None,
@@ -173,6 +175,64 @@ def evaluate(
     opened = open_run_dir(run_dir)
     results = evaluate_stage(load_run_config(opened), opened, str(data) if data else None, say)
     print_metrics(results)
+
+
+@app.command()
+def retrain(
+    run_dir: Annotated[Path, typer.Argument(help="The run in service (its weights are the starting point).")],
+    feedback: Annotated[str, typer.Option(help="The serve store (SQLite file or URL), or a `tuneloop feedback "
+                                               "export` directory.")],
+    out: Annotated[Path | None, typer.Option(help="The new run directory (default: RUN_DIR-retrained-N).")] = None,
+    recipe: Annotated[str, typer.Option(help="sft (corrections), dpo (pairs), kto (thumbs) or auto.")] = "auto",
+    replay_ratio: Annotated[float, typer.Option(min=0.0, help="Replay rows of the run's own training data per "
+                                                               "feedback row (sft).")] = 1.0,
+    holdout: Annotated[float, typer.Option(min=0.0, max=0.9, help="Share of feedback prompts held out for the "
+                                                                   "gate.")] = 0.2,
+    max_regression: Annotated[float, typer.Option(min=0.0, help="Points the new model may lose on the frozen test "
+                                                                 "set or a forgetting file.")] = 2.0,
+    since: Annotated[str | None, typer.Option(help="Only feedback given at or after this ISO date/time.")] = None,
+    model: Annotated[str | None, typer.Option(help="Only requests this model id (or alias) answered.")] = None,
+    set_: SetOption = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out run.")] = False,
+) -> None:
+    """Train a new run on users' feedback from the served run's weights, and gate it against the served run
+    (writes promotion.json: promote or reject, with the paired tests behind it)."""
+    from tuneloop.feedback.commands import export_store
+    from tuneloop.feedback.gate import GateRule
+    from tuneloop.feedback.retrain import retrain as retrain_run
+
+    out = out or _next_free(Path(f"{str(run_dir).rstrip('/')}-retrained"))
+    export_dir = Path(feedback)
+    if not export_dir.is_dir():  # a store: export it first, beside the new run
+        export_dir = out.parent / f"{out.name}-feedback-export"
+        export_store(feedback, export_dir, run_dir, since, model)
+    decision = retrain_run(run_dir, export_dir, out, recipe, replay_ratio, holdout, overrides=set_,
+                           rule=GateRule(max_regression=max_regression), overwrite=overwrite, console_print=say)
+    _print_gate(decision)
+    say(f"promotion.json in {out}; promote with `tuneloop promote {out} --server URL`"
+        if decision["decision"] == "promote" else f"rejected: the served run stays ({out}/promotion.json)")
+
+
+def _next_free(stem: Path) -> Path:
+    index = 1
+    while Path(f"{stem}-{index}").exists():
+        index += 1
+    return Path(f"{stem}-{index}")
+
+
+def _print_gate(decision: dict) -> None:
+    rows = []
+    for name, check in decision["checks"].items():
+        if not check.get("n"):
+            rows.append([name, check.get("metric", ""), "0", "", "", "", check["verdict"]])
+            continue
+        rows.append([name, check["metric"], str(check["n"]), f"{check['served']:.1f}", f"{check['candidate']:.1f}",
+                     f"{check['difference']:+.1f} [{check['low']:+.1f}, {check['high']:+.1f}] p={check['p_value']:.3g}",
+                     check["verdict"]])
+    _print_rows(["check", "metric", "rows", "served", "new", "difference [95% CI]", "verdict"], rows,
+                f"gate: {decision['decision'].upper()}")
+    for reason in decision["reasons"]:
+        say(f"  {reason}")
 
 
 @app.command()

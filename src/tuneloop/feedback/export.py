@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from tuneloop.data.dedup import near_matches_between, normalize_text
@@ -35,6 +35,7 @@ POSITIVE_RATINGS = {"up", "4", "5"}
 NEGATIVE_RATINGS = {"down", "1", "2"}
 NEUTRAL_RATINGS = {"3"}
 DEFAULT_LEAK_THRESHOLD = 0.8
+_EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -181,8 +182,7 @@ def _winning_correction(items: list[Feedback], summary: ExportSummary) -> str | 
     for item in corrections:
         text = item.correction.strip()
         users[text].add(item.user or item.request_id)  # an anonymous correction counts as its own user
-        stamp = item.created_at or datetime.min
-        latest[text] = max(latest.get(text, datetime.min), stamp)
+        latest[text] = max(latest.get(text, _EARLIEST), _stamp(item.created_at))
     ranked = sorted(users, key=lambda text: (len(users[text]), latest[text]), reverse=True)
     summary.overruled_corrections += len(ranked) - 1
     return ranked[0]
@@ -191,7 +191,7 @@ def _winning_correction(items: list[Feedback], summary: ExportSummary) -> str | 
 def _net_rating_per_reply(items: list[Feedback], summary: ExportSummary) -> dict[str, int]:
     """reply -> +1 or -1 by the majority of distinct users rating it; even splits dropped and counted."""
     votes: dict[str, dict[str, int]] = defaultdict(dict)
-    for item in sorted(items, key=lambda i: i.created_at or datetime.min):
+    for item in sorted(items, key=lambda i: _stamp(i.created_at)):
         sign = rating_sign(item.rating)
         if sign:
             votes[item.reply][item.user or item.request_id] = sign  # a user's latest rating of a reply counts
@@ -224,3 +224,10 @@ def _pairwise_rows(pairs: list[PairwisePick], summary: ExportSummary) -> list[di
             continue  # both replies were the same text: nothing to learn
         rows.append({"prompt": conversation[key], "chosen": chosen, "rejected": rejected})
     return rows
+
+
+def _stamp(moment: datetime | None) -> datetime:
+    """A comparable UTC time: stores give aware times, tests and files may give naive ones (taken as UTC)."""
+    if moment is None:
+        return _EARLIEST
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

@@ -1,0 +1,64 @@
+"""Read the serve store's requests and feedback as export records (tuneloop.feedback.export's Feedback, PairwisePick).
+
+Only chat requests that got a reply (status 200) count. `model` keeps the requests a given model id answered
+or was asked for (an A/B alias or one of its variants); `since` keeps feedback given at or after a time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from tuneloop.errors import TuneloopError
+from tuneloop.feedback.export import Feedback, PairwisePick
+
+
+def parse_since(value: str | None) -> datetime | None:
+    """--since: an ISO date or date-time (UTC when no zone is given)."""
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise TuneloopError(f"--since {value!r}: not a date; give an ISO date such as 2026-11-30 or "
+                            "2026-11-30T14:00") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def read_feedback(url: str, since: datetime | None = None, model: str | None = None
+                  ) -> tuple[list[Feedback], list[PairwisePick]]:
+    """Feedback and pairwise picks from the store at url, joined with the requests they rate."""
+    from tuneloop.serve.store import read_tables
+
+    requests, feedback = read_tables(url)
+    by_id = {row["id"]: row for row in requests if _usable(row)}
+    ratings, pairs = [], []
+    for row in feedback:
+        if since is not None and row["created_at"] < since:
+            continue
+        rated = by_id.get(row["request_id"])
+        if rated is None or not _answered_by(rated, model):
+            continue
+        if row["kind"] == "pairwise":
+            other = by_id.get(row.get("other_request_id"))
+            preferred = row.get("preferred_request_id")
+            if other is None or preferred not in (rated["id"], other["id"]):
+                continue  # a tie or a pick between unusable requests teaches nothing
+            winner, loser = (rated, other) if preferred == rated["id"] else (other, rated)
+            pairs.append(PairwisePick(tuple(rated["messages"]), winner["reply"], loser["reply"],
+                                      user=row.get("user_hash"), created_at=row["created_at"]))
+            continue
+        ratings.append(Feedback(
+            request_id=rated["id"], messages=tuple(rated["messages"]), reply=rated["reply"],
+            model=rated.get("variant") or rated.get("model") or "", user=row.get("user_hash"),
+            rating=row.get("rating"), correction=row.get("correction"), comment=row.get("comment"),
+            created_at=row["created_at"], version=rated.get("adapter_version"),
+        ))
+    return ratings, pairs
+
+
+def _usable(request: dict) -> bool:
+    return request.get("status") == 200 and bool(request.get("messages")) and request.get("reply") is not None
+
+
+def _answered_by(request: dict, model: str | None) -> bool:
+    return model is None or model in (request.get("model"), request.get("variant"))
