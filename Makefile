@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint install clean system-deps
+.PHONY: demo loop-demo test lint install clean system-deps
 
 # torch first, pinned: on CPU machines an unpinned torch would pull gigabytes of CUDA packages.
 # A user with CUDA can pre-install their own torch in .venv; the range in pyproject accepts it.
@@ -20,6 +20,12 @@ demo: $(VENV)/.installed
 	$(BIN)/python -m tuneloop.demo_data examples/data/brambleway
 	$(BIN)/tuneloop models pull smollm2-135m-instruct
 	$(BIN)/tuneloop run examples/quickstart.yaml --overwrite
+
+# The feedback loop end to end: serve the quickstart, scripted users correct it, retrain, gate, promote
+# (docs/feedback-loop.md). Trains the quickstart first when runs/quickstart holds none.
+loop-demo: $(VENV)/.installed
+	$(BIN)/tuneloop models pull smollm2-135m-instruct
+	$(BIN)/python -m tuneloop.feedback.demo
 
 test: $(VENV)/.installed system-deps
 	$(BIN)/python -m pytest -q

@@ -213,6 +213,51 @@ def retrain(
         if decision["decision"] == "promote" else f"rejected: the served run stays ({out}/promotion.json)")
 
 
+ServerOption = Annotated[str, typer.Option(help="The tuneloop server, e.g. http://127.0.0.1:8000.")]
+ApiKeyFileOption = Annotated[Path | None, typer.Option(help="A file whose first line is an API key of the server.")]
+
+
+@app.command()
+def promote(
+    run_dir: Annotated[Path, typer.Argument(help="A retrained run whose promotion.json says promote.")],
+    server: ServerOption,
+    model: Annotated[str | None, typer.Option(help="The model id to swap (default: the served run's directory "
+                                                   "name, from promotion.json).")] = None,
+    api_key_file: ApiKeyFileOption = None,
+    force: Annotated[bool, typer.Option(help="Promote even though the gate rejected the run.")] = False,
+) -> None:
+    """Swap the served weights of a model id for this run's, with no dropped request (rollback undoes it)."""
+    from tuneloop.feedback.promote import promote as promote_run
+    from tuneloop.feedback.promote import read_api_key
+    from tuneloop.feedback.retrain import read_promotion
+
+    model = model or Path(read_promotion(run_dir)["served"]).name
+    answer = promote_run(run_dir, server, model, read_api_key(api_key_file), force)
+    say(f"promoted {run_dir} as {model}: weights {answer.get('previous_version')} -> {answer.get('version')} "
+        f"(undo: `tuneloop rollback --server {server} --model {model}`)")
+
+
+@app.command()
+def rollback(server: ServerOption, model: Annotated[str, typer.Option(help="The model id to roll back.")],
+             api_key_file: ApiKeyFileOption = None) -> None:
+    """Serve the weights a model id had before its last promotion."""
+    from tuneloop.feedback.promote import read_api_key
+    from tuneloop.feedback.promote import rollback as rollback_model
+
+    answer = rollback_model(server, model, read_api_key(api_key_file))
+    say(f"rolled {model} back: weights {answer.get('previous_version')} -> {answer.get('version')} "
+        f"({answer.get('run_dir')})")
+
+
+@app.command()
+def loop(config: Annotated[Path, typer.Argument(help="A loop config (see examples/loop.yaml).")]) -> None:
+    """Run the feedback loop unattended: on enough new feedback, export, retrain, gate and promote; repeat."""
+    from tuneloop.feedback.loop import load_loop_config, run_loop
+
+    state = run_loop(load_loop_config(config), console_print=say)
+    say(f"loop: {len(state['cycles'])} cycle(s); in service: {state['served']}")
+
+
 def _next_free(stem: Path) -> Path:
     index = 1
     while Path(f"{stem}-{index}").exists():
