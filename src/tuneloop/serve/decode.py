@@ -164,11 +164,13 @@ def sample(logits: torch.Tensor, rows: list[Row]) -> list[int]:
 def keep_rows(batch: Batch, keep: list[int]) -> None:
     """Drop the other rows from the batch and trim the padding columns no remaining row needs."""
     if len(keep) != len(batch.rows):
-        index = torch.tensor(keep, device=batch.mask.device)
+        index = torch.tensor(keep, dtype=torch.long, device=batch.mask.device)
         batch.cache.batch_select_indices(index)
         batch.mask = batch.mask[index]
         batch.positions = batch.positions[index]
         batch.rows = [batch.rows[i] for i in keep]
+    if not keep:
+        return
     used = batch.mask.any(dim=0).nonzero()
     start = int(used[0]) if len(used) else 0
     if start > 0:

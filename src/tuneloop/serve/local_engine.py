@@ -171,6 +171,7 @@ class LocalEngine:
 
     # -- generation ------------------------------------------------------------------------------------------
     async def start(self) -> None:
+        self._stopping = False
         self._thread = threading.Thread(target=self._work, name="tuneloop-engine", daemon=True)
         self._thread.start()
 
@@ -273,6 +274,8 @@ class LocalEngine:
         in_use |= {served.adapter_name for served in self._served.values()}
         for name in list(group.retired - in_use):
             if len(group.model.peft_config) > 1:
+                if name == group.model.active_adapter:  # PEFT needs some other adapter active first
+                    group.model.set_adapter(next(other for other in group.model.peft_config if other != name))
                 group.model.delete_adapter(name)
             group.retired.discard(name)
 
