@@ -27,10 +27,24 @@ from tuneloop.errors import TuneloopError
 from tuneloop.serve import auth
 from tuneloop.serve.engine import Engine, Finished, GenerationRequest, TextDelta
 from tuneloop.serve.metrics import ServeMetrics
-from tuneloop.serve.protocol import (APIError, AssistantMessage, ChatChoice, ChatCompletionChunk,
-                                     ChatCompletionRequest, ChatCompletionResponse, ChunkChoice, CompletionChoice,
-                                     CompletionRequest, CompletionResponse, DeltaMessage, FeedbackRequest, ModelCard,
-                                     ModelList, SamplingFields, Usage)
+from tuneloop.serve.protocol import (
+    APIError,
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChunkChoice,
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    DeltaMessage,
+    FeedbackRequest,
+    ModelCard,
+    ModelList,
+    SamplingFields,
+    Usage,
+)
 from tuneloop.serve.routing import Router, hash_user
 from tuneloop.serve.store import Store, UnknownRequest, utcnow
 

@@ -15,7 +15,8 @@ class ServeMetrics:
     def __init__(self):
         self.registry = CollectorRegistry()
         labels = ("model", "variant")
-        self.requests = Counter("tuneloop_requests", "Requests received (answered or refused)", labels, registry=self.registry)
+        self.requests = Counter("tuneloop_requests", "Requests received (answered or refused)", labels,
+                                registry=self.registry)
         self.errors = Counter("tuneloop_request_errors", "Requests answered with an error", (*labels, "status"),
                               registry=self.registry)
         self.latency = Histogram("tuneloop_request_latency_seconds", "Time from request to last token", labels,

@@ -262,7 +262,8 @@ def _preferences(answered: list[dict], feedback: list[dict]) -> str:
         return ""
     rows = "".join(f"<tr><td>{escape(str(n))}</td><td class=n>{games[n]}</td><td class=n>{wins[n]}</td></tr>"
                    for n in sorted(games, key=str))
-    return f"<h3>Pairwise preferences</h3><table><tr><th>variant</th><th>compared</th><th>preferred</th></tr>{rows}</table>"
+    return ("<h3>Pairwise preferences</h3><table><tr><th>variant</th><th>compared</th><th>preferred</th></tr>"
+            f"{rows}</table>")
 
 
 def _drift(answered: list[dict], threshold: float, alerts: list[str]) -> str:
@@ -340,7 +341,8 @@ def _thumbs_down(answered: list[dict], feedback: list[dict], shown: int = 10) ->
     rows = "".join(
         f"<tr><td class=n>{len(hits)}</td><td><span class=ex>{escape(prompt[:300])}</span></td>"
         f"<td>{escape(', '.join(sorted({str(h['variant']) for h in hits})))}</td><td><span class=ex>"
-        f"{escape((hits[-1]['reply'] or '')[:300])}</span></td><td>{escape(corrections.get(prompt, '')[:300])}</td></tr>"
+        f"{escape((hits[-1]['reply'] or '')[:300])}</span></td>"
+        f"<td>{escape(corrections.get(prompt, '')[:300])}</td></tr>"
         for prompt, hits in ranked)
     return ("<h2>Most thumbs-down prompts</h2><table><tr><th>downs</th><th>prompt</th><th>variants</th>"
             f"<th>last reply</th><th>correction</th></tr>{rows}</table>")

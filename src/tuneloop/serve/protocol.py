@@ -122,7 +122,7 @@ class CompletionRequest(SamplingFields):
 
 
 class FeedbackRequest(_Lenient):
-    """A rating of one reply ({id, rating, correction?, comment?}) or a preference between two ({id_a, id_b, preferred})."""
+    """A rating of one reply ({id, rating, correction?, comment?}), or a preference ({id_a, id_b, preferred})."""
 
     id: str | None = None
     rating: Literal["up", "down"] | int | None = None
@@ -138,7 +138,8 @@ class FeedbackRequest(_Lenient):
         pairwise = self.id_a is not None or self.id_b is not None
         if pairwise:
             if not (self.id_a and self.id_b and self.preferred):
-                raise ValueError("pairwise feedback needs id_a, id_b and preferred ('a', 'b', 'tie', or one of the ids)")
+                raise ValueError("pairwise feedback needs id_a, id_b and preferred ('a', 'b', 'tie' or one of the "
+                                 "ids)")
             if self.preferred not in ("a", "b", "tie", self.id_a, self.id_b):
                 raise ValueError(f"preferred must be 'a', 'b', 'tie', {self.id_a!r} or {self.id_b!r}")
             if self.id is not None or self.rating is not None:
