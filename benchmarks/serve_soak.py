@@ -56,12 +56,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=12)
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the server")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--keep", type=Path, help="make the runs and the store here and keep them (for monitor)")
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     src = Path(__file__).resolve().parents[1] / "src"
     os.environ["PYTHONPATH"] = f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
+        root = args.keep or Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
         runs = [adapter_run(root, "soak-a", 1), adapter_run(root, "soak-b", 2)]
         port = free_port()
         url = f"http://127.0.0.1:{port}"

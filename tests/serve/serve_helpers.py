@@ -60,7 +60,9 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         environment = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-                       "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+                       "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                       # One thread: the tiny model gains nothing from more, and a busy machine loses a lot.
+                       "OMP_NUM_THREADS": "1", **(env or {})}
         self.handle = log.open("ab")
         self.process = subprocess.Popen([sys.executable, "-m", "tuneloop.cli", "serve", *args, "--port",
                                          str(self.port)], stdout=self.handle, stderr=subprocess.STDOUT,

@@ -181,5 +181,7 @@ def test_metrics_parse_with_prometheus_parser(served):
 def test_split_records_the_sticky_variant(served):
     client, state = served
     for user in ("u1", "u2", "u3", "u4"):
-        variants = {stored(state, chat(client, model="bot", user=user).json()["id"]).variant for _ in range(2)}
-        assert variants == {state.router.route("bot", user)}
+        responses = [chat(client, model="bot", user=user) for _ in range(2)]
+        variants = {stored(state, r.json()["id"]).variant for r in responses}
+        assert variants == {state.router.route("bot", user)} == {r.headers["x-tuneloop-variant"] for r in responses}
+        assert all(r.json()["model"] == "bot" for r in responses)

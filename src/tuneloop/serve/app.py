@@ -13,7 +13,7 @@ import json
 import logging
 import time
 import uuid
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
@@ -49,6 +49,7 @@ from tuneloop.serve.routing import Router, hash_user
 from tuneloop.serve.store import Store, UnknownRequest, utcnow
 
 log = logging.getLogger("tuneloop.serve")
+VARIANT_HEADER = "x-tuneloop-variant"  # the model id that answered (the body's `model` is the name asked for)
 
 
 @dataclass
@@ -245,6 +246,7 @@ class _Call:
     messages: list[dict] | None = None
     prompt: str | None = None
     ttft: float | None = None
+    max_tokens: int | None = None  # as applied (the request's, or the server's default)
 
 
 async def answer(state: ServeState, request: Request, model, kind: str):
@@ -258,18 +260,23 @@ async def answer(state: ServeState, request: Request, model, kind: str):
     state.in_flight += 1
     if call.body.stream:
         return StreamingResponse(stream(state, call, generation), media_type="text/event-stream",
-                                 headers={"cache-control": "no-cache"})
+                                 headers={"cache-control": "no-cache", VARIANT_HEADER: call.model_id})
     try:
         finished = None
-        async for event in state.engine.generate(generation):
-            if call.ttft is None:
-                call.ttft = time.perf_counter() - call.started
-            if isinstance(event, Finished):
-                finished = event
+        async with aclosing(state.engine.generate(generation)) as events:  # a cancelled request frees its row
+            async for event in events:
+                if call.ttft is None:
+                    call.ttft = time.perf_counter() - call.started
+                if isinstance(event, Finished):
+                    finished = event
         await store_answer(state, call, finished)
+    except TuneloopError as exc:  # the engine failed (an upstream down, out of memory): a 500 that says so
+        failure = APIError(500, str(exc), code="engine_error")
+        await refuse(state, call, failure)
+        raise failure from None
     finally:
         state.in_flight -= 1
-    return JSONResponse(response_body(call, finished))
+    return JSONResponse(response_body(call, finished), headers={VARIANT_HEADER: call.model_id})
 
 
 def prepare(state: ServeState, call: _Call) -> GenerationRequest:
@@ -282,7 +289,7 @@ def prepare(state: ServeState, call: _Call) -> GenerationRequest:
     if state.in_flight >= limits.max_concurrent:
         raise APIError(429, f"the server is answering its limit of {limits.max_concurrent} concurrent requests "
                        "(--max-concurrent); retry shortly with backoff", code="too_many_requests")
-    max_tokens = body.max_tokens or min(limits.default_max_tokens, limits.max_tokens)
+    max_tokens = call.max_tokens = body.max_tokens or min(limits.default_max_tokens, limits.max_tokens)
     if max_tokens > limits.max_tokens:
         raise APIError(400, f"max_tokens is {max_tokens}, above this server's limit of {limits.max_tokens} "
                        "(--max-tokens); ask for fewer", "max_tokens")
@@ -316,18 +323,19 @@ async def stream(state: ServeState, call: _Call, generation: GenerationRequest):
             yield sse(chunk(call, DeltaMessage(role="assistant", content="")))
         finished = None
         try:
-            async for event in state.engine.generate(generation):
-                if call.ttft is None:
-                    call.ttft = time.perf_counter() - call.started
-                if isinstance(event, TextDelta) and event.text:
-                    yield sse(chunk(call, DeltaMessage(content=event.text)) if call.kind == "chat"
-                              else completion_chunk(call, event.text, None))
-                elif isinstance(event, Finished):
-                    finished = event
+            async with aclosing(state.engine.generate(generation)) as events:  # a client that leaves frees its row
+                async for event in events:
+                    if call.ttft is None:
+                        call.ttft = time.perf_counter() - call.started
+                    if isinstance(event, TextDelta) and event.text:
+                        yield sse(chunk(call, DeltaMessage(content=event.text)) if call.kind == "chat"
+                                  else completion_chunk(call, event.text, None))
+                    elif isinstance(event, Finished):
+                        finished = event
             await store_answer(state, call, finished)
-        except TuneloopError as exc:
-            log.error("generation failed: %s", exc)
-            yield sse(APIError(500, str(exc)).body())
+        except Exception as exc:  # the status line is sent already: end the stream with an error, never [DONE]
+            log.error("stream %s failed: %s: %s", call.id, type(exc).__name__, exc)
+            yield sse(APIError(500, f"the reply could not be finished or stored: {exc}").body())
             return
         last = (chunk(call, DeltaMessage(), finished.finish_reason) if call.kind == "chat"
                 else completion_chunk(call, "", finished.finish_reason))
@@ -388,7 +396,7 @@ async def store_answer(state: ServeState, call: _Call, finished: Finished) -> No
         base_model=info.base if info else None, adapter=str(info.adapter) if info and info.adapter else None,
         adapter_version=info.version if info else None, user_hash=hash_user(body.user), messages=call.messages,
         prompt=call.prompt, params={"temperature": body.temperature, "top_p": body.top_p,
-                                    "max_tokens": body.max_tokens, "stop": body.stop, "seed": body.seed,
+                                    "max_tokens": call.max_tokens, "stop": body.stop, "seed": body.seed,
                                     "stream": body.stream},
         reply=finished.text, finish_reason=finished.finish_reason, prompt_tokens=finished.prompt_tokens,
         completion_tokens=finished.completion_tokens, latency_s=latency, ttft_s=call.ttft, status=200)

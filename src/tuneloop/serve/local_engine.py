@@ -163,7 +163,13 @@ class LocalEngine:
 
             raise APIError(400, f"the model '{model_id}' has no chat template (a base-model run trained on plain "
                            "text); use /v1/completions with a prompt instead", "messages")
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        try:
+            text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        except Exception as exc:  # jinja's TemplateError: e.g. a template that insists roles alternate
+            from tuneloop.serve.protocol import APIError
+
+            raise APIError(400, f"messages: the chat template of '{model_id}' rejects them ({exc}); check the "
+                           "roles and their order", "messages") from None
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def encode_text(self, model_id: str, text: str) -> list[int]:
