@@ -85,7 +85,7 @@ class ServerProcess:
         self.process.wait(10)
         self.handle.close()
 
-    def stop(self) -> None:
+    def stop(self) -> None:  # also fine after kill9
         if self.process.poll() is None:
             self.process.terminate()
             try:

@@ -1,4 +1,7 @@
-"""kill -9 under load, then restart: every reply that got a 200 and every feedback that got a 201 is stored."""
+"""kill -9 under load, then restart: every reply that got a 200 and every feedback that got a 201 is stored.
+
+The SQLite case runs last in test_openai_client.py, on that module's server, to spare one server start.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ from serve_helpers import PROMPTS, ServerProcess
 from tuneloop.serve.store import read_tables
 
 
-def load_then_kill(server: ServerProcess, requests: int = 48, clients: int = 12, kill_after: int = 8):
+def load_then_kill(server: ServerProcess, requests: int = 40, clients: int = 10, kill_after: int = 6,
+                   headers: dict | None = None):
     """Fire concurrent chats (each 200 followed by a feedback), SIGKILL the server mid-load; what was acknowledged."""
     answered: list[str] = []
     rated: list[str] = []
@@ -20,14 +24,14 @@ def load_then_kill(server: ServerProcess, requests: int = 48, clients: int = 12,
 
     def one(index: int) -> None:
         try:
-            reply = httpx.post(server.url + "/v1/chat/completions", timeout=60, json={
+            reply = httpx.post(server.url + "/v1/chat/completions", timeout=60, headers=headers, json={
                 "model": "alpha", "messages": [{"role": "user", "content": PROMPTS[index % len(PROMPTS)]}],
                 "max_tokens": 12 + index % 12, "temperature": 0.7, "user": f"user{index}"})
             if reply.status_code != 200:
                 return
             with lock:
                 answered.append(reply.json()["id"])
-            feedback = httpx.post(server.url + "/v1/feedback", timeout=60,
+            feedback = httpx.post(server.url + "/v1/feedback", timeout=60, headers=headers,
                                   json={"id": reply.json()["id"], "rating": "up" if index % 2 else "down"})
             if feedback.status_code == 201:
                 with lock:
@@ -48,25 +52,13 @@ def load_then_kill(server: ServerProcess, requests: int = 48, clients: int = 12,
 
 
 def check_nothing_acknowledged_is_lost(url: str, answered: list[str], rated: list[str], unfinished: int) -> None:
-    assert len(rated) >= 8 and unfinished > 0  # the kill really came under load
+    assert len(rated) >= 6 and unfinished > 0  # the kill really came under load
     requests, feedback = read_tables(url)
     stored = {row["id"]: row for row in requests}
     assert not [request_id for request_id in answered if request_id not in stored]
     assert all(stored[request_id]["status"] == 200 and stored[request_id]["reply"] is not None
                for request_id in answered)
     assert set(rated) <= {row["request_id"] for row in feedback}
-
-
-def test_sqlite_kill9_then_restart(adapter_runs, tmp_path):
-    store = tmp_path / "serve.db"
-    args = [str(adapter_runs["alpha"]), "--store", str(store)]
-    answered, rated, unfinished = load_then_kill(ServerProcess(args, tmp_path / "server.log"))
-    restarted = ServerProcess(args, tmp_path / "server.log")
-    try:  # the restarted server opens the store and takes feedback on replies given before the kill
-        assert httpx.post(restarted.url + "/v1/feedback", json={"id": answered[0], "rating": 5}).status_code == 201
-    finally:
-        restarted.stop()
-    check_nothing_acknowledged_is_lost(f"sqlite:///{store}", answered, rated, unfinished)
 
 
 def test_postgresql_kill9(adapter_runs, tmp_path, postgres_url):

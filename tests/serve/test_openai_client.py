@@ -6,23 +6,30 @@ import httpx
 import openai
 import pytest
 from serve_helpers import ServerProcess
+from test_durability import check_nothing_acknowledged_is_lost, load_then_kill
+
+KEY = "sk-test-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
 def server(adapter_runs, tmp_path_factory):
     root = tmp_path_factory.mktemp("client")
     keys = root / "keys.txt"
-    keys.write_text("# test keys\nsk-test-0123456789abcdef\n")
-    process = ServerProcess([str(adapter_runs["alpha"]), str(adapter_runs["beta"]), "--split", "bot=alpha:50,beta:50",
-                             "--store", str(root / "serve.db"), "--api-key-file", str(keys),
-                             "--default-max-tokens", "8"], root / "server.log")
+    keys.write_text(f"# test keys\n{KEY}\n")
+    process = ServerProcess(server_args(adapter_runs, root), root / "server.log")
+    process.store = root / "serve.db"
     yield process
     process.stop()
 
 
+def server_args(adapter_runs, root) -> list[str]:
+    return [str(adapter_runs["alpha"]), str(adapter_runs["beta"]), "--split", "bot=alpha:50,beta:50",
+            "--store", str(root / "serve.db"), "--api-key-file", str(root / "keys.txt"), "--default-max-tokens", "8"]
+
+
 @pytest.fixture(scope="module")
 def client(server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="sk-test-0123456789abcdef", max_retries=0)
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0)
 
 
 def test_models_list(client, tiny_model_dir):
@@ -78,3 +85,16 @@ def test_errors_reach_the_client_in_openai_shape(client, server):
     assert httpx.get(server.url + "/health").status_code == 200
     log = server.log.read_text()
     assert "Traceback" not in log, log
+
+
+def test_sqlite_kill9_under_load_then_restart_loses_nothing_acknowledged(server, adapter_runs):
+    """Last in this module: it kills the module's server (kill -9 under load), then starts it again."""
+    headers = {"authorization": f"Bearer {KEY}"}
+    answered, rated, unfinished = load_then_kill(server, headers=headers)
+    restarted = ServerProcess(server_args(adapter_runs, server.store.parent), server.log)
+    try:  # the restarted server opens the store and takes feedback on replies given before the kill
+        assert httpx.post(restarted.url + "/v1/feedback", headers=headers,
+                          json={"id": answered[0], "rating": 5}).status_code == 201
+    finally:
+        restarted.stop()
+    check_nothing_acknowledged_is_lost(f"sqlite:///{server.store}", answered, rated, unfinished)
