@@ -9,6 +9,7 @@ import httpx
 from fastapi.testclient import TestClient
 
 from tuneloop.serve.app import Limits, create_app
+from tuneloop.serve.proxy_engine import ProxyEngine
 from tuneloop.serve.server import ServeOptions, build_state
 from tuneloop.serve.store import read_tables
 
@@ -40,6 +41,11 @@ def test_proxy_engine_forwards_to_another_tuneloop_server(adapter_runs, tmp_path
             assert client.post("/v1/feedback", json={"id": body["id"], "rating": "up"}).status_code == 201
             models = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
             assert models["alpha"]["parent"] == upstream.engine.models()["alpha"].base
+        # Without run directories the proxy serves what the upstream lists.
+        bare = ProxyEngine("http://upstream", transport=httpx.ASGITransport(app=create_app(upstream)))
+        asyncio.run(bare.start())
+        assert set(bare.models()) == {"alpha", "beta"}
+        asyncio.run(bare.stop())
     finally:
         asyncio.run(upstream.engine.stop())
     requests, feedback = read_tables(f"sqlite:///{store}")
