@@ -144,6 +144,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
     parser.add_argument("--transformers-cb", action="store_true", help="also transformers serve --continuous-batching")
+    parser.add_argument("--skip-transformers-default", action="store_true",
+                        help="leave out transformers serve's default mode (with --transformers-cb: only that mode)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads per server (OMP_NUM_THREADS); on a shared, oversubscribed machine 1 is "
                              "fastest: measured here, 16 tokens took 29 s with 2 threads and 2.6 s with 1")
@@ -179,8 +181,8 @@ def main() -> None:
             print("tuneloop one at a time", results["tuneloop_sequential"], flush=True)
         finally:
             stop(server)
-        variants = [("transformers_serve", [])] + ([("transformers_serve_cb", ["--continuous-batching"])]
-                                                   if args.transformers_cb else [])
+        variants = ([] if args.skip_transformers_default else [("transformers_serve", [])]) + (
+            [("transformers_serve_cb", ["--continuous-batching"])] if args.transformers_cb else [])
         for key, extra in variants:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
