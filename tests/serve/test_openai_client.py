@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import openai
 import pytest
@@ -85,6 +87,18 @@ def test_errors_reach_the_client_in_openai_shape(client, server):
     assert httpx.get(server.url + "/health").status_code == 200
     log = server.log.read_text()
     assert "Traceback" not in log, log
+
+
+def test_a_client_leaving_mid_stream_frees_its_slot(server):
+    headers = {"authorization": f"Bearer {KEY}"}
+    with httpx.stream("POST", server.url + "/v1/chat/completions", headers=headers, timeout=30, json={
+            "model": "alpha", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 200, "stream": True,
+            "temperature": 1.0, "stop": []}) as response:
+        next(response.iter_lines())  # the first event, then hang up
+    deadline = time.monotonic() + 10
+    while httpx.get(server.url + "/health").json()["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert httpx.get(server.url + "/health").json()["in_flight"] == 0
 
 
 def test_sqlite_kill9_under_load_then_restart_loses_nothing_acknowledged(server, adapter_runs):

@@ -185,7 +185,7 @@ def create_app(state: ServeState) -> FastAPI:
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "models": sorted(state.router.names())}
+        return {"status": "ok", "models": sorted(state.router.names()), "in_flight": state.in_flight}
 
     @app.get("/metrics")
     async def metrics():
@@ -259,8 +259,8 @@ async def answer(state: ServeState, request: Request, model, kind: str):
         raise
     state.in_flight += 1
     if call.body.stream:
-        return StreamingResponse(stream(state, call, generation), media_type="text/event-stream",
-                                 headers={"cache-control": "no-cache", VARIANT_HEADER: call.model_id})
+        return CountedStream(state, stream(state, call, generation), media_type="text/event-stream",
+                             headers={"cache-control": "no-cache", VARIANT_HEADER: call.model_id})
     try:
         finished = None
         async with aclosing(state.engine.generate(generation)) as events:  # a cancelled request frees its row
@@ -316,38 +316,51 @@ def prepare(state: ServeState, call: _Call) -> GenerationRequest:
                              list(body.stop or []), body.seed, call.messages, call.prompt)
 
 
+class CountedStream(StreamingResponse):
+    """A stream that frees its concurrency slot and its engine row however it ends: done, failed, or the client
+    gone (even before the first byte), by closing the event generator instead of leaving that to the GC."""
+
+    def __init__(self, state: ServeState, events, **kwargs):
+        super().__init__(events, **kwargs)
+        self.state, self.events = state, events
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.events.aclose()
+            self.state.in_flight -= 1
+
+
 async def stream(state: ServeState, call: _Call, generation: GenerationRequest):
     """Server-sent events: a role chunk, text deltas, then (once stored) the finish chunk, usage and [DONE]."""
+    if call.kind == "chat":
+        yield sse(chunk(call, DeltaMessage(role="assistant", content="")))
+    finished = None
     try:
-        if call.kind == "chat":
-            yield sse(chunk(call, DeltaMessage(role="assistant", content="")))
-        finished = None
-        try:
-            async with aclosing(state.engine.generate(generation)) as events:  # a client that leaves frees its row
-                async for event in events:
-                    if call.ttft is None:
-                        call.ttft = time.perf_counter() - call.started
-                    if isinstance(event, TextDelta) and event.text:
-                        yield sse(chunk(call, DeltaMessage(content=event.text)) if call.kind == "chat"
-                                  else completion_chunk(call, event.text, None))
-                    elif isinstance(event, Finished):
-                        finished = event
-            await store_answer(state, call, finished)
-        except Exception as exc:  # the status line is sent already: end the stream with an error, never [DONE]
-            log.error("stream %s failed: %s: %s", call.id, type(exc).__name__, exc)
-            yield sse(APIError(500, f"the reply could not be finished or stored: {exc}").body())
-            return
-        last = (chunk(call, DeltaMessage(), finished.finish_reason) if call.kind == "chat"
-                else completion_chunk(call, "", finished.finish_reason))
-        yield sse(last)
-        if call.body.include_usage():
-            usage = usage_of(finished)
-            yield sse(ChatCompletionChunk(id=call.id, model=call.body.model, choices=[], usage=usage).model_dump()
-                      if call.kind == "chat" else
-                      CompletionResponse(id=call.id, model=call.body.model, choices=[], usage=usage).model_dump())
-        yield "data: [DONE]\n\n"
-    finally:
-        state.in_flight -= 1
+        async with aclosing(state.engine.generate(generation)) as events:  # a client that leaves frees its row
+            async for event in events:
+                if call.ttft is None:
+                    call.ttft = time.perf_counter() - call.started
+                if isinstance(event, TextDelta) and event.text:
+                    yield sse(chunk(call, DeltaMessage(content=event.text)) if call.kind == "chat"
+                              else completion_chunk(call, event.text, None))
+                elif isinstance(event, Finished):
+                    finished = event
+        await store_answer(state, call, finished)
+    except Exception as exc:  # the status line is sent already: end the stream with an error, never [DONE]
+        log.error("stream %s failed: %s: %s", call.id, type(exc).__name__, exc)
+        yield sse(APIError(500, f"the reply could not be finished or stored: {exc}").body())
+        return
+    last = (chunk(call, DeltaMessage(), finished.finish_reason) if call.kind == "chat"
+            else completion_chunk(call, "", finished.finish_reason))
+    yield sse(last)
+    if call.body.include_usage():
+        usage = usage_of(finished)
+        yield sse(ChatCompletionChunk(id=call.id, model=call.body.model, choices=[], usage=usage).model_dump()
+                  if call.kind == "chat" else
+                  CompletionResponse(id=call.id, model=call.body.model, choices=[], usage=usage).model_dump())
+    yield "data: [DONE]\n\n"
 
 
 def sse(payload: dict) -> str:
