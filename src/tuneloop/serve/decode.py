@@ -38,7 +38,7 @@ class Row:
     pending: int | None = None  # the last sampled token, fed to the model in the next step
     generator: torch.Generator | None = None
 
-    def seed_generator(self, device: str) -> None:
+    def seed_generator(self, device: torch.device) -> None:
         if self.request.temperature > 0:
             self.generator = torch.Generator(device=device)
             if self.request.seed is not None:
@@ -127,7 +127,7 @@ def prefill(model, rows: list[Row], pad_id: int, device: str, peft: bool) -> tup
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     logits, cache = _forward(model, ids, mask, positions, DynamicCache(), rows, peft)
     for row in rows:
-        row.seed_generator(device)
+        row.seed_generator(ids.device)  # the logits' device, index included (cuda:0), as multinomial needs
     return Batch(rows, cache, mask, positions[:, -1] + 1), logits
 
 
@@ -156,8 +156,7 @@ def sample(logits: torch.Tensor, rows: list[Row]) -> list[int]:
             scores = scores.clone()
             scores[order[drop]] = float("-inf")
         probabilities = scores.softmax(-1)
-        generator = row.generator if row.generator is not None and row.generator.device == logits.device else None
-        tokens[index] = int(torch.multinomial(probabilities, 1, generator=generator))
+        tokens[index] = int(torch.multinomial(probabilities, 1, generator=row.generator))
     return tokens
 
 
