@@ -15,6 +15,7 @@ import typer
 from tuneloop.data.commands import data_app
 from tuneloop.errors import TuneloopError
 from tuneloop.feedback.commands import feedback_app
+from tuneloop.serve.commands import monitor_command, serve_command
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenizers' fork warning adds nothing here
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -31,6 +32,8 @@ models_app = typer.Typer(help="The default models: list, pull (install and impor
 app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
 app.add_typer(feedback_app, name="feedback")
+app.command("serve")(serve_command)
+app.command("monitor")(monitor_command)
 
 SetOption = Annotated[
     list[str] | None,

@@ -1,0 +1,206 @@
+"""The request and feedback store: SQLAlchemy models, migrations at open, and the writes the server makes.
+
+One row per request (prompt messages, reply, which model id, run, adapter version and A/B variant answered,
+token counts, latency, status) and one per piece of feedback (a rating, correction or comment on one reply, or
+a preference between two). SQLite by default (WAL, synchronous=FULL: a committed row survives a killed
+process and a power cut), PostgreSQL for several server processes. Every write commits before the server
+answers, so whatever a client saw acknowledged is in the store. PII is redacted before writing unless the
+server runs with --store-raw. The next stage of the loop (feedback export) reads these tables as training data.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from tuneloop.errors import ConfigError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class RequestRow(Base):
+    __tablename__ = "requests"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # chatcmpl-... / cmpl-..., the response id
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    endpoint: Mapped[str] = mapped_column(String(16))  # chat | completion
+    model: Mapped[str | None] = mapped_column(String(200), index=True)  # the name the client asked for
+    variant: Mapped[str | None] = mapped_column(String(200), index=True)  # the model id that answered
+    run_dir: Mapped[str | None] = mapped_column(Text)
+    base_model: Mapped[str | None] = mapped_column(Text)
+    adapter: Mapped[str | None] = mapped_column(Text)
+    adapter_version: Mapped[str | None] = mapped_column(String(64))  # sha256 prefix of the weights
+    user_hash: Mapped[str | None] = mapped_column(String(64))
+    messages: Mapped[list | None] = mapped_column(JSON)  # chat: the prompt messages
+    prompt: Mapped[str | None] = mapped_column(Text)  # completion: the prompt text
+    params: Mapped[dict | None] = mapped_column(JSON)  # temperature, top_p, max_tokens, stop, seed, stream
+    reply: Mapped[str | None] = mapped_column(Text)
+    finish_reason: Mapped[str | None] = mapped_column(String(16))
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    latency_s: Mapped[float | None] = mapped_column(Float)
+    ttft_s: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[int] = mapped_column(Integer, default=200)  # the HTTP status the client got
+    error: Mapped[str | None] = mapped_column(Text)
+    redacted: Mapped[bool] = mapped_column(Boolean, default=True)
+    pii: Mapped[dict | None] = mapped_column(JSON)  # {kind: count} found (and replaced unless raw)
+
+
+class FeedbackRow(Base):
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # rating | pairwise
+    request_id: Mapped[str] = mapped_column(ForeignKey("requests.id"), index=True)  # the rated reply, or id_a
+    other_request_id: Mapped[str | None] = mapped_column(ForeignKey("requests.id"))  # pairwise: id_b
+    preferred_request_id: Mapped[str | None] = mapped_column(String(64))  # pairwise: the winner; None for a tie
+    rating: Mapped[str | None] = mapped_column(String(8))  # up | down | 1..5 as sent
+    score: Mapped[float | None] = mapped_column(Float)  # the rating on [0, 1]
+    correction: Mapped[str | None] = mapped_column(Text)  # the reply the user wanted instead
+    comment: Mapped[str | None] = mapped_column(Text)
+    user_hash: Mapped[str | None] = mapped_column(String(64))
+
+
+def store_url(value: str | None, default_dir: Path) -> str:
+    """A SQLAlchemy URL from --store: a URL as given, a file path as SQLite, nothing as serve.db in default_dir."""
+    if not value:
+        return f"sqlite:///{(default_dir / 'serve.db').resolve()}"
+    if "://" in value:
+        return value
+    return f"sqlite:///{Path(value).resolve()}"
+
+
+def open_engine(url: str):
+    """A SQLAlchemy engine with the store's SQLite settings, and the schema migrated to the newest version."""
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        engine = create_engine(url, pool_pre_ping=True, **({"pool_size": 10, "max_overflow": 20}
+                                                            if url.startswith("postgresql") else {}))
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise ConfigError(f"--store {url!r}: {exc}. Use a file path (SQLite) or "
+                          "postgresql+psycopg://user:password@host/db.") from None
+    if engine.dialect.name == "sqlite":
+        Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_settings(connection, _record):
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")  # readers (monitor) never block the server's writes
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+    migrate(engine)
+    return engine
+
+
+def migrate(engine) -> None:
+    """Bring the schema to Alembic's head revision (creates the tables in an empty database)."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy.exc import OperationalError
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    except OperationalError as exc:
+        raise ConfigError(f"--store {engine.url.render_as_string(hide_password=True)}: cannot open the database: "
+                          f"{exc.orig}") from None
+
+
+def redact(text: str | None, counts: Counter, raw: bool) -> str | None:
+    """text with PII replaced (counted into counts); unchanged when raw, but still counted."""
+    from tuneloop.data.privacy import find_pii, redact_pii
+
+    if not text:
+        return text
+    if raw:
+        counts.update(f.kind for f in find_pii(text))
+        return text
+    redacted, findings = redact_pii(text)
+    counts.update(f.kind for f in findings)
+    return redacted
+
+
+class UnknownRequest(LookupError):
+    """Feedback named a response id that is not in the store."""
+
+
+class Store:
+    """The writes the server makes; each commits before it returns."""
+
+    def __init__(self, url: str, raw: bool = False):
+        self.url = url
+        self.raw = raw
+        self.engine = open_engine(url)
+
+    def record_request(self, **fields) -> None:
+        counts: Counter = Counter()
+        messages = fields.get("messages")
+        if messages:
+            fields["messages"] = [{**m, "content": redact(m.get("content"), counts, self.raw)} for m in messages]
+        fields["prompt"] = redact(fields.get("prompt"), counts, self.raw)
+        fields["reply"] = redact(fields.get("reply"), counts, self.raw)
+        with Session(self.engine) as session, session.begin():
+            session.add(RequestRow(redacted=not self.raw, pii=dict(counts) or None, **fields))
+
+    def record_feedback(self, kind: str, request_id: str, other_request_id: str | None = None, **fields) -> int:
+        """Insert one feedback row; UnknownRequest when a referenced response id is not stored."""
+        counts: Counter = Counter()
+        for key in ("correction", "comment"):
+            fields[key] = redact(fields.get(key), counts, self.raw)
+        with Session(self.engine) as session, session.begin():
+            wanted = {request_id} | ({other_request_id} if other_request_id else set())
+            found = set(session.scalars(select(RequestRow.id).where(RequestRow.id.in_(wanted))))
+            missing = sorted(wanted - found)
+            if missing:
+                raise UnknownRequest(missing[0])
+            row = FeedbackRow(kind=kind, request_id=request_id, other_request_id=other_request_id,
+                              created_at=utcnow(), **fields)
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def read_tables(url: str, since: datetime | None = None) -> tuple[list[dict], list[dict]]:
+    """All request rows and feedback rows (as dicts), optionally only those created at or after since."""
+    engine = open_engine(url)
+    try:
+        with Session(engine) as session:
+            requests = select(RequestRow).order_by(RequestRow.created_at)
+            feedback = select(FeedbackRow).order_by(FeedbackRow.created_at)
+            if since is not None:
+                requests = requests.where(RequestRow.created_at >= since)
+                feedback = feedback.where(FeedbackRow.created_at >= since)
+            return ([_as_dict(r) for r in session.scalars(requests)], [_as_dict(f) for f in session.scalars(feedback)])
+    finally:
+        engine.dispose()
+
+
+def _as_dict(row) -> dict:
+    values = {column.name: getattr(row, column.name) for column in row.__table__.columns}
+    for key, value in values.items():  # SQLite returns naive datetimes; everything is stored in UTC
+        if isinstance(value, datetime) and value.tzinfo is None:
+            values[key] = value.replace(tzinfo=timezone.utc)
+    return values
