@@ -72,6 +72,8 @@ class ServeState:
     key_hashes: list[bytes] = field(default_factory=list)
     metrics: ServeMetrics = field(default_factory=ServeMetrics)
     in_flight: int = 0
+    # model id -> what answered before each promotion, newest last (for rollback)
+    history: dict[str, list] = field(default_factory=dict)
 
 
 def new_request_id(path: str) -> str:
@@ -182,6 +184,10 @@ def create_app(state: ServeState) -> FastAPI:
     async def server_error(_request, exc: Exception):
         log.error("internal error: %s: %s", type(exc).__name__, exc, exc_info=not isinstance(exc, TuneloopError))
         return JSONResponse(APIError(500, f"internal error: {exc}").body(), 500)
+
+    from tuneloop.serve.admin import add_admin_routes
+
+    add_admin_routes(app, state)
 
     @app.get("/health")
     async def health():
@@ -401,7 +407,7 @@ async def store_answer(state: ServeState, call: _Call, finished: Finished) -> No
                            finished.completion_tokens)
     if state.store is None:
         return
-    info = state.engine.models().get(call.model_id)
+    info = finished.model or state.engine.models().get(call.model_id)
     body = call.body
     await asyncio.to_thread(
         state.store.record_request, id=call.id, created_at=call.created_at, finished_at=utcnow(), endpoint=call.kind,

@@ -41,6 +41,9 @@ class Finished:
     prompt_tokens: int
     completion_tokens: int
     text: str  # the whole reply, stop sequence removed
+    # The weights that answered, bound when the request was queued: a promotion during the request does not
+    # change it, so the store records the version that really wrote the reply.
+    model: LoadedModel | None = None
 
 
 @dataclass(frozen=True)

@@ -204,6 +204,8 @@ class LocalEngine:
                 event = await events.get()
                 if isinstance(event, Exception):
                     raise ModelError(f"generation failed for {request.model_id!r}: {event}")
+                if isinstance(event, Finished):
+                    event.model = served.info
                 yield event
                 if isinstance(event, Finished):
                     return

@@ -77,6 +77,7 @@ class ProxyEngine:
         if request.seed is not None:
             payload["seed"] = request.seed
         payload["messages" if chat else "prompt"] = request.messages if chat else request.prompt
+        bound = self._models.get(request.model_id)  # the weights that answer, as the store will record them
         parts: list[str] = []
         reason, usage = "stop", {}
         try:
@@ -104,4 +105,4 @@ class ProxyEngine:
         except httpx.HTTPError as exc:
             raise ModelError(f"the engine at {self.url} could not be reached: {exc}") from None
         yield Finished(reason, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
-                       "".join(parts))
+                       "".join(parts), bound)

@@ -37,7 +37,7 @@ class ServeOptions:
 def build_state(options: ServeOptions, say=print) -> ServeState:
     keys = auth.read_key_file(options.api_key_file) if options.api_key_file else []
     auth.check_binding(options.host, bool(keys), options.insecure_no_auth)
-    if not options.run_dirs and not options.engine_url:
+    if not (options.run_dirs or options.names or options.splits or options.engine_url):
         raise ConfigError("give at least one run directory to serve (tuneloop serve RUN_DIR ...), "
                           "or --engine URL to put tuneloop in front of another server")
     served, splits = plan_models(options.run_dirs, options.names, options.splits)
