@@ -109,3 +109,39 @@ def _adapter_tensors(adapter_dir):
     from safetensors.torch import load_file
 
     return load_file(str(adapter_dir / "adapter_model.safetensors"))
+
+
+def test_the_loop_waits_for_enough_feedback_then_runs_a_gated_cycle(tmp_path, served_run):
+    from tuneloop.feedback.loop import LoopSettings, run_loop
+    from tuneloop.serve.store import Store, utcnow
+
+    url = f"sqlite:///{tmp_path / 'serve.db'}"
+    store = Store(url)
+
+    def arrive(count: int) -> None:
+        for item in feedback_items()[:count]:
+            request_id = f"{item.request_id}-{utcnow().timestamp()}"
+            store.record_request(id=request_id, created_at=utcnow(), finished_at=utcnow(), endpoint="chat",
+                                 model="served", variant="served", messages=list(item.messages), reply=item.reply,
+                                 status=200)
+            store.record_feedback("rating", request_id, rating="down", correction=item.correction,
+                                  user_hash=item.user)
+
+    arrive(2)
+    naps = []
+
+    def sleep(seconds):  # the loop checks, finds too little, sleeps: more feedback arrives meanwhile
+        naps.append(seconds)
+        arrive(len(NEW_FACTS))
+
+    settings = LoopSettings(run=str(served_run.root), store=str(tmp_path / "serve.db"), min_feedback=6, every=5,
+                            cycles=1, holdout=0.25, set=["train.epochs=1", "tracking.backend=none"],
+                            out=str(tmp_path / "loop"))
+    state = run_loop(settings, console_print=lambda *_: None, sleep=sleep)
+    store.close()
+    assert naps == [5]
+    assert len(state["cycles"]) == 1 and state["cycles"][0]["decision"] in ("promote", "reject")
+    assert (tmp_path / "loop" / "cycle-1" / "promotion.json").is_file()
+    saved = read_json(tmp_path / "loop" / "loop.json")
+    assert saved["cycles"][0]["candidate"].endswith("cycle-1") and saved["since"]
+    assert "cycle-1/report.html" in (tmp_path / "loop" / "loop.html").read_text()
