@@ -81,7 +81,8 @@ def flatten_space(space: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"train": {"epochs": {"int": [1, 3]}}} -> {"train.epochs": {"int": [1, 3]}}; dotted keys pass through."""
     flat: dict[str, Any] = {}
     for key, value in space.items():
-        if isinstance(value, dict) and value and not any(k in KINDS for k in value):
+        nested = isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values())
+        if nested and not any(k in KINDS for k in value):
             flat.update(flatten_space(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value

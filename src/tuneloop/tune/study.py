@@ -232,7 +232,7 @@ def run_trials(plan: StudyPlan, trials: int | None = None, timeout: float | None
         said_waiting = False
         ran.clear()
         try:
-            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+            study.optimize(objective, n_trials=1, catch=(Exception,))
         except KeyboardInterrupt:
             ran["interrupted"] = True
         if ran.get("interrupted"):
@@ -257,7 +257,7 @@ def make_objective(plan: StudyPlan, study, folds: list[tuple[Path, Path]] | None
         ran["number"] = number
         values = suggest(trial, plan.params)
         trial.set_user_attr("run_dir", str(run_dir))
-        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         console_print(f"trial {number}: {describe_values(values)}")
         try:
             if folds:

@@ -1,20 +1,18 @@
-"""Fixtures for the search tests: a study config on the tiny Llama that trains a few steps per trial."""
+"""The search tests' config: a study on the tiny Llama (tests/conftest.py) that trains 4 steps per trial."""
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
-import pytest
 
-
-@pytest.fixture()
-def tune_raw(tiny_config, tmp_path) -> dict:
+def study_raw(tiny_config: dict, tmp_path: Path) -> dict:
     """A raw config with a search block: 4 steps per trial, an evaluation after every step, no checkpoints."""
     raw = copy.deepcopy(tiny_config)
     raw["output_dir"] = str(tmp_path / "study")
     raw["data"]["audit"] = {"enabled": False}  # the audit has its own tests; trials here stay fast
     raw["train"].update(max_steps=4, eval_every=1, save_every=1000, early_stopping_patience=None,
-                        trim_memory_every=None, learning_rate=1e-3)
+                        trim_memory_every=None, learning_rate=1e-3, warmup_ratio=0.0)
     raw["evaluate"].update(max_new_tokens=4, intervals=False)
     raw["search"] = {
         "trials": 3,
