@@ -117,3 +117,22 @@ def test_a_grid_enumerates_exactly_its_points(tmp_path):
     expected = {tuple(sorted({"train.lora.rank": r, "train.epochs": e}.items()))
                 for r, e in itertools.product([4, 8, 16], [1, 3])}
     assert len(seen) == 6 and set(seen) == expected
+
+
+def test_the_cli_reports_space_errors_and_run_says_it_ignores_the_search(tmp_path):
+    from conftest import write_config
+    from typer.testing import CliRunner
+
+    from tuneloop.cli import app
+    from tuneloop.errors import TuneloopError
+
+    runner = CliRunner()
+    bad = write_config(tmp_path / "bad.yaml", config_with({"train.lora.rank": {"choice": [0, 8]}}))
+    result = runner.invoke(app, ["validate", str(bad)])
+    assert isinstance(result.exception, ConfigError) and result.exception.exit_code == 2
+    assert "search.space.train.lora.rank: 0 is outside" in str(result.exception)
+    good = config_with({"train.lora.rank": {"choice": [4, 8]}})
+    good["data"]["train_file"] = str(tmp_path / "missing.jsonl")  # run stops at the missing file, after the notice
+    result = runner.invoke(app, ["run", str(write_config(tmp_path / "good.yaml", good))])
+    assert isinstance(result.exception, TuneloopError) and "no such file" in str(result.exception)
+    assert "the search block is ignored by `tuneloop run`" in result.output and "tuneloop tune" in result.output

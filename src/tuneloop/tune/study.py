@@ -523,6 +523,9 @@ def spawn_workers(plan: StudyPlan, count: int, config_path: Path, overrides: lis
         env = dict(os.environ)
         if gpus and "CUDA_VISIBLE_DEVICES" not in os.environ:
             env["CUDA_VISIBLE_DEVICES"] = str(index % gpus)  # one trial per device
+        elif not gpus and "OMP_NUM_THREADS" not in os.environ:
+            # K workers each running a thread per core would oversubscribe the CPU: give each its share of the cores.
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // count))
         log = (logs / f"worker-{index}.log").open("w", encoding="utf-8")
         processes.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log))
     console_print(f"tune: {count} workers started (logs in {logs})" + (f", on {gpus} GPU(s)" if gpus else ""))
