@@ -205,9 +205,12 @@ def print_study(results: dict) -> None:
     console.print(f"winner: trial {best['trial']} {best['params']}")
     metric = results.get("test_metric")
     if metric:
-        table = Table(f"test {metric} [95% interval]", "default config", "winner")
-        table.add_row("", _with_interval(default["test"]["value"], default["test"]["interval"]),
+        table = Table("", "default config", "winner")
+        table.add_row(f"test {metric} [95% interval]",
+                      _with_interval(default["test"]["value"], default["test"]["interval"]),
                       _with_interval(best["test"]["value"], best["test"]["interval"]))
+        table.add_row(f"validation {results['objective']['metric']}", _number(default.get("value")),
+                      _number(best.get("value")))
         console.print(table)
         paired = results.get("paired_test")
         if paired:
@@ -459,6 +462,10 @@ def print_metrics(results: dict) -> None:
                       f"{found['tuned']['acc']:.1f} ({found['change']:+.1f} points, n={found['n']})")
     for failure in results.get("failures", []):
         console.print(f"[red]FAILED[/red] {failure}")
+
+
+def _number(value) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 def _with_interval(value, interval) -> str:

@@ -132,6 +132,7 @@ def test_the_cli_reports_space_errors_and_run_says_it_ignores_the_search(tmp_pat
     assert isinstance(result.exception, ConfigError) and result.exception.exit_code == 2
     assert "search.space.train.lora.rank: 0 is outside" in str(result.exception)
     good = config_with({"train.lora.rank": {"choice": [4, 8]}})
+    good["output_dir"] = str(tmp_path / "run")
     good["data"]["train_file"] = str(tmp_path / "missing.jsonl")  # run stops at the missing file, after the notice
     result = runner.invoke(app, ["run", str(write_config(tmp_path / "good.yaml", good))])
     assert isinstance(result.exception, TuneloopError) and "no such file" in str(result.exception)

@@ -106,7 +106,7 @@ def test_median_pruner_stops_a_trial_with_an_absurd_learning_rate(tiny_config, t
     assert good.state == optuna.trial.TrialState.COMPLETE
     assert bad.state == optuna.trial.TrialState.PRUNED
     recorded = read_json(plan.root / "trials" / "0001" / "trial.json")
-    assert recorded["state"] == "pruned" and recorded["steps"] < 4  # stopped before max_steps
+    assert recorded["state"] == "pruned" and recorded["steps"] < 3  # stopped before max_steps
     assert bad.user_attrs["pruned_at"] == recorded["pruned_at"] == recorded["steps"]
     # The pruned run's directory is still a complete run: its log shows the evaluations the pruner judged.
     assert (plan.root / "trials" / "0001" / "train_summary.json").is_file()

@@ -39,13 +39,13 @@ def base_raw(config: RunConfig) -> dict[str, Any]:
     return raw
 
 
-def trial_config(base: dict, values: dict[str, Any], output_dir: Path, experiment: str | None = None) -> RunConfig:
-    """The run config of one trial: base + values, its own output_dir, and no test file."""
+def trial_config(base: dict, values: dict[str, Any], output_dir: Path, tracking: dict | None = None) -> RunConfig:
+    """The run config of one trial: base + values, its own output_dir, no test file; `tracking` overrides keys of
+    the tracking section (the study's experiment and store)."""
     raw = with_values(base, values)
     raw["output_dir"] = str(output_dir)
     raw["data"]["test_file"] = None
-    if experiment:
-        raw["tracking"]["experiment"] = experiment
+    raw["tracking"].update(tracking or {})
     return validate_config(raw, f"trial config ({output_dir})")
 
 

@@ -74,9 +74,12 @@ class StudyPlan:
         return base_raw(self.config)
 
     @property
-    def experiment(self) -> str:
-        """MLflow/W&B experiment of the trials: the base experiment, grouped by study."""
-        return f"{self.config.tracking.experiment}-{self.name}"
+    def tracking(self) -> dict[str, str]:
+        """Where the study's runs are tracked: the store a plain run of the base config would use (MLflow:
+        sqlite beside the output_dir), in an experiment of their own named after the study."""
+        tracking = self.config.tracking
+        uri = tracking.uri or f"sqlite:///{self.root.resolve().parent / 'mlflow.db'}"
+        return {"experiment": f"{tracking.experiment}-{self.name}", "uri": uri}
 
     def target(self, trials: int | None = None) -> int:
         wanted = trials or self.search.trials
@@ -208,7 +211,10 @@ def run_trials(plan: StudyPlan, trials: int | None = None, timeout: float | None
 
     target = plan.target(trials)
     timeout = timeout or plan.search.timeout
-    study = open_study(plan, plan.config.seed if seeded else None, target)
+    seed = None
+    if seeded:  # a continued study must not replay the proposals its first session already made
+        seed = plan.config.seed + len(open_study(plan, None, target).get_trials(deepcopy=False))
+    study = open_study(plan, seed, target)
     folds = cv_folds(plan) if plan.search.cv_folds else None
     ran: dict[str, Any] = {}
     objective = make_objective(plan, study, folds, ran, console_print)
@@ -266,7 +272,7 @@ def make_objective(plan: StudyPlan, study, folds: list[tuple[Path, Path]] | None
                 from tuneloop.tune.pruning import PruningCallback
 
                 pruning = PruningCallback(trial, plan.direction) if plan.search.pruner != "none" else None
-                outcome = run_trial_config(trial_config(plan.base, values, run_dir, plan.experiment), plan.metric,
+                outcome = run_trial_config(trial_config(plan.base, values, run_dir, plan.tracking), plan.metric,
                                            pruning, console_print)
                 value, steps, pruned_at = outcome.value, outcome.steps, outcome.pruned_at
         except (TrainingInterrupted, KeyboardInterrupt):
@@ -336,7 +342,7 @@ def cross_validate(plan: StudyPlan, trial, values: dict, run_dir: Path, folds: l
         raw["data"].update(train_file=str(train_path), validation_file=str(validation_path), format="auto",
                            test_size=None, max_train_examples=None, max_validation_examples=None)
         raw["data"]["audit"]["enabled"] = False  # the pool was audited once, in cv/pool
-        outcome = run_trial_config(trial_config(raw, {}, run_dir / f"fold-{index}", plan.experiment), plan.metric,
+        outcome = run_trial_config(trial_config(raw, {}, run_dir / f"fold-{index}", plan.tracking), plan.metric,
                                    None, console_print)
         fold_values.append(outcome.value)
         steps += outcome.steps
@@ -412,12 +418,16 @@ def finish_study(plan: StudyPlan, console_print=print) -> dict:
                            "retrained_value": winner_value, "run_dir": str(winner_run.root)}
         results["default"] = {"value": default_value, "run_dir": str(default_run.root)}
         if test_file or data.test_size:
-            console_print(f"tune: scoring the winner (trial {best.number}) and the default config on the test set")
+            console_print(f"tune: scoring the winner (trial {best.number}) on the test set")
             metric = test_metric_for(winner_run.data_format(), plan.metric, plan.config)
             results["test_metric"] = metric
-            for side, run, baseline in (("best", winner_run, True), ("default", default_run, False)):
-                scored = score_on_test(run, test_file, baseline, console_print)
-                results[side]["test"] = headline(scored, metric)
+            results["best"]["test"] = headline(score_on_test(winner_run, test_file, True, console_print), metric)
+            if previous.get("default", {}).get("test"):  # a study continued after a new winner: scored before
+                results["default"]["test"] = previous["default"]["test"]
+            else:
+                console_print("tune: scoring the default config on the test set")
+                results["default"]["test"] = headline(score_on_test(default_run, test_file, False, console_print),
+                                                      metric)
             if metric == "accuracy":
                 results["paired_test"] = paired_accuracy_test(default_run, winner_run)
         else:
@@ -451,7 +461,7 @@ def trained_once(plan: StudyPlan, values: dict, output_dir: Path, console_print)
         return run, read_json(done).get("value")
     if not values:
         console_print("tune: training the default config (the base config as written) for the comparison")
-    outcome = run_trial_config(trial_config(plan.base, values, output_dir, plan.experiment), plan.metric, None,
+    outcome = run_trial_config(trial_config(plan.base, values, output_dir, plan.tracking), plan.metric, None,
                                console_print)
     record_trial(output_dir, -1, values, "complete", outcome.value, steps=outcome.steps)
     return outcome.run, outcome.value
