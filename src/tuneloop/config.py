@@ -278,6 +278,10 @@ class SearchConfig(_Section):
         "median", description="Stops trials whose validation loss at an evaluation trails the other trials'."
     )
     pruner_startup_trials: int = Field(5, ge=0, description="Finished trials before the median pruner judges any.")
+    pruner_warmup_steps: int = Field(
+        0, ge=0, description="Optimizer steps before the median pruner judges a trial (its warmup: early losses rank "
+        "trials poorly when learning rates or warmups differ)."
+    )
     cv_folds: int | None = Field(
         None, ge=2, le=20, description="k: each trial's objective is the mean over k folds (near-duplicate clusters "
         "kept within one fold)."

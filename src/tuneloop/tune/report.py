@@ -54,8 +54,9 @@ def render_study_report(plan, study, results: dict) -> str:
         + f"; storage {escape(results.get('storage', ''))}</p>",
         _test_comparison(results),
         "<h2>Optimization history</h2>", _img(history_plot(trials, plan.direction), "optimization history"),
-        "<h2>Validation loss during training</h2><p class=muted>What the pruner saw at each evaluation "
-        "(pruned trials dashed).</p>", _img(intermediate_plot(trials, plan.direction), "intermediate values"),
+        "<h2>What the pruner saw</h2><p class=muted>Each trial's validation loss at every evaluation (with "
+        "cross-validation: the objective's mean over the folds so far); pruned trials dashed.</p>",
+        _img(intermediate_plot(trials, plan.direction, bool(plan.search.cv_folds)), "intermediate values"),
         "<h2>Parallel coordinates</h2>", _optuna_plot("plot_parallel_coordinate", study),
         "<h2>Parameter importances</h2><p class=muted>fANOVA over the complete trials: how much of the objective's "
         "variation each parameter explains.</p>", _optuna_plot("plot_param_importances", study),
@@ -107,10 +108,18 @@ def _trial_table(plan, trials, results: dict) -> str:
     head = "".join(f"<th>{escape(k)}</th>" for k in keys)
     rows = [f"<h2>Trials</h2><table><tr><th>#</th><th>state</th><th>{escape(plan.metric)}</th>{head}<th>steps</th>"
             "<th>note</th><th>run</th></tr>"]
+    retried_as = {t.system_attrs["failed_trial"]: t.number for t in trials
+                  if t.system_attrs.get("failed_trial") is not None}
     for t in trials:
         note = []
+        if t.state.name == "FAIL" and t.number in retried_as and not t.user_attrs.get("error"):
+            note.append(f"stopped (Ctrl-C, crash or a dead worker); retried as trial {retried_as[t.number]}")
         if t.user_attrs.get("pruned_at") is not None:
-            note.append(f"pruned at {'fold' if plan.search.cv_folds else 'step'} {t.user_attrs['pruned_at']}")
+            at = t.user_attrs["pruned_at"]
+            last = t.intermediate_values.get(at)
+            seen = "" if last is None or plan.search.cv_folds else (
+                f" (validation loss {abs(last):.4g})")
+            note.append(f"pruned at {'fold' if plan.search.cv_folds else 'step'} {at}{seen}")
         if t.system_attrs.get("failed_trial") is not None:
             note.append(f"retry of trial {t.system_attrs['failed_trial']}")
         if t.user_attrs.get("fold_values"):
@@ -127,7 +136,8 @@ def _trial_table(plan, trials, results: dict) -> str:
             link = f"<a href='{escape(str(relative))}/'>{escape(str(relative))}</a>"
         cells = "".join(f"<td class=n>{_number(t.params.get(k))}</td>" for k in keys)
         rows.append(f"<tr class='{'best' if t.number == best else ''}'><td>{t.number}</td>"
-                    f"<td class={t.state.name}>{t.state.name.lower()}</td><td class=n>{_number(t.value)}</td>{cells}"
+                    f"<td class={t.state.name}>{t.state.name.lower()}</td>"
+                    f"<td class=n>{_number(t.value if t.state.name == 'COMPLETE' else None)}</td>{cells}"
                     f"<td class=n>{t.user_attrs.get('steps', '')}</td><td>{escape('; '.join(note))}</td>"
                     f"<td>{link}</td></tr>")
     rows.append("</table>")
@@ -158,19 +168,22 @@ def history_plot(trials, direction: str) -> bytes | None:
     return _png(figure)
 
 
-def intermediate_plot(trials, direction: str) -> bytes | None:
-    """Every trial's reported values (validation loss, or the fold running mean) by step."""
+def intermediate_plot(trials, direction: str, folds: bool = False) -> bytes | None:
+    """Every trial's reported values by step: validation loss (reported negated to maximize studies, shown as
+    the loss), or with cross-validation the running mean of the objective over the folds."""
+    sign = -1.0 if direction == "maximize" and not folds else 1.0
     curves = [(t, sorted(t.intermediate_values.items())) for t in trials if t.intermediate_values]
     if not curves:
         return None
     figure, axis = plt.subplots(figsize=(7, 3.4))
     for trial, points in curves:
         steps, values = zip(*points, strict=True)
+        values = [sign * v for v in values]
         pruned = trial.state.name == "PRUNED"
         axis.plot(steps, values, linestyle="--" if pruned else "-", color=GREY if pruned else BLUE, alpha=0.8,
                   linewidth=1.2, marker="o", markersize=3)
-    axis.set_xlabel("step")
-    axis.set_ylabel("reported value" + (" (negated loss)" if direction == "maximize" else ""))
+    axis.set_xlabel("fold" if folds else "optimizer step")
+    axis.set_ylabel("objective, mean of the folds so far" if folds else "validation loss")
     axis.grid(alpha=0.3)
     return _png(figure)
 

@@ -151,7 +151,8 @@ def make_pruner(plan: StudyPlan):
     import optuna
 
     if plan.search.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=plan.search.pruner_startup_trials, n_warmup_steps=0)
+        return optuna.pruners.MedianPruner(n_startup_trials=plan.search.pruner_startup_trials,
+                                           n_warmup_steps=plan.search.pruner_warmup_steps)
     if plan.search.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
     return optuna.pruners.NopPruner()
