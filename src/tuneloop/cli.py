@@ -196,13 +196,15 @@ def print_study(results: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from tuneloop.tune.space import describe_values
+
     counts = results["trials"]
     best, default = results["best"], results["default"]
     console = Console()
     console.print(f"study {results['study']}: {counts.get('COMPLETE', 0)} complete, {counts.get('PRUNED', 0)} pruned, "
                   f"{counts.get('FAIL', 0)} failed; {results['steps']['total']} training steps"
                   + (f"; {results['wall_seconds']:.0f} s" if results.get("wall_seconds") else ""))
-    console.print(f"winner: trial {best['trial']} {best['params']}")
+    console.print(f"winner: trial {best['trial']}: {describe_values(best['params'])}")
     metric = results.get("test_metric")
     if metric:
         table = Table("", "default config", "winner")

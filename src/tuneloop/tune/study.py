@@ -376,7 +376,7 @@ def test_metric_for(data_format: str | None, objective_metric: str, config: RunC
     return "rouge_l" if "rouge_l" in metrics else metrics[0]
 
 
-def finish_study(plan: StudyPlan, console_print=print) -> dict:
+def finish_study(plan: StudyPlan, console_print=print, trials: int | None = None) -> dict:
     """Pick the winner; write best.yaml; score the winner and the default config on the test set (once);
     write results.json and study.html."""
     from optuna.trial import TrialState
@@ -404,7 +404,7 @@ def finish_study(plan: StudyPlan, console_print=print) -> dict:
         "study": plan.name, "storage": redact(plan.storage_url),
         "objective": {"metric": plan.metric, "direction": plan.direction},
         "space": flatten_params(plan.params), "sampler": plan.search.sampler, "pruner": plan.search.pruner,
-        "cv_folds": plan.search.cv_folds, "target_trials": plan.target(),
+        "cv_folds": plan.search.cv_folds, "target_trials": plan.target(trials),
         "trials": dict(state_counts(study)), "steps": steps_by_state(trials), "wall_seconds": wall_seconds(trials),
     }
     if previous.get("best", {}).get("trial") == best.number and previous.get("default", {}).get("test"):
@@ -585,4 +585,4 @@ def tune(config: RunConfig, *, config_path: Path, overrides: list[str] | None = 
         run_trials(plan, trials, timeout, seeded=False, console_print=console_print)
     else:
         run_trials(plan, trials, timeout, seeded=True, console_print=console_print)
-    return finish_study(plan, console_print)
+    return finish_study(plan, console_print, trials)
