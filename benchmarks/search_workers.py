@@ -8,7 +8,7 @@ study. Prints every trial (number, state, worker, retry of, objective) and check
 directories are unique, that the killed trial is failed and retried with the same values, and that the study
 reached its number of trials.
 
-    python benchmarks/search_workers.py [--trials 6] [--heartbeat 10]
+    python benchmarks/search_workers.py [--trials 6] [--heartbeat 10] [--set train.max_steps=50 ...]
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--heartbeat", type=int, default=10)
     parser.add_argument("--output-dir", default="runs/search-banking77-workers")
+    parser.add_argument("--set", action="append", default=[], dest="overrides",
+                        help="A config override for the workers, e.g. --set train.max_steps=50 (repeatable).")
     args = parser.parse_args()
 
     server = start_postgres()
@@ -43,6 +45,8 @@ def main() -> None:
         command = [sys.executable, "-m", "tuneloop.cli", "tune", args.config, "--worker", "--storage", url,
                    "--study", "workers", "--trials", str(args.trials), "--set", f"output_dir={args.output_dir}",
                    "--set", f"search.heartbeat={args.heartbeat}"]
+        for item in args.overrides:
+            command += ["--set", item]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two workers, two cores
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         logs = [open(Path(args.output_dir) / f"worker-{i}.log", "w") for i in range(2)]  # noqa: SIM115
