@@ -114,6 +114,9 @@ def run(
     if _run_stages(raw, source, resume, overwrite, evaluate=True):
         return
     loaded = validate_config(raw, source)
+    if loaded.search is not None:
+        say(f"{source}: the search block is ignored by `tuneloop run`, which trains the config as written; "
+            f"`tuneloop tune {source}` runs the search")
     launch = Launch(nproc=nproc, accelerate_config=accelerate_config)
     _, results = run_all(loaded, resume=resume, overwrite=overwrite, console_print=say, launch=launch)
     print_metrics(results)
@@ -164,6 +167,63 @@ def _run_stages(raw: dict, source: str, resume: bool, overwrite: bool, evaluate:
             print_metrics(result)
     say(f"run directory: {chain.output_dir} (report.html; each stage in {chain.output_dir / 'stages'})")
     return True
+
+
+@app.command()
+def tune(
+    config: ConfigArg,
+    set_: SetOption = None,
+    trials: Annotated[int | None, typer.Option(min=1, help="Finished trials to reach (default: search.trials).")] = (
+        None),
+    timeout: Annotated[float | None, typer.Option(min=1, help="Seconds after which no new trial starts.")] = None,
+    storage: Annotated[str | None, typer.Option(help="Study storage URL (default: sqlite in output_dir), e.g. "
+                                                "postgresql+psycopg://user@host/db for workers on several hosts.")] = (
+        None),
+    study: Annotated[str | None, typer.Option(help="Study name (default: the output_dir's name).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes on this host (one GPU each on GPUs).")] = 1,
+    worker: Annotated[bool, typer.Option(help="Only run trials (another host or process finishes the study).")] = False,
+) -> None:
+    """Search hyperparameters: an Optuna study over ordinary runs (the config's search block); Ctrl-C and the same
+    command continues it. The winner and the default config are scored on the test set once, at the end."""
+    from tuneloop.config import read_config, validate_config
+    from tuneloop.tune.study import tune as run_study
+
+    raw, source = read_config(config, set_)
+    loaded = validate_config(raw, source)
+    results = run_study(loaded, config_path=config, overrides=set_ or [], trials=trials, timeout=timeout,
+                        storage=storage, study_name=study, workers=workers, worker_only=worker, console_print=say)
+    if results is None:
+        return
+    print_study(results)
+
+
+def print_study(results: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tuneloop.tune.space import describe_values
+
+    counts = results["trials"]
+    best, default = results["best"], results["default"]
+    console = Console()
+    console.print(f"study {results['study']}: {counts.get('COMPLETE', 0)} complete, {counts.get('PRUNED', 0)} pruned, "
+                  f"{counts.get('FAIL', 0)} failed; {results['steps']['total']} training steps"
+                  + (f"; {results['wall_seconds']:.0f} s" if results.get("wall_seconds") else ""))
+    console.print(f"winner: trial {best['trial']}: {describe_values(best['params'])}")
+    metric = results.get("test_metric")
+    if metric:
+        table = Table("", "default config", "winner")
+        table.add_row(f"test {metric} [95% interval]",
+                      _with_interval(default["test"]["value"], default["test"]["interval"]),
+                      _with_interval(best["test"]["value"], best["test"]["interval"]))
+        table.add_row(f"validation {results['objective']['metric']}", _number(default.get("value")),
+                      _number(best.get("value")))
+        console.print(table)
+        paired = results.get("paired_test")
+        if paired:
+            console.print(f"winner - default: {paired['difference']:+.2f} points "
+                          f"[{paired['low']:+.2f}, {paired['high']:+.2f}], {paired['test']} p {paired['p_value']:.2g}")
+    console.print(f"best config: {Path(results['report']).parent / 'best.yaml'}; report: {results['report']}")
 
 
 @app.command()
@@ -512,6 +572,10 @@ def print_metrics(results: dict) -> None:
                       f"{found['tuned']['acc']:.1f} ({found['change']:+.1f} points, n={found['n']})")
     for failure in results.get("failures", []):
         console.print(f"[red]FAILED[/red] {failure}")
+
+
+def _number(value) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 def _with_interval(value, interval) -> str:

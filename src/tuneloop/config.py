@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -230,6 +230,77 @@ class TrackingConfig(_Section):
     wandb_mode: Literal["offline", "online"] = Field("offline", description="W&B works without a network offline.")
 
 
+# Objective metrics a search can optimize: validation loss, or a task metric scored on the validation split.
+SEARCH_METRICS = (
+    ("validation_loss",) + GENERATION_METRICS
+    + ("accuracy", "f1_macro", "f1_micro", "precision_macro", "recall_macro")  # classification
+    + ("entity_f1", "entity_precision", "entity_recall", "entity_f1_macro", "token_accuracy")  # NER
+    + ("domain_perplexity", "domain_loss")  # continued pretraining
+)
+SEARCH_SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes")
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric.endswith("_loss") or metric.endswith("_perplexity")
+
+
+class SearchObjective(_Section):
+    """What a trial is judged by: always validation data, never the test set."""
+
+    metric: str = Field("validation_loss", description=f"One of: {', '.join(SEARCH_METRICS)}.")
+    direction: Literal["minimize", "maximize"] | None = Field(
+        None, description="null: minimize losses and perplexities, maximize everything else."
+    )
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, name: str) -> str:
+        if name not in SEARCH_METRICS:
+            raise ValueError(f"unknown objective metric; allowed: {', '.join(SEARCH_METRICS)}")
+        return name
+
+    @model_validator(mode="after")
+    def _sensible_direction(self) -> SearchObjective:
+        natural = "minimize" if lower_is_better(self.metric) else "maximize"
+        if self.direction is not None and self.direction != natural:
+            raise ValueError(f"direction={self.direction} on {self.metric} would pick the worst trial; "
+                             f"use {natural} (or leave direction out)")
+        return self
+
+    @property
+    def resolved_direction(self) -> str:
+        return self.direction or ("minimize" if lower_is_better(self.metric) else "maximize")
+
+
+class SearchConfig(_Section):
+    """A hyperparameter search over ordinary runs (`tuneloop tune`; `tuneloop run` trains the config as written)."""
+
+    objective: SearchObjective = SearchObjective()
+    trials: int = Field(20, ge=1, description="Finished (complete or pruned) trials the study stops at.")
+    sampler: Literal["tpe", "random", "grid", "gp", "cmaes"] = "tpe"
+    pruner: Literal["median", "hyperband", "none"] = Field(
+        "median", description="Stops trials whose validation loss at an evaluation trails the other trials'."
+    )
+    pruner_startup_trials: int = Field(5, ge=0, description="Finished trials before the median pruner judges any.")
+    pruner_warmup_steps: int = Field(
+        0, ge=0, description="Optimizer steps before the median pruner judges a trial (its warmup: early losses rank "
+        "trials poorly when learning rates or warmups differ)."
+    )
+    cv_folds: int | None = Field(
+        None, ge=2, le=20, description="k: each trial's objective is the mean over k folds (near-duplicate clusters "
+        "kept within one fold)."
+    )
+    timeout: float | None = Field(None, gt=0, description="Seconds after which no new trial starts.")
+    heartbeat: int = Field(
+        60, ge=1, description="Seconds between a worker's heartbeats; a trial silent for twice this is failed and "
+        "retried by another worker."
+    )
+    space: dict[str, Any] = Field(
+        ..., description="Dotted config key -> {log_uniform: [lo, hi]} | {uniform: [lo, hi]} | {int: [lo, hi]} | "
+        "{choice: [...]}."
+    )
+
+
 class RunConfig(_Section):
     """One run: a model, its data, how to train and how to evaluate; outputs land in output_dir."""
 
@@ -240,6 +311,9 @@ class RunConfig(_Section):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     tracking: TrackingConfig = TrackingConfig()
+    search: SearchConfig | None = Field(
+        None, description="A hyperparameter search (`tuneloop tune`); see docs/search.md."
+    )
 
     @model_validator(mode="after")
     def _adapter_needs_lora(self) -> RunConfig:
@@ -322,9 +396,16 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
         raise ConfigError(f"{source}: lists stages (a multi-stage run), and this command takes one stage. Run the "
                           f"stages with `tuneloop run {source}`, or point the command at one stage's run directory.")
     try:
-        return RunConfig.model_validate(raw)
+        config = RunConfig.model_validate(raw)
     except ValidationError as exc:
         raise_problems([describe_error(err) for err in exc.errors()], source)
+    if config.search is not None:  # the space names config keys: checked against the schema and this config
+        from tuneloop.tune.space import space_problems
+
+        problems = space_problems(config)
+        if problems:
+            raise_problems(problems, source)
+    return config
 
 
 def raise_problems(problems: list[str], source: str) -> NoReturn:
@@ -371,6 +452,9 @@ def _fields_at(loc: list[str]) -> list[str]:
     model: type[BaseModel] = RunConfig
     for part in loc:
         annotation = model.model_fields[part].annotation
+        # An optional section (search: SearchConfig | None) names its model among the union's members.
+        annotation = next((a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)),
+                          annotation)
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
         model = annotation
@@ -378,4 +462,7 @@ def _fields_at(loc: list[str]) -> list[str]:
 
 
 def config_to_yaml(config: RunConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    dumped = config.model_dump(mode="json")
+    if dumped.get("search") is None:  # most runs search nothing: keep their config.yaml as it was
+        dumped.pop("search", None)
+    return yaml.safe_dump(dumped, sort_keys=False)

@@ -203,6 +203,7 @@ def trainer_callbacks(config: RunConfig, run: RunDir, tracker) -> list:
     callbacks = [ProgressCallback(), JsonlLogCallback(run.train_log)]
     if tracker is not None:
         callbacks.append(TrackingCallback(tracker))
+        callbacks.extend(tracker.trainer_callbacks())
     if config.train.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.train.early_stopping_patience))
     if config.train.trim_memory_every is not None:

@@ -30,6 +30,10 @@ class Tracker:
     def finish(self, status: str = "FINISHED") -> None:
         pass
 
+    def trainer_callbacks(self) -> list:
+        """Extra Trainer callbacks that go with this tracker (a search trial adds its pruning callback)."""
+        return []
+
 
 class MlflowTracker(Tracker):
     def __init__(self, config: TrackingConfig, run: RunDir, params: dict) -> None:
