@@ -5,16 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import write_jsonl
+from conftest import FACTS, chat_row, write_jsonl
 
 from tuneloop.config import validate_config
 from tuneloop.errors import ConfigError, TuneloopError
+from tuneloop.multistage import preflight, run_chain, validate_chain
 from tuneloop.stages import run_all
 from tuneloop.train.rewards import RewardFunctionError
 from tuneloop.workspace import RunDir, read_json, read_jsonl
 
 RECORDING_REWARD = '''
-from pathlib import Path
+import json
 
 def recorded(prompts, completions, completion_ids, answer, topic, **kwargs):
     with open(__file__ + ".calls.jsonl", "a") as handle:
@@ -113,3 +114,27 @@ def test_batch_size_must_hold_whole_groups(grpo_config):
         run_all(validate_config(grpo_config), console_print=lambda *a: None)
 
     assert issubclass(RewardFunctionError, TuneloopError)  # the CLI prints it without a traceback
+
+
+def test_a_grpo_stage_trains_after_an_sft_stage_from_its_merged_weights(grpo_config, tmp_path):
+    chat = write_jsonl(tmp_path / "chat.jsonl", [chat_row(q, a) for q, a, _ in FACTS] * 2)
+    grpo_train = {key: value for key, value in grpo_config["train"].items() if key not in ("max_steps", "rewards")}
+    raw = {key: value for key, value in grpo_config.items() if key not in ("data", "train")}
+    raw["train"] = {**grpo_train, "max_steps": 1, "preset": "none", "early_stopping_patience": None}
+    raw["stages"] = [
+        {"name": "sft", "data": {"train_file": str(chat), "max_length": 64}},
+        {"name": "rl", "data": grpo_config["data"], "train": {"rewards": grpo_config["train"]["rewards"]}},
+    ]
+    chain = validate_chain(raw)
+
+    bad = {**raw, "stages": [raw["stages"][0], {**raw["stages"][1], "train": {}}]}
+    with pytest.raises(TuneloopError, match=r"stages\[1\]\.train\.rewards: .*no reward function is configured"):
+        preflight(validate_chain(bad))  # before anything trains
+
+    run_chain(chain, "chain.yaml", evaluate=False, console_print=lambda *a: None)
+    sft, rl = (stage.run for stage in chain.stages)
+    assert (sft.root / "merged" / "config.json").is_file()
+    assert chain.stages[1].config.model.name == str(sft.root / "merged")
+    assert read_json(rl.root / "train_summary.json")["recipe"] == "grpo"
+    assert (rl.adapter / "adapter_config.json").is_file()
+    assert read_json(Path(raw["output_dir"]) / "chain.json")["stages"][1]["recipe"] == "grpo"

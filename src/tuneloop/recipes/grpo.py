@@ -55,7 +55,7 @@ def train_grpo(config: RunConfig, run: RunDir, resume: bool = False, console_pri
 
     tokenizer = setup_tokenizer(config, base_path)
     train_dataset = _setup_data(run, rewards)
-    model = load_causal_lm(base_path, torch.float32, device)  # fp32 master weights; autocast runs bf16 matmuls
+    model = _setup_model(config, base_path, device, compute_dtype)
 
     checkpoint = resume_point(run, resume, console_print)
     trainer = GRPOTrainer(
@@ -91,6 +91,17 @@ def train_grpo(config: RunConfig, run: RunDir, resume: bool = False, console_pri
     if device == "cuda":
         torch.cuda.empty_cache()
     return summary
+
+
+def _setup_model(config: RunConfig, base_path: str, device: str, compute_dtype):
+    """The causal LM; with LoRA its frozen weights stay in the compute dtype (train.low_precision_base), which
+    makes sampling, the policy pass and the reference pass (adapter off) cheaper. Trained weights stay fp32.
+    PEFT keeps casting each adapter's input to fp32 here: TRL samples outside autocast."""
+    import torch
+
+    lora = config.train.method == "lora"
+    weights_dtype = compute_dtype if lora and config.train.low_precision_base else torch.float32
+    return load_causal_lm(base_path, weights_dtype, device)
 
 
 def reward_functions(config: RunConfig) -> list[RewardFunction]:
