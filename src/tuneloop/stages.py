@@ -183,6 +183,10 @@ def run_all(
         from tuneloop.train.launch import accelerate_config_file
 
         accelerate_config_file(launch.accelerate_config)  # a wrong name fails now, not after the data stage
+    if config.train.rewards:  # a wrong GRPO reward entry fails now, not after the data stage
+        from tuneloop.train.rewards import resolve_rewards
+
+        resolve_rewards(config.train.rewards)
     if launch is not None and launch.distributed and launch.node_rank != 0:
         return _train_on_another_host(config, launch, resume, console_print)
     run = open_for_run(config, resume=resume, overwrite=overwrite)

@@ -12,7 +12,7 @@ from tuneloop.errors import ConfigError, TuneloopError
 from tuneloop.multistage import preflight, run_chain, validate_chain
 from tuneloop.stages import run_all
 from tuneloop.train.rewards import RewardFunctionError
-from tuneloop.workspace import RunDir, read_json, read_jsonl
+from tuneloop.workspace import read_json, read_jsonl
 
 RECORDING_REWARD = '''
 import json
@@ -68,6 +68,21 @@ def test_grpo_trains_saves_the_adapter_and_passes_the_data_columns(grpo_config, 
     assert any("reward" in r and "rewards/recorded/mean" in r and "rewards/answer_match/mean" in r for r in log)
     assert any("kl" in r for r in log)  # beta > 0 by default: the KL to the adapter-off model is logged
 
+    metrics = read_json(run.metrics)
+    for side in ("baseline", "tuned"):
+        assert {"reward", "reward/recorded", "reward/answer_match", "accuracy", "length_words",
+                "length_tokens"} <= set(metrics[side])
+        assert 0 <= metrics[side]["accuracy"] <= 100
+        assert metrics[side]["reward/answer_match"] == pytest.approx(metrics[side]["accuracy"] / 100)
+    assert metrics["comparison"]["accuracy"]["test"] == "mcnemar"
+    assert len(metrics["intervals"]["tuned"]["reward"]) == 2
+    assert isinstance(metrics["tuned"]["kl_from_base"], float)
+    assert metrics["heldout"] == {"split": "test", "rows": 4, "rows_with_answer": 4, "answer_column": "answer"}
+    samples = read_jsonl(run.samples)
+    assert [s["reference"] for s in samples] == [r["answer"] for r in prompt_rows(4, offset=50)]
+    report = (run.root / "report.html").read_text(encoding="utf-8")
+    assert "Reward and KL" in report and "reward/answer_match" in report
+
     calls = read_jsonl(tmp_path / "my_rewards.py.calls.jsonl")
     training = calls[:2]  # two steps of training come first, then evaluation calls on the test prompts
     train_questions = {r["prompt"]: r["answer"] for r in prompt_rows(10)}
@@ -105,7 +120,7 @@ def test_a_bad_reward_spec_stops_before_training(grpo_config):
     with pytest.raises(ConfigError, match=r"train\.rewards\[2\]: 'answer_mach' is not a built-in.*Did you mean "
                                           r"'answer_match'"):
         run_all(validate_config(grpo_config), console_print=lambda *a: None)
-    assert not RunDir(Path(grpo_config["output_dir"])).checkpoints.exists()
+    assert not Path(grpo_config["output_dir"]).exists()  # checked before the data stage
 
 
 def test_batch_size_must_hold_whole_groups(grpo_config):

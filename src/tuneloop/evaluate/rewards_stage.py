@@ -70,7 +70,8 @@ def evaluate_grpo(config: RunConfig, run: RunDir, data_file: str | None = None, 
                              _reply_logprobs(base, tokenizer, prompts, tuned["replies"]))
         del base
 
-    results: dict = {"heldout": {"split": split, "rows": len(rows), "rows_with_answer": 0,
+    with_answer = sum(1 for row in rows if answer_column is not None and row.get(answer_column) is not None)
+    results: dict = {"heldout": {"split": split, "rows": len(rows), "rows_with_answer": with_answer,
                                  "answer_column": answer_column},
                      "rewards": {r.name: {"function": r.key, "weight": r.weight} for r in rewards}}
     sides = {"tuned": tuned} | ({"baseline": baseline} if baseline else {})
