@@ -197,10 +197,10 @@ def preflight(chain: Chain, source: str = "config") -> dict[str, str]:
         if found not in RECIPE_FOR_FORMAT:
             problems.append(f"{where}.data: {data.train_file}: {untrainable_format_message(found)}")
         elif found == "prompt_only":  # GRPO: its reward functions must resolve before anything trains
-            from tuneloop.stages import grpo_recipe
+            from tuneloop.recipes.grpo import check_grpo_config
 
             try:
-                grpo_recipe(stage.config, found)
+                check_grpo_config(stage.config, found)
             except ConfigError as exc:
                 problems.append(f"{where}.{exc}")
         elif found == "classification" and stage.index < len(chain.stages) - 1:

@@ -103,7 +103,10 @@ def train_stage(config: RunConfig, run: RunDir, resume: bool = False, console_pr
 def _recipe_for(config: RunConfig, run: RunDir, data_format: str, console_print):
     """The recipe's train function; train.classifier picks the head or the generative classifier."""
     if data_format == "prompt_only" or config.train.recipe == "grpo":
-        return grpo_recipe(config, data_format)
+        from tuneloop.recipes.grpo import check_grpo_config, train_grpo
+
+        check_grpo_config(config, data_format)
+        return train_grpo
     if data_format == "token_classification":
         from tuneloop.recipes.token_classify import train_token_classifier
 
@@ -140,27 +143,6 @@ def _recipe_for(config: RunConfig, run: RunDir, data_format: str, console_print)
     from tuneloop.recipes.classify import train_classifier
 
     return train_classifier
-
-
-def grpo_recipe(config: RunConfig, data_format: str):
-    """GRPO's train function, for prompt-only data with reward functions configured (checked before any loading)."""
-    from tuneloop.recipes.grpo import reward_functions, train_grpo
-
-    if data_format != "prompt_only":
-        raise ConfigError(f"train.recipe=grpo trains on prompt_only data ({{prompt, <reference columns>}} rows, or "
-                          f"messages ending with the user's turn), but this run's data is in the {data_format} "
-                          "format. Give prompt-only rows, or set train.recipe: auto.")
-    if config.train.recipe not in ("auto", "grpo"):
-        raise ConfigError(f"train.recipe={config.train.recipe!r} cannot train on prompt_only data (prompts with no "
-                          "reply); set train.recipe: grpo (or auto) and name reward functions in train.rewards.")
-    if not config.train.rewards:
-        raise ConfigError("train.rewards: the training data holds prompts without replies (prompt_only), which "
-                          "GRPO trains on by sampling replies and scoring them, but no reward function is "
-                          "configured. Add one, e.g. `train.rewards: [{function: answer_match, column: answer}]` "
-                          "(built-ins: answer_match, format_regex, json_keys, length_penalty; or 'file.py:function', "
-                          "or a reward-model run directory). See docs/recipes/grpo.md.")
-    reward_functions(config)  # a bad entry fails now, before the model loads
-    return train_grpo
 
 
 def evaluate_stage(config: RunConfig, run: RunDir, data_file: str | None = None, console_print=print) -> dict:

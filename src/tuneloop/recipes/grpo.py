@@ -104,6 +104,24 @@ def _setup_model(config: RunConfig, base_path: str, device: str, compute_dtype):
     return load_causal_lm(base_path, weights_dtype, device)
 
 
+def check_grpo_config(config: RunConfig, data_format: str) -> None:
+    """ConfigError unless this run can train with GRPO: prompt_only data and reward functions that resolve."""
+    if data_format != "prompt_only":
+        raise ConfigError(f"train.recipe=grpo trains on prompt_only data ({{prompt, <reference columns>}} rows, or "
+                          f"messages ending with the user's turn), but this run's data is in the {data_format} "
+                          "format. Give prompt-only rows, or set train.recipe: auto.")
+    if config.train.recipe not in ("auto", "grpo"):
+        raise ConfigError(f"train.recipe={config.train.recipe!r} cannot train on prompt_only data (prompts with no "
+                          "reply); set train.recipe: grpo (or auto) and name reward functions in train.rewards.")
+    if not config.train.rewards:
+        raise ConfigError("train.rewards: the training data holds prompts without replies (prompt_only), which "
+                          "GRPO trains on by sampling replies and scoring them, but no reward function is "
+                          "configured. Add one, e.g. `train.rewards: [{function: answer_match, column: answer}]` "
+                          "(built-ins: answer_match, format_regex, json_keys, length_penalty; or 'file.py:function', "
+                          "or a reward-model run directory). See docs/recipes/grpo.md.")
+    reward_functions(config)  # a bad entry fails now, before the model loads
+
+
 def reward_functions(config: RunConfig) -> list[RewardFunction]:
     """The configured reward functions; a ConfigError when there are none or an entry is bad."""
     if not config.train.rewards:
