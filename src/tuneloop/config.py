@@ -116,7 +116,8 @@ class RewardSpec(_Section):
     column: str | None = Field(None, description="answer_match: the data column holding the reference (default "
                                "'answer').")
     pattern: str | None = Field(None, description="format_regex: the regular expression a reply must match "
-                                "(re.search; anchor it with ^...$ for the whole reply).")
+                                "(re.search; anchor it with ^...$ for the whole reply). answer_match: a regex whose "
+                                "first group is the answer (a reply it does not match is wrong).")
     keys: list[str] | None = Field(None, description="json_keys: keys the reply's JSON object must have.")
     max_words: int | None = Field(None, ge=1, description="length_penalty: replies longer than this many words "
                                   "lose reward in proportion (default 50).")

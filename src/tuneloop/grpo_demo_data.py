@@ -2,10 +2,11 @@
 
 Every problem is one or two steps of whole-number arithmetic about people and things, worded by our
 own templates (no benchmark text), with its answer in an ``answer`` column. The reply is graded by
-`tuneloop.train.rewards.answer_match`: the last number in the reply must equal the answer. The
-prompt asks for a short reply ending with ``Answer: <number>``; an untuned small model often works
-the sum out but rambles past it, restates the question's numbers last, or gets the arithmetic wrong,
-so the checker's accuracy has room to rise and GRPO has right and wrong samples to compare.
+`tuneloop.train.rewards.answer_match`: the last number in the reply must equal the answer, or, with the
+strict pattern the shipped configs use, the reply must end with ``Answer: <number>`` as the prompt asks.
+An untuned small model often works the sum out but rambles past the reply budget, never writes the
+``Answer:`` line, picks the wrong operation or gets the arithmetic wrong, so the checker's accuracy has
+room to rise and GRPO has right and wrong samples to compare.
 
 Train and test problems are disjoint: each problem is keyed by its template and numbers, and a key
 lands on one side only, so a held-out problem is never a reworded training problem with the same

@@ -32,6 +32,9 @@ def test_answer_match_reads_the_last_number_and_compares_numerically():
     assert answer_match(["The capital is Paris."], column="city", city=["paris"]) == [1.0]  # text: contains
     assert answer_match(chat("7"), answer=[7]) == [1.0]  # a JSON number in the data works as well as text
     assert last_number("from 3 to 4.5 km") == 4.5 and last_number("none") is None
+    strict = r"Answer: *(-?\d+)\.?\s*$"  # a strict format: the reply must end with "Answer: N"
+    assert answer_match(chat("7 + 5 = 12. Answer: 12.", "Answer: 12, I think", "12", "Answer: 13"), pattern=strict,
+                        answer=["12"] * 4) == [1.0, 0.0, 0.0, 0.0]
 
 
 def test_format_json_and_length_built_ins():

@@ -3,8 +3,8 @@
 For the untuned baseline and the tuned model, on the same held-out prompts (the test split, else the
 validation split, which GRPO never trains on either): the mean of each configured reward function
 (`reward/<name>`) and of their weighted sum (`reward`), the checker's accuracy (`accuracy`, in %: the
-answer_match reward as right/wrong, with the first configured answer_match's column, else the `answer`
-column when the rows have one), and the mean reply length in words and tokens. Each gets a 95% bootstrap
+answer_match reward as right/wrong, with the first configured answer_match's column and pattern, else the
+`answer` column when the rows have one), and the mean reply length in words and tokens. Each gets a 95% bootstrap
 interval and a paired test (McNemar for accuracy). `kl_from_base` is the mean per-token log-ratio
 log p_tuned - log p_base over the tuned model's own replies: a cheap reading of how far the policy moved
 (greedy replies, so an estimate of the KL rather than the KL itself).
@@ -42,7 +42,7 @@ def evaluate_grpo(config: RunConfig, run: RunDir, data_file: str | None = None, 
     rewards = resolve_rewards(config.train.rewards) if config.train.rewards else []
     rows, split = _heldout_rows(config, run, data_file)
     rows = rows[: config.evaluate.max_samples]
-    answer_column = _answer_column(rewards, rows)
+    answer_column, answer_pattern = _answer_check(rewards, rows)
 
     model, tokenizer = load_tuned(run, base_path, dtype, device)
     prompts = [tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
@@ -51,7 +51,8 @@ def evaluate_grpo(config: RunConfig, run: RunDir, data_file: str | None = None, 
     def score(side_model, label: str) -> dict:
         replies = generate_replies(side_model, tokenizer, prompts, config.evaluate.max_new_tokens,
                                    config.evaluate.batch_size, desc=label)
-        return {"replies": replies, "per_row": score_replies(rows, replies, rewards, answer_column, tokenizer)}
+        return {"replies": replies, "per_row": score_replies(rows, replies, rewards, answer_column, tokenizer,
+                                                                answer_pattern)}
 
     tuned = score(model, "tuned")
     kl = None
@@ -104,7 +105,7 @@ def evaluate_grpo(config: RunConfig, run: RunDir, data_file: str | None = None, 
 
 
 def score_replies(rows: list[dict], replies: list[str], rewards: list[RewardFunction], answer_column: str | None,
-                  tokenizer) -> dict[str, list[float]]:
+                  tokenizer, answer_pattern: str | None = None) -> dict[str, list[float]]:
     """Per-row scores: reward/<name> for each function, reward (their weighted sum), accuracy, lengths."""
     prompts = [row["prompt"] for row in rows]
     completions = [[{"role": "assistant", "content": reply}] for reply in replies]
@@ -121,18 +122,21 @@ def score_replies(rows: list[dict], replies: list[str], rewards: list[RewardFunc
     if rewards:
         per_row["reward"] = total
     if answer_column is not None:
-        per_row["accuracy"] = [100.0 * answer_is_right(reply, row[answer_column]) if row.get(answer_column) is not None
+        per_row["accuracy"] = [100.0 * answer_is_right(reply, row[answer_column], answer_pattern)
+                               if row.get(answer_column) is not None
                                else 0.0 for reply, row in zip(replies, rows, strict=True)]
     per_row["length_words"] = [float(len(reply.split())) for reply in replies]
     per_row["length_tokens"] = [float(len(token_ids)) for token_ids in ids]
     return per_row
 
 
-def _answer_column(rewards: list[RewardFunction], rows: list[dict]) -> str | None:
+def _answer_check(rewards: list[RewardFunction], rows: list[dict]) -> tuple[str | None, str | None]:
+    """The column (and extraction pattern) accuracy is measured with: the first answer_match entry's, else
+    `answer` with the last-number rule when the rows have that column."""
     for reward in rewards:
         if reward.function is answer_match:
-            return reward.options.get("column", DEFAULT_ANSWER_COLUMN)
-    return DEFAULT_ANSWER_COLUMN if any(DEFAULT_ANSWER_COLUMN in row for row in rows) else None
+            return reward.options.get("column", DEFAULT_ANSWER_COLUMN), reward.options.get("pattern")
+    return (DEFAULT_ANSWER_COLUMN if any(DEFAULT_ANSWER_COLUMN in row for row in rows) else None), None
 
 
 def _heldout_rows(config: RunConfig, run: RunDir, data_file: str | None) -> tuple[list[dict], str]:

@@ -2,8 +2,9 @@
 
 An entry names one of:
     - a built-in: `answer_match` (the last number of the reply equals the reference column, or for a text
-      reference the reply contains it), `format_regex` (the reply matches `pattern`), `json_keys` (the reply is
-      a JSON object with `keys`), `length_penalty` (replies over `max_words` lose reward);
+      reference the reply contains it; `pattern` extracts the answer by regex instead), `format_regex` (the
+      reply matches `pattern`), `json_keys` (the reply is a JSON object with `keys`), `length_penalty`
+      (replies over `max_words` lose reward);
     - `module:function` (imported; the current directory is on the import path) or `path/to/file.py:function`;
     - a reward-model run directory (the `reward` recipe's RUN/model/): the score is the model's logit for the
       chat-templated conversation.
@@ -73,8 +74,17 @@ def _normalized(text: str) -> str:
     return " ".join(text.casefold().split())
 
 
-def answer_is_right(reply: str, reference) -> bool:
-    """Numeric reference: the last number in the reply equals it. Text: the reply contains it (case-insensitive)."""
+def answer_is_right(reply: str, reference, pattern: str | None = None) -> bool:
+    """Numeric reference: the last number in the reply equals it. Text: the reply contains it (case-insensitive).
+
+    With `pattern`, the answer is what the regex's first group (else its whole match) captures in the reply,
+    searched with re.search; a reply it does not match is wrong (a strict format: 'Answer: (-?\\d+)\\s*$').
+    """
+    if pattern is not None:
+        found = re.search(pattern, reply)
+        if found is None:
+            return False
+        reply = found.group(1) if found.groups() else found.group(0)
     number = _as_number(reference)
     if number is not None:
         found = last_number(reply)
@@ -83,12 +93,13 @@ def answer_is_right(reply: str, reference) -> bool:
     return bool(wanted) and wanted in _normalized(reply)
 
 
-def answer_match(completions, column: str = DEFAULT_ANSWER_COLUMN, **columns) -> list[float]:
+def answer_match(completions, column: str = DEFAULT_ANSWER_COLUMN, pattern: str | None = None,
+                 **columns) -> list[float]:
     """1.0 where the reply gets the reference in `column` right (see answer_is_right), else 0.0."""
     if column not in columns:
         raise KeyError(f"no data column {column!r} (columns: {sorted(k for k in columns if k not in TRL_ARGUMENTS)})")
-    return [float(answer_is_right(completion_text(c), ref)) for c, ref in zip(completions, columns[column],
-                                                                               strict=True)]
+    return [float(answer_is_right(completion_text(c), ref, pattern))
+            for c, ref in zip(completions, columns[column], strict=True)]
 
 
 def format_regex(completions, pattern: str, **_) -> list[float]:
@@ -130,7 +141,7 @@ def length_penalty(completions, max_words: int = DEFAULT_MAX_WORDS, **_) -> list
 
 # Built-in name -> (function, the options it takes, the options it needs).
 BUILTINS: dict[str, tuple[Callable, tuple[str, ...], tuple[str, ...]]] = {
-    "answer_match": (answer_match, ("column",), ()),
+    "answer_match": (answer_match, ("column", "pattern"), ()),
     "format_regex": (format_regex, ("pattern",), ("pattern",)),
     "json_keys": (json_keys, ("keys",), ("keys",)),
     "length_penalty": (length_penalty, ("max_words",), ()),
@@ -243,7 +254,7 @@ def _resolve(spec: RewardSpec, where: str) -> RewardFunction:
         if lacking:
             raise ConfigError(f"{where}: {target} needs {', '.join(lacking)}, e.g. "
                               + _example(target, where) + ".")
-        if target == "format_regex":
+        if "pattern" in options:
             try:
                 re.compile(options["pattern"])
             except re.error as exc:
