@@ -81,6 +81,10 @@ def validate(config: ConfigArg, set_: SetOption = None) -> None:
     ]
     if missing:
         raise TuneloopError(f"{config}: " + "; ".join(missing) + " (relative paths start at the current directory).")
+    if loaded.train.rewards:  # GRPO reward functions: imported and checked, reward models not loaded
+        from tuneloop.train.rewards import resolve_rewards
+
+        resolve_rewards(loaded.train.rewards)
     say(f"{config}: ok ({loaded.train.method} on {loaded.model.name}, output in {loaded.output_dir})")
 
 

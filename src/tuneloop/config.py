@@ -77,7 +77,7 @@ class DataConfig(_Section):
     test_file: str | None = Field(None, description="Held-out rows scored by generation (never trained on).")
     format: Literal[
         "auto", "chat", "alpaca", "prompt_completion", "preference", "summarization", "classification",
-        "token_classification", "text",
+        "token_classification", "text", "prompt_only",
     ] = "auto"
     summary_instruction: str = Field(
         DEFAULT_SUMMARY_INSTRUCTION,
@@ -111,9 +111,52 @@ class LoraConfig(_Section):
     target_modules: str | list[str] = Field("all-linear", description="'all-linear' or a list of module names.")
 
 
+class RewardSpec(_Section):
+    """One reward function for GRPO (see tuneloop.train.rewards); a plain string is shorthand for {function: ...}."""
+
+    function: str = Field(..., description="A built-in (answer_match, format_regex, json_keys, length_penalty), "
+                          "'module:function', 'path/to/file.py:function', or a reward-model run directory.")
+    weight: float = Field(1.0, description="Weight of this reward in the sum GRPO normalizes within each group.")
+    column: str | None = Field(None, description="answer_match: the data column holding the reference (default "
+                               "'answer').")
+    pattern: str | None = Field(None, description="format_regex: the regular expression a reply must match "
+                                "(re.search; anchor it with ^...$ for the whole reply). answer_match: a regex whose "
+                                "first group is the answer (a reply it does not match is wrong).")
+    keys: list[str] | None = Field(None, description="json_keys: keys the reply's JSON object must have.")
+    max_words: int | None = Field(None, ge=1, description="length_penalty: replies longer than this many words "
+                                  "lose reward in proportion (default 50).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"function": value} if isinstance(value, str) else value
+
+
+class GrpoConfig(_Section):
+    """GRPO (train.recipe grpo, or prompt_only data with train.rewards): sampling and the policy loss."""
+
+    num_generations: int = Field(4, ge=2, description="Replies sampled per prompt; their rewards are compared "
+                                 "within the group. train.batch_size counts replies and must be a multiple of it.")
+    max_completion_length: int = Field(64, ge=1, description="Most tokens sampled per reply.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature: GRPO learns only from groups whose "
+                               "replies differ in reward.")
+    top_p: float = Field(1.0, gt=0, le=1)
+    beta: float = Field(0.04, ge=0, description="KL penalty to the starting model (with LoRA: the adapter switched "
+                        "off). Small and positive keeps replies readable while the reward is chased; 0 drops it.")
+    loss_type: Literal["dapo", "grpo", "dr_grpo", "bnpo"] = Field(
+        "dapo", description="TRL's token aggregation: dapo (default) averages over every reply token in the batch; "
+        "grpo per reply (favours short correct replies); dr_grpo by a constant."
+    )
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group", description="Divide advantages by the reward spread within each group, the batch, or not at all."
+    )
+    num_iterations: int = Field(1, ge=1, description="Optimizer passes over each batch of sampled replies.")
+
+
 class TrainConfig(_Section):
     """How the model is trained."""
 
+    recipe: Literal["auto", "sft", "dpo", "cpo", "simpo", "orpo", "kto", "reward", "grpo"] = "auto"
     method: Literal["lora", "full"] = "lora"
     epochs: float = Field(3.0, gt=0)
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
@@ -165,6 +208,11 @@ class TrainConfig(_Section):
         "epochs (see tuneloop.train.few_shot); auto = few_shot when the training split has under 100 rows."
     )
     lora: LoraConfig = LoraConfig()
+    grpo: GrpoConfig = GrpoConfig()
+    rewards: list[RewardSpec] = Field(
+        default_factory=list, description="GRPO reward functions, summed with their weights: built-ins, "
+        "'module:function', 'file.py:function' or a reward-model run directory (docs/recipes/grpo.md)."
+    )
 
 
 GENERATION_METRICS = ("exact_match", "contains_answer", "rouge_1", "rouge_2", "rouge_l", "bleu", "chrf", "token_f1")

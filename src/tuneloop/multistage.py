@@ -18,7 +18,8 @@ it, and its baseline is the model it started from. Stage i+1 starts from stage i
 fine-tune) or merged/ (its LoRA adapter folded into the weights), so every stage trains plain weights.
 
 Before any training, every stage's data is checked: files exist, the format has a recipe
-(preference data, for a later DPO stage, has none yet), and only the last stage may be a classifier.
+(preference data, for a later DPO stage, has none yet), a GRPO stage (prompt_only data) names reward
+functions that resolve, and only the last stage may be a classifier.
 `--resume` skips finished stages (their config must be unchanged) and resumes the interrupted one.
 
 output_dir also holds chain.yaml (the config as run), chain.json (stages, their directories and
@@ -39,7 +40,7 @@ import yaml
 from pydantic import ValidationError
 
 from tuneloop.config import RunConfig, describe_error, raise_problems
-from tuneloop.errors import DataError, TuneloopError
+from tuneloop.errors import ConfigError, DataError, TuneloopError
 from tuneloop.train.fit import TrainingInterrupted
 from tuneloop.workspace import RunDir, read_json, write_json, write_text
 
@@ -195,6 +196,13 @@ def preflight(chain: Chain, source: str = "config") -> dict[str, str]:
         formats[stage.name] = found
         if found not in RECIPE_FOR_FORMAT:
             problems.append(f"{where}.data: {data.train_file}: {untrainable_format_message(found)}")
+        elif found == "prompt_only":  # GRPO: its reward functions must resolve before anything trains
+            from tuneloop.recipes.grpo import check_grpo_config
+
+            try:
+                check_grpo_config(stage.config, found)
+            except ConfigError as exc:
+                problems.append(f"{where}.{exc}")
         elif found == "classification" and stage.index < len(chain.stages) - 1:
             problems.append(f"{where}.data: {data.train_file} is classification data, which makes a classifier; "
                             "a later stage cannot continue from it. Make the classification stage the last one.")

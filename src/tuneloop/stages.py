@@ -67,7 +67,8 @@ def data_stage(config: RunConfig, run: RunDir, console_print=print) -> dict:
 # The recipe that trains each data format; formats missing here (preference) have no recipe yet. Within a
 # recipe the model can refine the choice (seq2seq for encoder-decoders, train.classifier for classification).
 RECIPE_FOR_FORMAT = {"chat": "sft", "alpaca": "sft", "prompt_completion": "sft", "summarization": "sft",
-                     "text": "pretrain", "classification": "classify", "token_classification": "token_classify"}
+                     "text": "pretrain", "classification": "classify", "token_classification": "token_classify",
+                     "prompt_only": "grpo"}
 
 
 def untrainable_format_message(data_format: str) -> str:
@@ -97,12 +98,18 @@ def train_stage(config: RunConfig, run: RunDir, resume: bool = False, console_pr
         console_print("train: already finished in this run directory; skipping")
         return read_json(run.root / "train_summary.json")
     recipe = _recipe_for(config, run, data_format, console_print)
-    config = apply_preset(config, run, recipe, resume=resume, console_print=console_print)
+    if data_format != "prompt_only":  # the preset cross-validates a validation loss, which GRPO does not have
+        config = apply_preset(config, run, recipe, resume=resume, console_print=console_print)
     return recipe(config, run, resume=resume, console_print=console_print, tracker=tracker)
 
 
 def _recipe_for(config: RunConfig, run: RunDir, data_format: str, console_print):
     """The recipe's train function; train.classifier picks the head or the generative classifier."""
+    if data_format == "prompt_only" or config.train.recipe == "grpo":
+        from tuneloop.recipes.grpo import check_grpo_config, train_grpo
+
+        check_grpo_config(config, data_format)
+        return train_grpo
     if data_format == "token_classification":
         from tuneloop.recipes.token_classify import train_token_classifier
 
@@ -161,6 +168,10 @@ def run_all(
         from tuneloop.train.launch import accelerate_config_file
 
         accelerate_config_file(launch.accelerate_config)  # a wrong name fails now, not after the data stage
+    if config.train.rewards:  # a wrong GRPO reward entry fails now, not after the data stage
+        from tuneloop.train.rewards import resolve_rewards
+
+        resolve_rewards(config.train.rewards)
     if launch is not None and launch.distributed and launch.node_rank != 0:
         return _train_on_another_host(config, launch, resume, console_print)
     run = open_for_run(config, resume=resume, overwrite=overwrite)

@@ -10,12 +10,16 @@ Formats (detected in this order from the first row's columns, or named with data
                        files (.conll, .iob, .txt) read into the same rows (see data/conll.py, data/iob.py)
     classification     {"text"|"sentence"|"content": str, "label"|"category"|"intent"|"class"|"sentiment": ...}
     text               {"text": str}  (plain text; the loss covers every token)
+    prompt_only        {"prompt": str | "messages": [..., last the user's], <reference columns>}  (GRPO: the
+                       model writes the reply and reward functions score it; detected when no other format
+                       fits, or when the last message of `messages` is the user's)
 Canonical examples: {"messages": [...]} for the first three and for summarization (the user asks for a
 summary of the document with data.summary_instruction; the summary is the reply), {"prompt", "chosen",
 "rejected"} for preference, {"tokens", "tags"} for token_classification (tags brought to IOB2 per file,
 see data/iob.py), {"text", "label"} for classification (label a string, or a list of strings for
-multi-label rows) and {"text"} for text. An optional "answer" field (a short string a correct reply
-must contain) is kept for evaluation.
+multi-label rows), {"text"} for text and {"prompt": [messages ending with the user's], <every other column
+as read>} for prompt_only (the columns reach the reward functions by name, as TRL passes them). An optional
+"answer" field (a short string a correct reply must contain) is kept for evaluation.
 """
 
 from __future__ import annotations
@@ -40,7 +44,11 @@ FORMAT_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "token_classification": (("tokens",), TAG_COLUMNS),  # before classification: both may use "labels"
     "classification": (TEXT_NAMES, LABEL_NAMES),
     "text": (("text",),),
+    "prompt_only": (("prompt", "messages"),),  # last: any row with a prompt and no reply
 }
+# TRL passes these to every reward function itself, so a data column may not take their names.
+RESERVED_PROMPT_COLUMNS = ("prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric",
+                           "environments")
 GENERATIVE_FORMATS = ("chat", "alpaca", "prompt_completion", "summarization", "text")
 ROLES = ("system", "user", "assistant")
 KEPT_FIELDS = ("answer",)
@@ -49,6 +57,8 @@ KEPT_FIELDS = ("answer",)
 def detect_format(rows: list[Row], source: str) -> str:
     """The format whose required keys the first readable row has; a clear error if none fits."""
     for row in rows[:1]:
+        if _ends_with_user_turn(row.fields.get("messages")):  # a conversation waiting for its reply
+            return "prompt_only"
         for name in FORMAT_FIELDS:
             if column_names(row.fields, name) is not None:
                 return name
@@ -113,6 +123,8 @@ def to_example(row: Row, fmt: str, summary_instruction: str = DEFAULT_SUMMARY_IN
             ]}
         elif fmt == "classification":
             example = {"text": _text(fields, columns[0]), "label": _label(fields, columns[1])}
+        elif fmt == "prompt_only":
+            return _prompt_only_example(fields, columns[0])
         else:
             example = {"text": _text(fields, "text")}
     except ValueError as exc:
@@ -121,6 +133,28 @@ def to_example(row: Row, fmt: str, summary_instruction: str = DEFAULT_SUMMARY_IN
         if key in fields and fields[key] is not None:
             example[key] = str(fields[key])
     return example
+
+
+def _ends_with_user_turn(messages: object) -> bool:
+    return (isinstance(messages, list) and bool(messages) and isinstance(messages[-1], dict)
+            and messages[-1].get("role") == "user")
+
+
+def _prompt_only_example(fields: dict, column: str) -> dict:
+    """{"prompt": messages ending with the user's turn, <the other columns unchanged>} (raises ValueError)."""
+    if column == "messages":
+        messages = _checked_messages(fields["messages"], reply_last=False)
+    else:
+        messages = [{"role": "user", "content": _text(fields, "prompt")}]
+        system = fields.get("system")
+        if isinstance(system, str) and system.strip():
+            messages.insert(0, {"role": "system", "content": system})
+    reserved = [name for name in RESERVED_PROMPT_COLUMNS if name in fields]
+    if reserved:
+        raise ValueError(f"column(s) {reserved} clash with the arguments TRL passes to every reward function; "
+                         "rename them")
+    extra = {key: value for key, value in fields.items() if key not in (column, "system")}
+    return {"prompt": messages, **extra}
 
 
 def _text(fields: dict, key: str) -> str:
@@ -148,7 +182,7 @@ def _label(fields: dict, key: str) -> str | list[str]:
     return str(value).strip()
 
 
-def _checked_messages(messages: object) -> list[dict]:
+def _checked_messages(messages: object, reply_last: bool = True) -> list[dict]:
     if not isinstance(messages, list) or not messages:
         raise ValueError("'messages' must be a non-empty list of {role, content} objects")
     checked = []
@@ -161,8 +195,11 @@ def _checked_messages(messages: object) -> list[dict]:
         if not isinstance(content, str) or not content.strip():
             raise ValueError(f"messages[{index}].content must be non-empty text")
         checked.append({"role": role, "content": content})
-    if checked[-1]["role"] != "assistant":
+    if reply_last and checked[-1]["role"] != "assistant":
         raise ValueError("the last message must be the assistant's reply (it is what the model learns)")
+    if not reply_last and checked[-1]["role"] != "user":
+        raise ValueError("the last message must be the user's (prompt_only rows hold the prompt; the model writes "
+                         "the reply)")
     if not any(m["role"] == "user" for m in checked):
         raise ValueError("no user message")
     return checked

@@ -9,6 +9,8 @@ def example_text(example: dict) -> str:
         return "\n".join(m["content"] for m in example["messages"] if m["role"] != "system")
     if "chosen" in example:
         return "\n".join(part for part in (example.get("prompt"), example["chosen"]) if part)
+    if isinstance(example.get("prompt"), list):  # prompt_only: the conversation so far
+        return "\n".join(m["content"] for m in example["prompt"] if m["role"] != "system")
     if "tokens" in example:
         return " ".join(example["tokens"])
     return example["text"]
@@ -21,6 +23,8 @@ def input_text(example: dict) -> str:
         return "\n".join(turns)
     if "chosen" in example:
         return example.get("prompt") or example["chosen"]
+    if isinstance(example.get("prompt"), list):  # prompt_only: all of it is input
+        return "\n".join(m["content"] for m in example["prompt"] if m["role"] != "system")
     if "tokens" in example:
         return " ".join(example["tokens"])
     return example["text"]

@@ -7,7 +7,8 @@ samples.jsonl (prompt, reference, baseline and tuned replies side by side); summ
 the length of the summaries in words ("lengths"). Encoder-decoder models (T5, BART) read each prompt as
 a plain source text (`tuneloop.data.pairs`) instead of through a chat template. Classification runs go
 to `tuneloop.evaluate.classification_stage` (head) or `tuneloop.evaluate.classification_generative`,
-token-classification (NER) runs to `tuneloop.evaluate.token_classification_stage`,
+token-classification (NER) runs to `tuneloop.evaluate.token_classification_stage`, GRPO (prompt_only)
+runs to `tuneloop.evaluate.rewards_stage`,
 plain-text runs to `tuneloop.evaluate.perplexity`. evaluate.general_text adds general-text perplexity
 (general_perplexity) to both sides.
 """
@@ -48,6 +49,10 @@ def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, c
         from tuneloop.evaluate.token_classification_stage import evaluate_token_classifier
 
         return evaluate_token_classifier(config, run, data_file, console_print)
+    if run.data_format() == "prompt_only":
+        from tuneloop.evaluate.rewards_stage import evaluate_grpo
+
+        return evaluate_grpo(config, run, data_file, console_print)
     if run.data_format() == "text":
         from tuneloop.evaluate.perplexity import evaluate_pretraining
 

@@ -50,6 +50,8 @@ def render_report(run: RunDir) -> str:
         parts += [_metrics_table(metrics), _perplexity_sets(metrics), _metric_chart(metrics)]
     if metrics.get("lengths"):
         parts.append(_lengths(metrics["lengths"]))
+    if metrics.get("rewards"):
+        parts.append(_reward_functions(metrics))
     parts.append(_loss_section(run))
     if metrics.get("forgetting"):
         parts.append(_forgetting(metrics["forgetting"]))
@@ -203,10 +205,29 @@ def _lengths(lengths: dict) -> str:
             "as the reference: a ratio far from 1 explains part of a score.</p>")
 
 
+def _reward_functions(metrics: dict) -> str:
+    """GRPO: which functions scored the held-out replies, their weights, and how far the policy moved."""
+    rows = "".join(f"<tr><td>reward/{escape(name)}</td><td>{escape(found['function'])}</td>"
+                   f"<td class=n>{found['weight']:g}</td></tr>" for name, found in metrics["rewards"].items())
+    kl = metrics.get("tuned", {}).get("kl_from_base")
+    moved = (f"<p>Mean per-token log-ratio of tuned to base on the tuned model's greedy replies (an estimate of "
+             f"the KL from the base): {kl:.3f} nats.</p>") if isinstance(kl, int | float) else ""
+    return ("<h2>Reward functions</h2><table><tr><th>metric</th><th>config entry</th><th>weight</th></tr>"
+            f"{rows}</table><p class=muted>Held-out greedy replies scored by each function; reward is their weighted "
+            "sum; accuracy is the answer check as right/wrong (%); length_words and length_tokens show whether "
+            f"the reward was won by length.</p>{moved}")
+
+
 def _loss_section(run: RunDir) -> str:
     if not run.train_log.is_file():
         return ""
-    return "<h2>Loss curves</h2>" + _img(plots.loss_curves(read_jsonl(run.train_log)), "training and validation loss")
+    records = read_jsonl(run.train_log)
+    rewards = plots.reward_curves(records)  # GRPO runs log their reward and KL
+    if rewards:
+        return ("<h2>Reward and KL</h2>" + _img(rewards, "mean reward per step and KL to the starting model")
+                + "<p class=muted>Means over the replies sampled in training (temperature sampling), not held-out "
+                "scores; KL on the right axis.</p>")
+    return "<h2>Loss curves</h2>" + _img(plots.loss_curves(records), "training and validation loss")
 
 
 def _forgetting(forgetting: dict) -> str:

@@ -39,6 +39,33 @@ def loss_curves(records: list[dict]) -> bytes | None:
     return _png(figure)
 
 
+def reward_curves(records: list[dict]) -> bytes | None:
+    """GRPO: mean reward of the sampled replies (and each function's) per logged step, KL to the start beside it."""
+    steps = [r for r in records if "reward" in r]
+    if not steps:
+        return None
+    figure, axis = plt.subplots(figsize=(7, 3.4))
+    axis.plot([r["step"] for r in steps], [r["reward"] for r in steps], color=BLUE, linewidth=1.8, label="reward")
+    names = sorted({key for r in steps for key in r if key.startswith("rewards/") and key.endswith("/mean")})
+    for name in names:
+        points = [(r["step"], r[name]) for r in steps if name in r]
+        axis.plot(*zip(*points, strict=True), linewidth=1, alpha=0.8, label=name.removeprefix("rewards/")
+                  .removesuffix("/mean"))
+    axis.set_xlabel("optimizer step")
+    axis.set_ylabel("mean reward")
+    axis.grid(alpha=0.3)
+    kl = [(r["step"], r["kl"]) for r in steps if isinstance(r.get("kl"), int | float)]
+    handles, labels = axis.get_legend_handles_labels()
+    if kl:
+        right = axis.twinx()
+        (line,) = right.plot(*zip(*kl, strict=True), color=ORANGE, linestyle="--", linewidth=1.4)
+        right.set_ylabel("KL to the starting model")
+        handles.append(line)
+        labels.append("KL")
+    axis.legend(handles, labels, frameon=False, fontsize=8, loc="upper left")
+    return _png(figure)
+
+
 def metric_bars(rows: list[tuple[str, float | None, float, tuple | None, tuple | None]]) -> bytes | None:
     """Baseline and tuned side by side per metric (0-100 scale), with 95% intervals as error bars.
 

@@ -43,6 +43,8 @@ class ProgressCallback(TrainerCallback):
             self.postfix["loss"] = f"{logs['loss']:.3f}"
         if "eval_loss" in logs:
             self.postfix["val"] = f"{logs['eval_loss']:.3f}"
+        if "reward" in logs:  # GRPO: the mean reward of the sampled replies
+            self.postfix["reward"] = f"{logs['reward']:.3f}"
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.bar is not None:

@@ -6,7 +6,7 @@ import os
 import time
 
 from tuneloop.errors import TuneloopError
-from tuneloop.train.callbacks import GracefulInterrupt
+from tuneloop.train.callbacks import GracefulInterrupt, ProgressCallback
 from tuneloop.workspace import RunDir, read_jsonl, write_jsonl
 
 
@@ -43,13 +43,24 @@ def fit(trainer, run: RunDir, checkpoint) -> tuple[object, float]:
     started = time.perf_counter()
     with GracefulInterrupt() as interrupt:
         trainer.add_callback(interrupt)
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        try:
+            result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        except Exception:
+            _close_progress_bars(trainer)  # so the error prints on its own line, not after a half-drawn bar
+            raise
     if interrupt.requested:
         raise TrainingInterrupted(
             f"interrupted at step {trainer.state.global_step}; checkpoint saved in {run.checkpoints}. "
             f"Continue with `tuneloop run {run.config} --resume` (or `tuneloop train ... --resume`)."
         )
     return result, time.perf_counter() - started
+
+
+def _close_progress_bars(trainer) -> None:
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, ProgressCallback) and callback.bar is not None:
+            callback.bar.close()
+            callback.bar = None
 
 
 def training_summary(trainer, result, seconds: float, model, method: str, device: str, compute_dtype) -> dict:
