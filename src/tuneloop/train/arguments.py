@@ -51,10 +51,20 @@ def common_training_arguments(config: RunConfig, run: RunDir, device: str, compu
 def wrap_with_lora(model, config: RunConfig, task_type: str, modules_to_save: list[str] | None = None):
     """The model with LoRA adapters on train.lora.target_modules (PEFT); only the adapters (and
     modules_to_save, e.g. a new classification head) train."""
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
+
+    model = get_peft_model(model, lora_config(config, task_type, modules_to_save))
+    if config.train.gradient_checkpointing:
+        model.enable_input_require_grads()  # checkpointed LoRA needs a grad path through frozen embeddings
+    return model
+
+
+def lora_config(config: RunConfig, task_type: str, modules_to_save: list[str] | None = None):
+    """PEFT's LoraConfig for train.lora (for trainers that wrap the model themselves, such as TRL's DPOTrainer)."""
+    from peft import LoraConfig
 
     lora = config.train.lora
-    peft_config = LoraConfig(
+    return LoraConfig(
         r=lora.rank,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
@@ -62,7 +72,3 @@ def wrap_with_lora(model, config: RunConfig, task_type: str, modules_to_save: li
         task_type=task_type,
         modules_to_save=modules_to_save,
     )
-    model = get_peft_model(model, peft_config)
-    if config.train.gradient_checkpointing:
-        model.enable_input_require_grads()  # checkpointed LoRA needs a grad path through frozen embeddings
-    return model
