@@ -4,7 +4,8 @@ Validation loss and perplexity come from the validation split; generation metric
 split (or, when the config has no test file, the validation split, which early stopping has seen:
 the report says which). Writes metrics.json ({"baseline": {...}, "tuned": {...}, ...}) and
 samples.jsonl (prompt, reference, baseline and tuned replies side by side); summarization runs also get
-the length of the summaries in words ("lengths"). Encoder-decoder models (T5, BART) read each prompt as
+the length of the summaries in words ("lengths"). Preference runs go to `tuneloop.evaluate.preference`, reward models to
+`tuneloop.evaluate.reward_model`; evaluate.safety adds the safety gate (`tuneloop.evaluate.safety`). Encoder-decoder models (T5, BART) read each prompt as
 a plain source text (`tuneloop.data.pairs`) instead of through a chat template. Classification runs go
 to `tuneloop.evaluate.classification_stage` (head) or `tuneloop.evaluate.classification_generative`,
 token-classification (NER) runs to `tuneloop.evaluate.token_classification_stage`,
@@ -36,6 +37,14 @@ RIGHT_OR_WRONG_METRICS = ("exact_match", "contains_answer")
 
 
 def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, console_print=print) -> dict:
+    if config.train.recipe == "reward":
+        from tuneloop.evaluate.reward_model import evaluate_reward_run
+
+        return evaluate_reward_run(config, run, data_file, console_print)
+    if run.data_format() in ("preference", "unpaired"):
+        from tuneloop.evaluate.preference import evaluate_preference_run
+
+        return evaluate_preference_run(config, run, data_file, console_print)
     if run.data_format() == "classification" and config.train.classifier == "generate":
         from tuneloop.evaluate.classification_generative import evaluate_generative_classifier
 

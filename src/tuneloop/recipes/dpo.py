@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import warnings
 
-from tuneloop.config import RunConfig
+from tuneloop.config import DPO_LOSSES, RunConfig
 from tuneloop.errors import ConfigError
 from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_causal_lm
@@ -111,6 +111,10 @@ def _trainer(recipe: str, config: RunConfig, run: RunDir, model, tokenizer, trai
     lora = config.train.method == "lora"
     if recipe == "dpo":
         from trl import DPOConfig, DPOTrainer
+
+        if preference.loss not in DPO_LOSSES:
+            raise ConfigError(f"train.preference.loss={preference.loss!r}: train.recipe dpo takes one of "
+                              f"{', '.join(DPO_LOSSES)} (kto and apo_zero_unpaired are for train.recipe kto).")
 
         losses, weights = [preference.loss], [1.0]
         if preference.sft_weight:
