@@ -52,6 +52,11 @@ def train_reward_model(config: RunConfig, run: RunDir, resume: bool = False, con
         console_print(f"train: {config.model.name} has no chat template (an encoder?); conversations are read "
                       "through the plain template. Set data.chat_template to choose another.")
         tokenizer.chat_template = BUILTIN["plain"]
+        # BERT-style vocabularies: [CLS] opens the text (its vector is what the head reads), [SEP] closes a reply.
+        if tokenizer.bos_token is None and tokenizer.cls_token is not None:
+            tokenizer.bos_token = tokenizer.cls_token
+        if tokenizer.eos_token is None and tokenizer.sep_token is not None:
+            tokenizer.eos_token = tokenizer.sep_token
     else:
         apply_template_choice(tokenizer, config.data.chat_template, config.model.name)
     train_dataset = Dataset.from_list(preference_rows(config, run, "train", tokenizer, console_print))
