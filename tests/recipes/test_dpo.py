@@ -45,7 +45,8 @@ def test_dpo_with_lora_learns_the_preference_with_the_adapter_switched_off_as_re
             assert torch.equal(tuned(ids).logits, base(ids).logits)
         assert not torch.allclose(tuned(ids).logits, base(ids).logits)
 
-    assert results["baseline"]["implicit_reward_accuracy"] == 50.0 and results["baseline"]["implicit_reward_margin"] == 0
+    assert results["baseline"]["implicit_reward_accuracy"] == 50.0
+    assert results["baseline"]["implicit_reward_margin"] == 0
     assert results["tuned"]["implicit_reward_margin"] > 0
     for key in ("preference_accuracy", "reward_score", "reply_words", "kl_from_base"):
         assert key in results["tuned"] and key in results["baseline"]

@@ -2,9 +2,9 @@
 
 Rows are linked when their normalized texts are equal or their 5-gram Jaccard similarity reaches the
 threshold; augmented rows are linked to their source row. Preference pairs and unpaired (KTO) rows are
-compared by their prompt alone, so every pair on one prompt (and every near copy of it) lands on one side. Whole clusters are then assigned to test
-(per label when stratifying) until each side has its share. Clusters holding an augmented row
-always go to train: augmentation must never reach an evaluation split.
+compared by their prompt alone, so every pair on one prompt (and every near copy of it) lands on one
+side. Whole clusters are then assigned to test (per label when stratifying) until each side has its
+share. Clusters holding an augmented row always go to train: augmentation must never reach an evaluation split.
 """
 
 from __future__ import annotations

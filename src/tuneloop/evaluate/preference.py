@@ -1,6 +1,6 @@
 """Evaluation of preference runs (dpo, cpo, simpo, orpo, kto): base and tuned model on the same held-out pairs.
 
-On held-out pairs (metrics.json "baseline"/"tuned", percentages):
+On the first evaluate.max_samples held-out pairs (metrics.json "baseline"/"tuned", percentages):
     preference_accuracy       share of pairs where the model gives the chosen reply a higher per-token mean
                               log-likelihood than the rejected one (length-normalized, so a short reply
                               does not win by being short); McNemar's test base vs tuned
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gc
 from contextlib import contextmanager
+
 import numpy as np
 
 from tuneloop.config import RunConfig
@@ -96,7 +97,8 @@ def pair_log_probs(model, tokenizer, pairs: list[dict], max_length: int, batch_s
     rejected_sum, rejected_n = reply_log_probs(model, tokenizer, prompts, [p["rejected"] for p in pairs], max_length,
                                                batch_size, f"{desc} rejected")
     return {"chosen_sum": chosen_sum, "rejected_sum": rejected_sum,
-            "chosen_mean": chosen_sum / np.maximum(chosen_n, 1), "rejected_mean": rejected_sum / np.maximum(rejected_n, 1)}
+            "chosen_mean": chosen_sum / np.maximum(chosen_n, 1),
+            "rejected_mean": rejected_sum / np.maximum(rejected_n, 1)}
 
 
 def preference_correct(scores: dict) -> np.ndarray:
@@ -111,7 +113,8 @@ def implicit_rewards(tuned: dict, base: dict, beta: float) -> tuple[np.ndarray, 
 
 
 def ranked_above(scores: np.ndarray, desirable: list[bool], prompts: list[str]) -> np.ndarray:
-    """100/0 per (desirable, undesirable) completion pair: within a prompt where any prompt has both, else across all."""
+    """100/0 per (desirable, undesirable) completion pair: within each prompt when some prompt has both kinds,
+    else every desirable completion against every undesirable one."""
     by_prompt: dict[str, tuple[list[int], list[int]]] = {}
     for index, (good, prompt) in enumerate(zip(desirable, prompts, strict=True)):
         by_prompt.setdefault(prompt, ([], []))[0 if good else 1].append(index)
@@ -130,8 +133,8 @@ def evaluate_preference_run(config: RunConfig, run: RunDir, data_file: str | Non
     heldout, heldout_name = heldout_rows(config, run, data_file)
     evaluate = config.evaluate
     beta = config.train.preference.beta
-    pairs = [ex for ex in heldout if "chosen" in ex]
-    unpaired = [ex for ex in heldout if "desirable" in ex]
+    pairs = [ex for ex in heldout if "chosen" in ex][: evaluate.max_samples]
+    unpaired = [ex for ex in heldout if "desirable" in ex][: 2 * evaluate.max_samples]
     prompts = _unique_prompts(pairs or unpaired)[: evaluate.max_samples]
     max_length = config.data.max_length
 

@@ -134,7 +134,8 @@ def evaluate_reward_run(config, run, data_file: str | None = None, console_print
     write_json(run.metrics, results)
     write_jsonl(run.samples, [
         {"prompt": ex["prompt"], "reference": ex["chosen"], "rejected": ex["rejected"], "baseline": None,
-         "tuned": f"reward: chosen {c:.3f}, rejected {r:.3f}"} for ex, c, r in list(zip(pairs, chosen, rejected))[:50]])
+         "tuned": f"reward: chosen {c:.3f}, rejected {r:.3f}"}
+        for ex, c, r in list(zip(pairs, chosen, rejected, strict=True))[:50]])
     console_print(f"evaluate: reward model pair accuracy {correct.mean():.1f}% on {len(pairs)} held-out pairs "
                   "(constant baseline 50%)")
     return results

@@ -4,8 +4,9 @@ Validation loss and perplexity come from the validation split; generation metric
 split (or, when the config has no test file, the validation split, which early stopping has seen:
 the report says which). Writes metrics.json ({"baseline": {...}, "tuned": {...}, ...}) and
 samples.jsonl (prompt, reference, baseline and tuned replies side by side); summarization runs also get
-the length of the summaries in words ("lengths"). Preference runs go to `tuneloop.evaluate.preference`, reward models to
-`tuneloop.evaluate.reward_model`; evaluate.safety adds the safety gate (`tuneloop.evaluate.safety`). Encoder-decoder models (T5, BART) read each prompt as
+the length of the summaries in words ("lengths"). Preference runs (dpo, cpo, simpo, orpo, kto) go to
+`tuneloop.evaluate.preference`, reward models to `tuneloop.evaluate.reward_model`; evaluate.safety adds
+the safety gate (`tuneloop.evaluate.safety`). Encoder-decoder models (T5, BART) read each prompt as
 a plain source text (`tuneloop.data.pairs`) instead of through a chat template. Classification runs go
 to `tuneloop.evaluate.classification_stage` (head) or `tuneloop.evaluate.classification_generative`,
 token-classification (NER) runs to `tuneloop.evaluate.token_classification_stage`,

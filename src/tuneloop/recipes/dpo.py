@@ -35,8 +35,12 @@ from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_causal_lm
 from tuneloop.models.registry import resolve_model
 from tuneloop.recipes.preference_data import preference_rows
-from tuneloop.recipes.sft import keep_adapter_inputs_in_compute_dtype, replace_default_printing, setup_tokenizer, \
-    trainer_callbacks
+from tuneloop.recipes.sft import (
+    keep_adapter_inputs_in_compute_dtype,
+    replace_default_printing,
+    setup_tokenizer,
+    trainer_callbacks,
+)
 from tuneloop.train.arguments import common_training_arguments, lora_config, wrap_with_lora
 from tuneloop.train.fit import fit, resume_point, training_summary
 from tuneloop.workspace import RunDir, write_json

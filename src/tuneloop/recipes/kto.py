@@ -28,8 +28,12 @@ from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_causal_lm
 from tuneloop.models.registry import resolve_model
 from tuneloop.recipes.preference_data import unpaired_rows
-from tuneloop.recipes.sft import keep_adapter_inputs_in_compute_dtype, replace_default_printing, setup_tokenizer, \
-    trainer_callbacks
+from tuneloop.recipes.sft import (
+    keep_adapter_inputs_in_compute_dtype,
+    replace_default_printing,
+    setup_tokenizer,
+    trainer_callbacks,
+)
 from tuneloop.train.arguments import common_training_arguments, lora_config
 from tuneloop.train.fit import fit, resume_point, training_summary
 from tuneloop.workspace import RunDir, write_json
@@ -48,10 +52,12 @@ def train_kto(config: RunConfig, run: RunDir, resume: bool = False, console_prin
     preference = config.train.preference
     loss = preference.loss if preference.loss in KTO_LOSSES else None
     if loss is None and "loss" in preference.model_fields_set:
-        raise ConfigError(f"train.preference.loss={preference.loss!r}: train.recipe kto takes {' or '.join(KTO_LOSSES)}.")
+        raise ConfigError(f"train.preference.loss={preference.loss!r}: train.recipe kto takes "
+                          f"{' or '.join(KTO_LOSSES)}.")
     loss = loss or "kto"
     if loss == "kto" and config.train.batch_size < 2:
-        raise ConfigError("train.batch_size=1: KTO's KL term compares each row with another in its batch; use 2 or more.")
+        raise ConfigError("train.batch_size=1: KTO's KL term compares each row with another in its batch; "
+                          "use 2 or more.")
     datasets.disable_progress_bars()
     set_seed(config.seed)
     device = pick_device(config.model.device)

@@ -217,8 +217,8 @@ def _loss_section(run: RunDir) -> str:
     preference = plots.preference_curves(records)
     if preference:
         section += ("<h2>Preference training curves</h2>" + _img(preference, "implicit rewards during training")
-                    + "<p class=muted>TRL's implicit rewards on each training batch: chosen and rejected replies, their "
-                    "margin, and the share of pairs ranked right (dashed, right axis).</p>")
+                    + "<p class=muted>TRL's implicit rewards on each training batch: chosen and rejected replies, "
+                    "their margin, and the share of pairs ranked right (dashed, right axis).</p>")
     return section
 
 
@@ -235,7 +235,8 @@ def _safety(safety: dict) -> str:
                     f"<td class=n>{w['change']:+.3f}</td></tr>" for w in safety.get("worst", []))
     return (f"<h2>Safety gate <span class='badge {verdict}'>{verdict}</span></h2><p>Harmlessness score "
             f"{safety['baseline_score']:.3f} → {safety['tuned_score']:.3f} on {safety['prompts']} prompts of "
-            f"{escape(safety['prompts_file'])} (scorer {escape(safety['scorer'])}); difference {test['difference']:+.3f} "
+            f"{escape(safety['prompts_file'])} (scorer {escape(safety['scorer'])}); difference "
+            f"{test['difference']:+.3f} "
             f"[{test['low']:+.3f}, {test['high']:+.3f}], paired bootstrap p {format_p(test['p_value'])}. Rule: "
             f"{escape(safety['rule'])} (max_drop {safety['max_drop']}).</p>"
             + (f"<table class=samples><tr><th>prompt</th><th>baseline</th><th>tuned</th><th>score change</th></tr>"
