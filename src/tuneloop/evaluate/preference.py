@@ -14,7 +14,8 @@ On generations for held-out prompts (greedy, evaluate.max_new_tokens): reply_wor
 is the classic failure of preference tuning), reward_score (when evaluate.reward_model names a reward run),
 and kl_from_base: the mean over tuned replies of log p_tuned - log p_base summed over the reply's tokens,
 a Monte Carlo estimate of KL(tuned || base) per reply in nats (0 for the base).
-The safety gate (evaluate.safety, tuneloop.evaluate.safety) runs last and can fail the run.
+evaluate.forgetting (multiple-choice files, base vs tuned) and the safety gate (evaluate.safety,
+tuneloop.evaluate.safety) can each fail the run.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import numpy as np
 from tuneloop.config import RunConfig
 from tuneloop.data.prepare import load_examples
 from tuneloop.evaluate.generate import generate_replies
+from tuneloop.evaluate.multiple_choice import load_questions, score_multiple_choice
+from tuneloop.evaluate.stage import forgetting_failures, forgetting_report
 from tuneloop.evaluate.stats import bootstrap_interval, compare
 from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_causal_lm, load_tuned
@@ -140,6 +143,8 @@ def evaluate_preference_run(config: RunConfig, run: RunDir, data_file: str | Non
 
     tuned_model, tokenizer = load_tuned(run, base_path, dtype, device)
     rendered = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    questions = {path: load_questions(path, evaluate.forgetting_format, evaluate.forgetting_limit)
+                 for path in evaluate.forgetting}
     gate = None
     if evaluate.safety is not None:
         from tuneloop.evaluate.safety import SafetyGate
@@ -162,6 +167,8 @@ def evaluate_preference_run(config: RunConfig, run: RunDir, data_file: str | Non
         if replies_to_score is not None:  # the tuned model's replies, scored by the base model for the KL
             found["tuned_reply_logp"] = reply_log_probs(model, tokenizer, prompts, replies_to_score, max_length,
                                                         evaluate.batch_size, f"{label} tuned replies")[0]
+        found["forgetting"] = {path: score_multiple_choice(model, tokenizer, items, evaluate.batch_size)
+                               for path, items in questions.items()}
         if gate is not None:
             gate.generate(model, label)
         return found
@@ -220,6 +227,9 @@ def evaluate_preference_run(config: RunConfig, run: RunDir, data_file: str | Non
         if "desirable_ranked_above" in per_row:
             results["comparison"]["desirable_ranked_above"] = compare(*per_row["desirable_ranked_above"], binary=True)
     failures = []
+    if questions:
+        results["forgetting"] = forgetting_report(tuned, baseline, evaluate.max_forgetting)
+        failures += forgetting_failures(results, evaluate.max_forgetting)
     if safety is not None:
         results["safety"] = safety
         failures += safety["failures"]

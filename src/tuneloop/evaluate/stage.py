@@ -137,10 +137,8 @@ def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, c
         replies = ({"baseline": baseline["replies"]} if baseline else {}) | {"tuned": tuned["replies"]}
         results["lengths"] = length_statistics(references, replies)
     if questions:
-        results["forgetting"] = _forgetting(tuned, baseline, config.evaluate.max_forgetting)
-    failures = [f"forgetting: {Path(path).name} lost {-found['change']:.1f} points of accuracy, more than "
-                f"evaluate.max_forgetting={config.evaluate.max_forgetting}"
-                for path, found in results.get("forgetting", {}).items() if found["exceeded"]]
+        results["forgetting"] = forgetting_report(tuned, baseline, config.evaluate.max_forgetting)
+    failures = forgetting_failures(results, config.evaluate.max_forgetting)
     results["status"] = "failed" if failures else "passed"
     results["failures"] = failures
     baseline_replies = baseline["replies"] if baseline else []
@@ -208,7 +206,14 @@ def _intervals_and_tests(tuned: dict, baseline: dict | None, references: list[st
     return found
 
 
-def _forgetting(tuned: dict, baseline: dict | None, limit: float | None) -> dict:
+def forgetting_failures(results: dict, limit: float | None) -> list[str]:
+    """The failure message of each forgetting file whose accuracy fell by more than evaluate.max_forgetting."""
+    return [f"forgetting: {Path(path).name} lost {-found['change']:.1f} points of accuracy, more than "
+            f"evaluate.max_forgetting={limit}"
+            for path, found in results.get("forgetting", {}).items() if found["exceeded"]]
+
+
+def forgetting_report(tuned: dict, baseline: dict | None, limit: float | None) -> dict:
     """Accuracy on each general-knowledge file, base vs tuned; a drop beyond the limit fails the run."""
     report = {}
     for path, after in tuned["forgetting"].items():
