@@ -117,6 +117,8 @@ def train_stage(config: RunConfig, run: RunDir, resume: bool = False, console_pr
     if recipe_name in PREFERENCE_RECIPES:  # the few-shot preset cross-validates SFT-style losses; not these
         return preference_recipe(recipe_name)(config, run, resume=resume, console_print=console_print,
                                               tracker=tracker)
+    if recipe_name not in RECIPE_FOR_FORMAT.values():  # a train.recipe value whose recipe this build lacks
+        raise ConfigError(f"train.recipe={recipe_name!r}: that recipe is not available in this installation.")
     recipe = _recipe_for(config, run, data_format, console_print)
     config = apply_preset(config, run, recipe, resume=resume, console_print=console_print)
     return recipe(config, run, resume=resume, console_print=console_print, tracker=tracker)

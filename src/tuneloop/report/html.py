@@ -108,7 +108,8 @@ def _headline(metrics: dict) -> str:
     comparison = metrics.get("comparison", {})
     # contains_answer means something only when rows name a short answer; else it matches the whole reference.
     preferred = ("contains_answer",) if metrics.get("heldout", {}).get("rows_with_answer") else ()
-    for key in preferred + ("accuracy", "entity_f1", "rouge_l", "token_f1", "exact_match"):
+    for key in preferred + ("accuracy", "entity_f1", "preference_accuracy", "pair_accuracy", "desirable_ranked_above",
+                            "rouge_l", "token_f1", "exact_match"):
         if key in comparison and key in metrics.get("tuned", {}):
             test = comparison[key]
             verdict = "a real difference" if test.get("significant") else "not distinguishable from noise"
