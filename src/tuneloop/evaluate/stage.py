@@ -92,7 +92,15 @@ def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, c
         for path in config.evaluate.forgetting
     }
 
+    gate = None
+    if config.evaluate.safety is not None and not seq2seq:
+        from tuneloop.evaluate.safety import SafetyGate
+
+        gate = SafetyGate(config.evaluate.safety, tokenizer, config.evaluate)
+
     def score(model, label: str) -> dict:
+        if gate is not None:
+            gate.generate(model, label)
         scored_side = {"totals": validation_loss(model, validation_encoded, tokenizer.pad_token_id,
                                                  config.evaluate.batch_size), "replies": [], "per_row": {}}
         if prompts:  # plain-text data has no replies to generate; loss and perplexity still say a lot
@@ -139,6 +147,9 @@ def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, c
     if questions:
         results["forgetting"] = forgetting_report(tuned, baseline, config.evaluate.max_forgetting)
     failures = forgetting_failures(results, config.evaluate.max_forgetting)
+    if gate is not None and baseline:
+        results["safety"] = gate.verdict(device, console_print)
+        failures += results["safety"]["failures"]
     results["status"] = "failed" if failures else "passed"
     results["failures"] = failures
     baseline_replies = baseline["replies"] if baseline else []
