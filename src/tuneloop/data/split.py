@@ -92,10 +92,10 @@ def split_rows(
 
 def split_file(
     path: str | Path, out_dir: str | Path, test_size: float = 0.1, stratify: str | None = None,
-    seed: int = 0, fmt: str = "auto", threshold: float = 0.8,
+    seed: int = 0, fmt: str = "auto", threshold: float = 0.8, skip_invalid: bool = False,
 ) -> dict:
     """Write out_dir/train.jsonl and out_dir/test.jsonl (rows as read) and return a summary."""
-    loaded = load_examples(path, fmt)
+    loaded = load_examples(path, fmt, skip_invalid=skip_invalid)
     rows = loaded.raw_rows
     strata = None
     if stratify:
@@ -117,7 +117,8 @@ def split_file(
     write_jsonl(out / "test.jsonl", [rows[i] for i in test])
     summary = {
         "rows": len(rows), "train": len(train), "test": len(test), "seed": seed, "stratify": stratify,
-        "near_threshold": threshold, "files": {"train": str(out / "train.jsonl"), "test": str(out / "test.jsonl")},
+        "near_threshold": threshold, "skipped_rows": len(loaded.bad_rows),
+        "files": {"train": str(out / "train.jsonl"), "test": str(out / "test.jsonl")},
     }
     if strata:
         summary["test_share_per_label"] = {
