@@ -161,12 +161,10 @@ def evaluate_preference_run(config: RunConfig, run: RunDir, data_file: str | Non
                                                 evaluate.batch_size, f"{label} completions")
         found["replies"] = generate_replies(model, tokenizer, rendered, evaluate.max_new_tokens, evaluate.batch_size,
                                             desc=f"{label} replies") if rendered else []
-        own = reply_log_probs(model, tokenizer, prompts, found["replies"], max_length, evaluate.batch_size,
-                              f"{label} own replies") if rendered else (np.zeros(0), np.zeros(0))
-        found["own_reply_logp"] = own[0]
-        if replies_to_score is not None:  # the tuned model's replies, scored by the base model for the KL
-            found["tuned_reply_logp"] = reply_log_probs(model, tokenizer, prompts, replies_to_score, max_length,
-                                                        evaluate.batch_size, f"{label} tuned replies")[0]
+        # The KL on the tuned model's replies: scored by the tuned model here, by the base model below.
+        scored_replies = found["replies"] if replies_to_score is None else replies_to_score
+        found["tuned_reply_logp"] = reply_log_probs(model, tokenizer, prompts, scored_replies, max_length,
+                                                    evaluate.batch_size, f"{label}: tuned replies")[0]
         found["forgetting"] = {path: score_multiple_choice(model, tokenizer, items, evaluate.batch_size)
                                for path, items in questions.items()}
         if gate is not None:
@@ -194,7 +192,7 @@ def evaluate_preference_run(config: RunConfig, run: RunDir, data_file: str | Non
     if prompts:
         per_row["reply_words"] = (np.array([len(r.split()) for r in baseline["replies"]], dtype=float),
                                   np.array([len(r.split()) for r in tuned["replies"]], dtype=float))
-        per_row["kl_from_base"] = (np.zeros(len(prompts)), tuned["own_reply_logp"] - baseline["tuned_reply_logp"])
+        per_row["kl_from_base"] = (np.zeros(len(prompts)), tuned["tuned_reply_logp"] - baseline["tuned_reply_logp"])
         if evaluate.reward_model:
             from tuneloop.evaluate.reward_model import load_reward_scorer
 
