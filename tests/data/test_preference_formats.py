@@ -131,3 +131,21 @@ def test_the_audit_flags_identical_replies_and_prompts_leaking_into_the_test_fil
     assert report["preference"]["identical_pairs"] == 1
     assert report["leakage"][str(test)]["exact"]["rows"] == 1
     assert {"preference", "leakage"} <= {item["check"] for item in report["summary"] if item["severity"] == "error"}
+
+
+def test_the_test_rows_split_off_train_are_audited_for_prompt_leakage(tmp_path):
+    from tuneloop.config import DataConfig
+    from tuneloop.data.prepare import prepare_data
+    from tuneloop.workspace import RunDir, read_json, read_jsonl
+
+    rows = [{"prompt": f"Question {i} about the shop opening hours on day {i % 7} of week {i}", "chosen": f"Yes {i}",
+             "rejected": f"No {i}"} for i in range(30)]
+    rows += [dict(row, chosen=row["chosen"] + " indeed") for row in rows[:10]]  # a second pair on ten prompts
+    path = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    config = DataConfig(train_file=str(path), test_size=0.3, audit={"checks": ["leakage", "preference"]})
+    run = RunDir(tmp_path / "run")
+    prepare_data(config, run, seed=3, console_print=lambda *_: None)
+    leakage = read_json(run.root / "audit" / "audit.json")["leakage"]
+    assert list(leakage) == [f"{path} (test split)"] and leakage[f"{path} (test split)"]["exact"]["rows"] == 0
+    train_prompts = {json.dumps(ex["prompt"]) for split in ("train", "validation") for ex in read_jsonl(run.split(split))}
+    assert not train_prompts & {json.dumps(ex["prompt"]) for ex in read_jsonl(run.split("test"))}
