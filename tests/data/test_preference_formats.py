@@ -147,5 +147,6 @@ def test_the_test_rows_split_off_train_are_audited_for_prompt_leakage(tmp_path):
     prepare_data(config, run, seed=3, console_print=lambda *_: None)
     leakage = read_json(run.root / "audit" / "audit.json")["leakage"]
     assert list(leakage) == [f"{path} (test split)"] and leakage[f"{path} (test split)"]["exact"]["rows"] == 0
-    train_prompts = {json.dumps(ex["prompt"]) for split in ("train", "validation") for ex in read_jsonl(run.split(split))}
+    train_prompts = {json.dumps(ex["prompt"]) for split in ("train", "validation")
+                     for ex in read_jsonl(run.split(split))}
     assert not train_prompts & {json.dumps(ex["prompt"]) for ex in read_jsonl(run.split("test"))}
