@@ -183,7 +183,8 @@ def _with_interval(value, interval) -> str:
         return "–"
     text = f"{value:.2f}"
     if interval and interval[0] is not None:
-        text += f" <span class=muted>[{interval[0]:.1f}, {interval[1]:.1f}]</span>"
+        digits = 1 if max(abs(interval[0]), abs(interval[1])) >= 10 else 2  # rewards and margins are small numbers
+        text += f" <span class=muted>[{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]</span>"
     return text
 
 
