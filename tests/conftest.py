@@ -146,3 +146,49 @@ def postgres_server():
 def postgres_url(postgres_server) -> str:
     """A fresh, empty PostgreSQL database for one test, as a SQLAlchemy URL (postgresql+psycopg://...)."""
     return postgres_server.create_database()
+
+
+# Preference tuning: a careful, correct reply preferred over a curt one (tests of recipes/dpo.py, kto.py, reward.py).
+CURT = ("No idea.", "Ask someone else.", "Go away.", "Not my problem.", "Whatever.", "Figure it out.")
+
+
+def preference_pairs(repeat: int = 4) -> list[dict]:
+    return [{"prompt": question if copy % 2 == 0 else f"Please tell me: {question}", "chosen": answer,
+             "rejected": CURT[(index + copy) % len(CURT)]}
+            for copy in range(repeat) for index, (question, answer, _) in enumerate(FACTS)]
+
+
+@pytest.fixture(scope="session")
+def pair_files(tmp_path_factory) -> dict[str, Path]:
+    """Training pairs and paraphrased held-out pairs (no prompt shared with training)."""
+    directory = tmp_path_factory.mktemp("pairs")
+    test = [{"prompt": f"Tell me, {q.lower()}", "chosen": a, "rejected": CURT[i]} for i, (q, a, _) in enumerate(FACTS)]
+    return {"train": write_jsonl(directory / "pairs.jsonl", preference_pairs()),
+            "test": write_jsonl(directory / "pairs_test.jsonl", test)}
+
+
+def preference_run_config(output_dir: Path, model_dir: Path, files: dict[str, Path], recipe: str, **train) -> dict:
+    """A raw config for a few steps of a preference recipe on the tiny Llama (CPU, fp32)."""
+    return {
+        "output_dir": str(output_dir),
+        "model": {"name": str(model_dir), "dtype": "fp32", "device": "cpu"},
+        "data": {"train_file": str(files["train"]), "test_file": str(files["test"]), "max_length": 48,
+                 "audit": {"checks": ["duplicates", "leakage", "preference"]}},
+        "train": {"recipe": recipe, "method": "lora", "preset": "none", "epochs": 1, "max_steps": 6, "batch_size": 4,
+                  "learning_rate": 5e-3, "eval_every": 3, "save_every": 3, "early_stopping_patience": None,
+                  "logging_steps": 1, "lora": {"rank": 8, "alpha": 16}, **train},
+        "evaluate": {"max_new_tokens": 4, "batch_size": 8, "max_samples": 6},
+        "tracking": {"backend": "none"},
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_run(tmp_path_factory, tiny_model_dir, pair_files) -> Path:
+    """A reward run on the tiny Llama (score head + LoRA, a few steps), trained and evaluated once: its directory."""
+    from tuneloop.config import validate_config
+    from tuneloop.stages import run_all
+
+    root = tmp_path_factory.mktemp("reward") / "run"
+    raw = preference_run_config(root, tiny_model_dir, pair_files, "reward", max_steps=8, learning_rate=1e-2)
+    run_all(validate_config(raw), evaluate=True, console_print=lambda *_: None)
+    return root

@@ -87,16 +87,16 @@ def test_data_is_required_without_stages_and_single_stage_commands_refuse_stages
         read_config(chained, ["stages.nope.train.epochs=3"])
 
 
-def test_a_stage_without_a_recipe_fails_before_any_training(tmp_path):
+def test_a_stage_whose_recipe_does_not_fit_its_data_fails_before_any_training(tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("Some domain text.\n\nMore of it.\n", encoding="utf-8")
     preference = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "Hi", "chosen": "Hello!", "rejected": "Go."}])
     raw = chain_raw(tmp_path)
     raw["stages"][0]["data"]["train_file"] = str(notes)
-    raw["stages"][1] = {"name": "dpo", "data": {"train_file": str(preference)}}
+    raw["stages"][1] = {"name": "dpo", "data": {"train_file": str(preference)}, "train": {"recipe": "sft"}}
     config = write_config(tmp_path / "chain.yaml", raw)
-    with pytest.raises(TuneloopError, match=r"stages\[1\].data: .*pairs.jsonl: the training data is in the "
-                                            r"preference format, which no recipe trains on yet"):
+    with pytest.raises(TuneloopError, match=r"stages\[1\].train.recipe='sft' trains on .* but this run's data is "
+                                            r"in the preference format"):
         invoke("run", str(config))
     assert not (tmp_path / "chain" / "stages").exists()  # nothing started
 

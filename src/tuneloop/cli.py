@@ -585,7 +585,8 @@ def _number(value) -> str:
 def _with_interval(value, interval) -> str:
     if value is None:
         return "-"
-    return f"{value:.2f}" + (f" [{interval[0]:.1f}, {interval[1]:.1f}]" if interval else "")
+    digits = 1 if interval and max(abs(interval[0]), abs(interval[1])) >= 10 else 2  # small rewards need 2 digits
+    return f"{value:.2f}" + (f" [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]" if interval else "")
 
 
 def main() -> None:

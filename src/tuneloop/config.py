@@ -76,7 +76,7 @@ class DataConfig(_Section):
     validation_file: str | None = Field(None, description="Held-out rows for validation loss and early stopping.")
     test_file: str | None = Field(None, description="Held-out rows scored by generation (never trained on).")
     format: Literal[
-        "auto", "chat", "alpaca", "prompt_completion", "preference", "summarization", "classification",
+        "auto", "chat", "alpaca", "prompt_completion", "preference", "unpaired", "summarization", "classification",
         "token_classification", "text", "prompt_only",
     ] = "auto"
     summary_instruction: str = Field(
@@ -151,12 +151,60 @@ class GrpoConfig(_Section):
         "group", description="Divide advantages by the reward spread within each group, the batch, or not at all."
     )
     num_iterations: int = Field(1, ge=1, description="Optimizer passes over each batch of sampled replies.")
+# TRL's DPOTrainer loss_type values (trl/trainer/dpo_config.py); "sft" is train.preference.sft_weight instead.
+DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm")
+CPO_LOSSES = ("sigmoid", "hinge", "ipo")  # TRL's CPOTrainer; SimPO is train.recipe: simpo
+
+
+class PreferenceConfig(_Section):
+    """Preference tuning (train.recipe dpo, cpo, simpo, orpo, kto) and reward models (reward)."""
+
+    loss: str = Field(
+        "sigmoid", description="dpo: TRL's loss_type (sigmoid = DPO, ipo, hinge, robust, ...); cpo: sigmoid, hinge "
+        "or ipo; kto: kto or apo_zero_unpaired."
+    )
+    beta: float = Field(
+        0.1, gt=0, description="dpo/cpo/simpo/kto: how far the model may move from the reference (higher: less). "
+        "simpo: the reward scale (SimPO's paper uses 2 to 10). orpo: the weight of the odds-ratio term (lambda)."
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=0.5, description="dpo robust/exo_pair and cpo: the assumed share of flipped preference labels."
+    )
+    sft_weight: float | None = Field(
+        None, ge=0, description="dpo: add the SFT loss on the chosen replies with this weight (LLaMA-Factory's "
+        "pref_ftx; null or 0: none). cpo: the weight of its behaviour-cloning term on the chosen replies (null: "
+        "TRL's 1.0)."
+    )
+    precompute_ref_log_probs: bool = Field(
+        False, description="dpo/kto with full fine-tuning: score the reference once before training instead of "
+        "keeping a second copy of the model in memory. With LoRA the reference is the adapter switched off."
+    )
+    simpo_gamma: float = Field(0.5, ge=0, description="simpo: the target reward margin (gamma).")
+    desirable_weight: float = Field(1.0, gt=0, description="kto: weight of the losses on desirable completions.")
+    undesirable_weight: float = Field(1.0, gt=0, description="kto: weight of the losses on undesirable completions.")
+    max_prompt_share: float = Field(
+        0.5, gt=0, lt=1, description="Long conversations lose their earliest turns until the prompt fits in this "
+        "share of data.max_length, so the replies (what is compared) are not cut off."
+    )
+
+    @model_validator(mode="after")
+    def _known_loss(self) -> PreferenceConfig:
+        allowed = DPO_LOSSES + ("kto", "apo_zero_unpaired")
+        if self.loss not in allowed:
+            raise ValueError(f"train.preference.loss={self.loss!r} is unknown; allowed: {', '.join(allowed)}")
+        return self
 
 
 class TrainConfig(_Section):
     """How the model is trained."""
 
-    recipe: Literal["auto", "sft", "dpo", "cpo", "simpo", "orpo", "kto", "reward", "grpo"] = "auto"
+    recipe: Literal["auto", "sft", "dpo", "cpo", "simpo", "orpo", "kto", "reward", "grpo"] = Field(
+        "auto", description="The training method; auto picks from the data format (preference pairs: dpo, unpaired "
+        "thumbs up/down: kto, conversations: sft, ...). dpo, cpo, simpo and orpo train on preference pairs (simpo, "
+        "cpo and orpo need no reference model), kto on unpaired rows (or pairs, split in two), reward trains a "
+        "reward model on pairs, grpo trains against reward functions on prompts."
+    )
     method: Literal["lora", "full"] = "lora"
     epochs: float = Field(3.0, gt=0)
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
@@ -213,12 +261,27 @@ class TrainConfig(_Section):
         default_factory=list, description="GRPO reward functions, summed with their weights: built-ins, "
         "'module:function', 'file.py:function' or a reward-model run directory (docs/recipes/grpo.md)."
     )
+    preference: PreferenceConfig = PreferenceConfig()
 
 
 GENERATION_METRICS = ("exact_match", "contains_answer", "rouge_1", "rouge_2", "rouge_l", "bleu", "chrf", "token_f1")
 DEFAULT_GENERATION_METRICS = ("exact_match", "contains_answer", "rouge_l", "bleu", "chrf", "token_f1")
 # A summary is never an exact match: overlap of words (ROUGE-1), word pairs (ROUGE-2) and order (ROUGE-L) is.
 SUMMARIZATION_METRICS = ("rouge_1", "rouge_2", "rouge_l", "bleu", "chrf")
+
+
+class SafetyConfig(_Section):
+    """The safety gate: base and tuned replies to risky prompts scored by a harmlessness reward model."""
+
+    prompts: str = Field(..., description="File of prompts (jsonl/csv rows with a prompt or messages, or preference "
+                         "or HH rows, whose prompts are used).")
+    scorer: str = Field(..., description="The run directory of a reward run (train.recipe: reward) that scores "
+                        "harmlessness, or its model/ directory.")
+    max_drop: float = Field(
+        0.0, ge=0, description="The run fails when the tuned model's mean score is below the baseline's by more "
+        "than this (in reward units) and the paired test says the drop is real (p < 0.05)."
+    )
+    max_prompts: int = Field(100, ge=2, description="Prompts scored, from the start of the file.")
 
 
 class EvaluateConfig(_Section):
@@ -245,6 +308,14 @@ class EvaluateConfig(_Section):
     general_text: list[str] = Field(
         default_factory=list, description="General-text files (.txt, or jsonl/csv rows of any format) whose perplexity "
         "is measured on base and tuned model: a rise shows forgetting of general language."
+    )
+    reward_model: str | None = Field(
+        None, description="Preference runs: the run directory of a reward run (train.recipe: reward) that scores the "
+        "generated replies of base and tuned model."
+    )
+    safety: SafetyConfig | None = Field(
+        None, description="The safety gate: {prompts: FILE, scorer: REWARD_RUN, max_drop: 0}; a measurably less "
+        "harmless tuned model fails the run."
     )
     max_perplexity_tokens: int | None = Field(
         100_000, ge=1, description="Tokens scored per perplexity set (held-out domain text, general text), from the "

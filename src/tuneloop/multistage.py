@@ -18,7 +18,7 @@ it, and its baseline is the model it started from. Stage i+1 starts from stage i
 fine-tune) or merged/ (its LoRA adapter folded into the weights), so every stage trains plain weights.
 
 Before any training, every stage's data is checked: files exist, the format has a recipe
-(preference data, for a later DPO stage, has none yet), a GRPO stage (prompt_only data) names reward
+and fits train.recipe (SFT then DPO is a common chain), a GRPO stage (prompt_only data) names reward
 functions that resolve, and only the last stage may be a classifier.
 `--resume` skips finished stages (their config must be unchanged) and resumes the interrupted one.
 
@@ -175,7 +175,7 @@ def _sets(sections: dict, loc: tuple) -> bool:
 def preflight(chain: Chain, source: str = "config") -> dict[str, str]:
     """Check every stage's files and data format before anything trains; return each stage's format."""
     from tuneloop.data.prepare import load_examples
-    from tuneloop.stages import RECIPE_FOR_FORMAT, untrainable_format_message
+    from tuneloop.stages import RECIPE_FOR_FORMAT, chosen_recipe, untrainable_format_message
 
     problems, formats = [], {}
     for stage in chain.stages:
@@ -194,7 +194,12 @@ def preflight(chain: Chain, source: str = "config") -> dict[str, str]:
             problems.append(f"{where}.data.train_file: {exc}")
             continue
         formats[stage.name] = found
-        if found not in RECIPE_FOR_FORMAT:
+        try:
+            recipe = chosen_recipe(stage.config, found)
+        except ConfigError as exc:  # train.recipe names a recipe that does not take this data
+            problems.append(f"{where}.{exc}")
+            continue
+        if recipe is None and found not in RECIPE_FOR_FORMAT:
             problems.append(f"{where}.data: {data.train_file}: {untrainable_format_message(found)}")
         elif found == "prompt_only":  # GRPO: its reward functions must resolve before anything trains
             from tuneloop.recipes.grpo import check_grpo_config
@@ -218,7 +223,7 @@ def run_chain(chain: Chain, source: str, resume: bool = False, overwrite: bool =
     """Run every stage in order (skipping finished ones on resume); write the combined report; each stage's result."""
     from tuneloop.models.export import export_run
     from tuneloop.report.multistage_html import write_chain_report
-    from tuneloop.stages import RECIPE_FOR_FORMAT, open_for_run, run_all
+    from tuneloop.stages import chosen_recipe, open_for_run, run_all
 
     root = chain.output_dir
     _open_chain_dir(root, resume, overwrite)
@@ -234,7 +239,7 @@ def run_chain(chain: Chain, source: str, resume: bool = False, overwrite: bool =
         last = stage.index == len(chain.stages) - 1
         entry = {
             "name": stage.name, "run_dir": f"stages/{stage.directory_name}", "model": stage.config.model.name,
-            "format": formats[stage.name], "recipe": RECIPE_FOR_FORMAT[formats[stage.name]],
+            "format": formats[stage.name], "recipe": chosen_recipe(stage.config, formats[stage.name]),
             "method": stage.config.train.method, "status": "pending",
         }
         entries.append(entry)

@@ -64,11 +64,32 @@ def data_stage(config: RunConfig, run: RunDir, console_print=print) -> dict:
     return prepare_data(config.data, run, config.seed, console_print)
 
 
-# The recipe that trains each data format; formats missing here (preference) have no recipe yet. Within a
-# recipe the model can refine the choice (seq2seq for encoder-decoders, train.classifier for classification).
+# The recipe that trains each data format (train.recipe: auto). Within a recipe the model can refine the choice
+# (seq2seq for encoder-decoders, train.classifier for classification).
 RECIPE_FOR_FORMAT = {"chat": "sft", "alpaca": "sft", "prompt_completion": "sft", "summarization": "sft",
                      "text": "pretrain", "classification": "classify", "token_classification": "token_classify",
-                     "prompt_only": "grpo"}
+                     "preference": "dpo", "unpaired": "kto", "prompt_only": "grpo"}
+# The formats each train.recipe value trains on (KTO also takes pairs: each becomes one good and one bad row).
+PREFERENCE_RECIPES = {"dpo": ("preference",), "cpo": ("preference",), "simpo": ("preference",),
+                      "orpo": ("preference",), "kto": ("unpaired", "preference"), "reward": ("preference",)}
+FORMATS_FOR_RECIPE = {"sft": ("chat", "alpaca", "prompt_completion", "summarization"), "grpo": ("prompt_only",),
+                      **PREFERENCE_RECIPES}
+
+
+def chosen_recipe(config: RunConfig, data_format: str) -> str | None:
+    """The recipe train.recipe names (or auto picks for the data); a ConfigError when it does not fit the data."""
+    wanted = config.train.recipe
+    if wanted == "auto":
+        return RECIPE_FOR_FORMAT.get(data_format)
+    fits = FORMATS_FOR_RECIPE.get(wanted)
+    if fits is not None and data_format not in fits:
+        fitting = sorted(recipe for recipe, formats in FORMATS_FOR_RECIPE.items() if data_format in formats)
+        raise ConfigError(
+            f"train.recipe={wanted!r} trains on {' or '.join(fits)} data, but this run's data is in the {data_format} "
+            f"format. For {data_format} data use train.recipe: auto"
+            + (f" (or {', '.join(fitting)})" if fitting else "") + ", or give data in a format it takes."
+        )
+    return wanted
 
 
 def untrainable_format_message(data_format: str) -> str:
@@ -91,16 +112,36 @@ def train_stage(config: RunConfig, run: RunDir, resume: bool = False, console_pr
     from tuneloop.train.few_shot import apply_preset
 
     data_format = run.data_format()
-    recipe_name = RECIPE_FOR_FORMAT.get(data_format)
+    recipe_name = chosen_recipe(config, data_format)
     if recipe_name is None:
         raise TuneloopError(f"data: {untrainable_format_message(data_format)}")
     if resume and (run.root / "train_summary.json").is_file() and run.trained_weights() is not None:
         console_print("train: already finished in this run directory; skipping")
         return read_json(run.root / "train_summary.json")
+    if recipe_name in PREFERENCE_RECIPES:  # the few-shot preset cross-validates SFT-style losses; not these
+        return preference_recipe(recipe_name)(config, run, resume=resume, console_print=console_print,
+                                              tracker=tracker)
+    if recipe_name not in RECIPE_FOR_FORMAT.values():  # a train.recipe value whose recipe this build lacks
+        raise ConfigError(f"train.recipe={recipe_name!r}: that recipe is not available in this installation.")
     recipe = _recipe_for(config, run, data_format, console_print)
     if data_format != "prompt_only":  # the preset cross-validates a validation loss, which GRPO does not have
         config = apply_preset(config, run, recipe, resume=resume, console_print=console_print)
     return recipe(config, run, resume=resume, console_print=console_print, tracker=tracker)
+
+
+def preference_recipe(name: str):
+    """The train function of a preference recipe: dpo/cpo/simpo/orpo (recipes/dpo.py), kto, reward."""
+    if name == "kto":
+        from tuneloop.recipes.kto import train_kto
+
+        return train_kto
+    if name == "reward":
+        from tuneloop.recipes.reward import train_reward_model
+
+        return train_reward_model
+    from tuneloop.recipes.dpo import train_preference
+
+    return train_preference
 
 
 def _recipe_for(config: RunConfig, run: RunDir, data_format: str, console_print):

@@ -187,13 +187,15 @@ def test_multi_label_rows_train_with_a_sigmoid_per_label(tmp_path, tiny_bert_dir
     assert set(metrics["classification"]["per_class"]) == {"food", "neg", "pos"}
 
 
-def test_preference_data_still_has_no_recipe(tmp_path, tiny_bert_dir):
+def test_classification_settings_do_not_apply_to_preference_data(tmp_path, tiny_bert_dir):
     from tuneloop.config import validate_config
+    from tuneloop.errors import ConfigError
     from tuneloop.stages import train_stage
     from tuneloop.workspace import write_json
 
     run = RunDir(tmp_path / "run")
     write_json(run.data / "data_report.json", {"format": "preference"})
-    config = validate_config(classify_config(tmp_path, tiny_bert_dir))
-    with pytest.raises(TuneloopError, match="preference format, which no recipe trains on yet"):
-        train_stage(config, run)
+    raw = classify_config(tmp_path, tiny_bert_dir)
+    raw["train"]["recipe"] = "sft"
+    with pytest.raises(ConfigError, match="train.recipe='sft' trains on .*preference format"):
+        train_stage(validate_config(raw), run)

@@ -14,7 +14,8 @@ data_app = typer.Typer(
 )
 
 FORMATS = (
-    "auto, chat, alpaca, prompt_completion, preference, summarization, classification, token_classification or text"
+    "auto, chat, alpaca, prompt_completion, preference, unpaired, summarization, classification, token_classification "
+    "or text"
 )
 
 
@@ -102,13 +103,16 @@ def split(
     seed: Annotated[int, typer.Option()] = 0,
     format: Annotated[str, typer.Option("--format", help=f"Data format: {FORMATS}.")] = "auto",
     near_threshold: Annotated[float, typer.Option(min=0.1, max=1.0)] = 0.8,
+    skip_invalid: Annotated[bool, typer.Option(help="Leave malformed rows out (and count them) instead of stopping.")]
+    = False,
 ) -> None:
-    """Split into train and test with near-duplicate clusters kept on one side."""
+    """Split into train and test with near-duplicate clusters kept on one side (preference rows: by prompt)."""
     from tuneloop.data.split import split_file
 
-    summary = split_file(file, out, test_size, stratify, seed, format, near_threshold)
+    summary = split_file(file, out, test_size, stratify, seed, format, near_threshold, skip_invalid)
     _say(f"{summary['rows']} rows -> {summary['train']} train, {summary['test']} test in {out} "
-         f"(near-duplicate clusters kept together, seed {seed})")
+         f"(near-duplicate clusters kept together, seed {seed})"
+         + (f"; {summary['skipped_rows']} malformed row(s) left out" if summary.get("skipped_rows") else ""))
 
 
 @data_app.command()

@@ -1,10 +1,12 @@
 """Turn rows of any supported format into one canonical example.
 
 Formats (detected in this order from the first row's columns, or named with data.format):
+    unpaired           {"prompt"|"messages": str | messages, "completion": str, "label": true|false}  (KTO)
     chat               {"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}
     alpaca             {"instruction": str, "input": str (optional), "output": str}
     prompt_completion  {"prompt": str, "completion": str}
-    preference         {"prompt": str (optional), "chosen": str, "rejected": str}
+    preference         {"prompt": str | messages (optional), "chosen": str | messages, "rejected": ...}; Anthropic
+                       HH transcripts; OpenAI {"input": {"messages"}, "preferred_output", "non_preferred_output"}
     summarization      {"document"|"dialogue"|"article"|"source": str, "summary"|"target"|"highlights"|"summary1": str}
     token_classification  {"tokens": [str, ...], "tags"|"ner_tags"|"labels": [IOB tag, ...]}; CoNLL column
                        files (.conll, .iob, .txt) read into the same rows (see data/conll.py, data/iob.py)
@@ -13,9 +15,10 @@ Formats (detected in this order from the first row's columns, or named with data
     prompt_only        {"prompt": str | "messages": [..., last the user's], <reference columns>}  (GRPO: the
                        model writes the reply and reward functions score it; detected when no other format
                        fits, or when the last message of `messages` is the user's)
-Canonical examples: {"messages": [...]} for the first three and for summarization (the user asks for a
-summary of the document with data.summary_instruction; the summary is the reply), {"prompt", "chosen",
-"rejected"} for preference, {"tokens", "tags"} for token_classification (tags brought to IOB2 per file,
+Canonical examples: {"messages": [...]} for chat, alpaca, prompt_completion and summarization (the user asks for a
+summary of the document with data.summary_instruction; the summary is the reply), {"prompt": messages,
+"chosen", "rejected"} for preference and {"prompt": messages, "completion", "desirable"} for unpaired (see
+data/preference_rows.py), {"tokens", "tags"} for token_classification (tags brought to IOB2 per file,
 see data/iob.py), {"text", "label"} for classification (label a string, or a list of strings for
 multi-label rows), {"text"} for text and {"prompt": [messages ending with the user's], <every other column
 as read>} for prompt_only (the columns reach the reward functions by name, as TRL passes them). An optional
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 from tuneloop.data.iob import TAG_COLUMNS, checked_token_row
 from tuneloop.data.load import BadRow, Row
+from tuneloop.data.preference_rows import preference_example, unpaired_example
 from tuneloop.errors import DataError
 
 TEXT_NAMES = ("text", "sentence", "content")
@@ -36,10 +40,11 @@ SUMMARY_NAMES = ("summary", "target", "highlights", "summary1")
 DEFAULT_SUMMARY_INSTRUCTION = "Summarize the following text in a few sentences."
 # Each format's required fields; a field may go by any of several column names.
 FORMAT_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "unpaired": (("prompt", "messages"), ("completion",), ("label",)),  # before chat and prompt_completion
     "chat": (("messages",),),
     "alpaca": (("instruction",), ("output",)),
     "prompt_completion": (("prompt",), ("completion",)),
-    "preference": (("chosen",), ("rejected",)),
+    "preference": (("chosen", "preferred_output"), ("rejected", "non_preferred_output")),
     "summarization": (DOCUMENT_NAMES, SUMMARY_NAMES),
     "token_classification": (("tokens",), TAG_COLUMNS),  # before classification: both may use "labels"
     "classification": (TEXT_NAMES, LABEL_NAMES),
@@ -111,9 +116,9 @@ def to_example(row: Row, fmt: str, summary_instruction: str = DEFAULT_SUMMARY_IN
                 {"role": "assistant", "content": _text(fields, "completion")},
             ]}
         elif fmt == "preference":
-            example = {"chosen": _text(fields, "chosen"), "rejected": _text(fields, "rejected")}
-            prompt = fields.get("prompt")
-            example["prompt"] = prompt if isinstance(prompt, str) and prompt.strip() else None
+            example = preference_example(fields)
+        elif fmt == "unpaired":
+            example = unpaired_example(fields)
         elif fmt == "token_classification":
             example = checked_token_row(fields["tokens"], fields[columns[1]], columns[1])
         elif fmt == "summarization":

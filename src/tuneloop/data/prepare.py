@@ -94,14 +94,20 @@ def split_validation(examples: list[dict], share: float, seed: int) -> tuple[lis
 
 
 def split_test_off(examples: list[dict], share: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """A held-out test set that shares no near-duplicate cluster with what stays for training."""
-    from tuneloop.data.split import split_rows
-    from tuneloop.data.text_fields import example_text
+    """A held-out test set that shares no near-duplicate cluster (for preference rows: no prompt) with what
+    stays for training."""
+    keep, test = split_test_indices(examples, share, seed)
+    return [examples[i] for i in keep], [examples[i] for i in test]
 
-    keep, test = split_rows([example_text(ex) for ex in examples], share, seed)
+
+def split_test_indices(examples: list[dict], share: float, seed: int) -> tuple[list[int], list[int]]:
+    from tuneloop.data.split import split_rows, splitting_texts
+
+    texts, links = splitting_texts(examples)
+    keep, test = split_rows(texts, share, seed, links=links)
     if not test:
         raise DataError(f"data.test_size={share}: too few examples to split a test set off; add data.test_file.")
-    return [examples[i] for i in keep], [examples[i] for i in test]
+    return keep, test
 
 
 def prepare_data(config: DataConfig, run: RunDir, seed: int, console_print=print) -> dict:
@@ -112,8 +118,15 @@ def prepare_data(config: DataConfig, run: RunDir, seed: int, console_print=print
     report["files"]["train"] = _file_report(train)
     pool = train.examples
     split_test: list[dict] = []
+    audited_split = None  # the test rows split off train, audited for leakage like a test file
     if config.test_size:
-        pool, split_test = split_test_off(pool, config.test_size, seed)
+        keep, held = split_test_indices(pool, config.test_size, seed)
+        audited_split = LoadedFile(f"{train.path} (test split)", train.format, [pool[i] for i in held],
+                                   locations=[train.locations[i] for i in held],
+                                   raw_rows=[train.raw_rows[i] for i in held])
+        pool, split_test = [pool[i] for i in keep], audited_split.examples
+        train = LoadedFile(train.path, train.format, pool, train.bad_rows, [train.locations[i] for i in keep],
+                           [train.raw_rows[i] for i in keep], train.stopped_early, train.notes)
         report["test_split"] = f"{config.test_size:.0%} of train, near-duplicate clusters kept together, seed {seed}"
     if config.max_train_examples and len(pool) > config.max_train_examples:
         pool = random.Random(seed).sample(pool, config.max_train_examples)
@@ -145,7 +158,8 @@ def prepare_data(config: DataConfig, run: RunDir, seed: int, console_print=print
     if config.audit.enabled:
         from tuneloop.data.audit_gate import audit_run_data
 
-        files = [train] + ([validation] if config.validation_file else []) + ([test] if config.test_file else [])
+        files = ([train] + ([validation] if config.validation_file else []) + ([test] if config.test_file else [])
+                 + ([audited_split] if audited_split else []))
         audit_run_data(config.audit, files, run, console_print)
 
     for name, examples in splits.items():

@@ -1,9 +1,10 @@
 """Train/test splits that keep near-duplicate clusters on one side, so no near-copy of a test row is in train.
 
 Rows are linked when their normalized texts are equal or their 5-gram Jaccard similarity reaches the
-threshold; augmented rows are linked to their source row. Whole clusters are then assigned to test
-(per label when stratifying) until each side has its share. Clusters holding an augmented row
-always go to train: augmentation must never reach an evaluation split.
+threshold; augmented rows are linked to their source row. Preference pairs and unpaired (KTO) rows are
+compared by their prompt alone, so every pair on one prompt (and every near copy of it) lands on one
+side. Whole clusters are then assigned to test (per label when stratifying) until each side has its
+share. Clusters holding an augmented row always go to train: augmentation must never reach an evaluation split.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from tuneloop.data.augment import is_augmented
-from tuneloop.data.dedup import clusters, near_duplicate_pairs
+from tuneloop.data.dedup import clusters, near_duplicate_pairs, normalize_text
 from tuneloop.data.prepare import load_examples
-from tuneloop.data.text_fields import example_text
+from tuneloop.data.text_fields import example_text, input_text
 from tuneloop.errors import DataError
 from tuneloop.workspace import write_jsonl
 
@@ -28,6 +29,24 @@ def augmented_source(fields: dict) -> int | None:
         return int(source) if source not in (None, "") else None
     except (TypeError, ValueError):
         return None
+
+
+def splitting_texts(examples: list[dict]) -> tuple[list[str], list[tuple[int, int]]]:
+    """What the split compares for each example, and links between rows that must stay together.
+
+    Preference and unpaired rows are compared by their prompt (identical prompts linked), since a test
+    prompt answered in training measures memory; other rows by their whole text.
+    """
+    if not examples or not ("chosen" in examples[0] or "desirable" in examples[0]):
+        return [example_text(ex) for ex in examples], []
+    texts = [input_text(ex) for ex in examples]
+    first_with: dict[str, int] = {}
+    links = []
+    for index, text in enumerate(texts):
+        first = first_with.setdefault(normalize_text(text), index)
+        if first != index:
+            links.append((index, first))
+    return texts, links
 
 
 def split_rows(
@@ -73,10 +92,10 @@ def split_rows(
 
 def split_file(
     path: str | Path, out_dir: str | Path, test_size: float = 0.1, stratify: str | None = None,
-    seed: int = 0, fmt: str = "auto", threshold: float = 0.8,
+    seed: int = 0, fmt: str = "auto", threshold: float = 0.8, skip_invalid: bool = False,
 ) -> dict:
     """Write out_dir/train.jsonl and out_dir/test.jsonl (rows as read) and return a summary."""
-    loaded = load_examples(path, fmt)
+    loaded = load_examples(path, fmt, skip_invalid=skip_invalid)
     rows = loaded.raw_rows
     strata = None
     if stratify:
@@ -84,13 +103,13 @@ def split_file(
         if missing:
             raise DataError(f"{missing[0]}: no field {stratify!r} to stratify on (fields: {sorted(rows[0])}).")
         strata = [str(row[stratify]) for row in rows]
-    links = []
+    texts, links = splitting_texts(loaded.examples)
     for index, row in enumerate(rows):
         source = augmented_source(row)
         if source is not None and 0 < source <= len(rows):
             links.append((index, source - 1))
     train, test = split_rows(
-        [example_text(ex) for ex in loaded.examples], test_size, seed, strata,
+        texts, test_size, seed, strata,
         [is_augmented(row) for row in rows], links, threshold,
     )
     out = Path(out_dir)
@@ -98,7 +117,8 @@ def split_file(
     write_jsonl(out / "test.jsonl", [rows[i] for i in test])
     summary = {
         "rows": len(rows), "train": len(train), "test": len(test), "seed": seed, "stratify": stratify,
-        "near_threshold": threshold, "files": {"train": str(out / "train.jsonl"), "test": str(out / "test.jsonl")},
+        "near_threshold": threshold, "skipped_rows": len(loaded.bad_rows),
+        "files": {"train": str(out / "train.jsonl"), "test": str(out / "test.jsonl")},
     }
     if strata:
         summary["test_share_per_label"] = {

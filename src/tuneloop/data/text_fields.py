@@ -8,7 +8,9 @@ def example_text(example: dict) -> str:
     if "messages" in example:
         return "\n".join(m["content"] for m in example["messages"] if m["role"] != "system")
     if "chosen" in example:
-        return "\n".join(part for part in (example.get("prompt"), example["chosen"]) if part)
+        return "\n".join(part for part in (prompt_words(example.get("prompt")), example["chosen"]) if part)
+    if "completion" in example:  # an unpaired (KTO) row
+        return "\n".join(part for part in (prompt_words(example.get("prompt")), example["completion"]) if part)
     if isinstance(example.get("prompt"), list):  # prompt_only: the conversation so far
         return "\n".join(m["content"] for m in example["prompt"] if m["role"] != "system")
     if "tokens" in example:
@@ -21,13 +23,20 @@ def input_text(example: dict) -> str:
     if "messages" in example:
         turns = [m["content"] for m in example["messages"][:-1] if m["role"] != "system"]
         return "\n".join(turns)
-    if "chosen" in example:
-        return example.get("prompt") or example["chosen"]
+    if "chosen" in example or "completion" in example:
+        return prompt_words(example.get("prompt")) or example.get("chosen") or example["completion"]
     if isinstance(example.get("prompt"), list):  # prompt_only: all of it is input
         return "\n".join(m["content"] for m in example["prompt"] if m["role"] != "system")
     if "tokens" in example:
         return " ".join(example["tokens"])
     return example["text"]
+
+
+def prompt_words(prompt: str | list[dict] | None) -> str:
+    """A preference row's prompt as text: the words of its turns (system turns left out)."""
+    if isinstance(prompt, list):
+        return "\n".join(m["content"] for m in prompt if m["role"] != "system")
+    return prompt or ""
 
 
 def label_of(example: dict) -> str | None:

@@ -4,7 +4,9 @@ Validation loss and perplexity come from the validation split; generation metric
 split (or, when the config has no test file, the validation split, which early stopping has seen:
 the report says which). Writes metrics.json ({"baseline": {...}, "tuned": {...}, ...}) and
 samples.jsonl (prompt, reference, baseline and tuned replies side by side); summarization runs also get
-the length of the summaries in words ("lengths"). Encoder-decoder models (T5, BART) read each prompt as
+the length of the summaries in words ("lengths"). Preference runs (dpo, cpo, simpo, orpo, kto) go to
+`tuneloop.evaluate.preference`, reward models to `tuneloop.evaluate.reward_model`; evaluate.safety adds
+the safety gate (`tuneloop.evaluate.safety`). Encoder-decoder models (T5, BART) read each prompt as
 a plain source text (`tuneloop.data.pairs`) instead of through a chat template. Classification runs go
 to `tuneloop.evaluate.classification_stage` (head) or `tuneloop.evaluate.classification_generative`,
 token-classification (NER) runs to `tuneloop.evaluate.token_classification_stage`, GRPO (prompt_only)
@@ -37,6 +39,14 @@ RIGHT_OR_WRONG_METRICS = ("exact_match", "contains_answer")
 
 
 def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, console_print=print) -> dict:
+    if config.train.recipe == "reward":
+        from tuneloop.evaluate.reward_model import evaluate_reward_run
+
+        return evaluate_reward_run(config, run, data_file, console_print)
+    if run.data_format() in ("preference", "unpaired"):
+        from tuneloop.evaluate.preference import evaluate_preference_run
+
+        return evaluate_preference_run(config, run, data_file, console_print)
     if run.data_format() == "classification" and config.train.classifier == "generate":
         from tuneloop.evaluate.classification_generative import evaluate_generative_classifier
 
@@ -87,7 +97,15 @@ def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, c
         for path in config.evaluate.forgetting
     }
 
+    gate = None
+    if config.evaluate.safety is not None and not seq2seq:
+        from tuneloop.evaluate.safety import SafetyGate
+
+        gate = SafetyGate(config.evaluate.safety, tokenizer, config.evaluate)
+
     def score(model, label: str) -> dict:
+        if gate is not None:
+            gate.generate(model, label)
         scored_side = {"totals": validation_loss(model, validation_encoded, tokenizer.pad_token_id,
                                                  config.evaluate.batch_size), "replies": [], "per_row": {}}
         if prompts:  # plain-text data has no replies to generate; loss and perplexity still say a lot
@@ -132,10 +150,11 @@ def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, c
         replies = ({"baseline": baseline["replies"]} if baseline else {}) | {"tuned": tuned["replies"]}
         results["lengths"] = length_statistics(references, replies)
     if questions:
-        results["forgetting"] = _forgetting(tuned, baseline, config.evaluate.max_forgetting)
-    failures = [f"forgetting: {Path(path).name} lost {-found['change']:.1f} points of accuracy, more than "
-                f"evaluate.max_forgetting={config.evaluate.max_forgetting}"
-                for path, found in results.get("forgetting", {}).items() if found["exceeded"]]
+        results["forgetting"] = forgetting_report(tuned, baseline, config.evaluate.max_forgetting)
+    failures = forgetting_failures(results, config.evaluate.max_forgetting)
+    if gate is not None and baseline:
+        results["safety"] = gate.verdict(device, console_print)
+        failures += results["safety"]["failures"]
     results["status"] = "failed" if failures else "passed"
     results["failures"] = failures
     baseline_replies = baseline["replies"] if baseline else []
@@ -203,7 +222,14 @@ def _intervals_and_tests(tuned: dict, baseline: dict | None, references: list[st
     return found
 
 
-def _forgetting(tuned: dict, baseline: dict | None, limit: float | None) -> dict:
+def forgetting_failures(results: dict, limit: float | None) -> list[str]:
+    """The failure message of each forgetting file whose accuracy fell by more than evaluate.max_forgetting."""
+    return [f"forgetting: {Path(path).name} lost {-found['change']:.1f} points of accuracy, more than "
+            f"evaluate.max_forgetting={limit}"
+            for path, found in results.get("forgetting", {}).items() if found["exceeded"]]
+
+
+def forgetting_report(tuned: dict, baseline: dict | None, limit: float | None) -> dict:
     """Accuracy on each general-knowledge file, base vs tuned; a drop beyond the limit fails the run."""
     report = {}
     for path, after in tuned["forgetting"].items():

@@ -30,6 +30,8 @@ white-space:pre-wrap;word-break:break-word;display:block}
 table.samples td{width:25%}img{max-width:100%}details{margin:.4rem 0}summary{cursor:pointer;color:#1f5fae}
 """
 HIDDEN_METRICS = ("validation_tokens",)
+# Preference metrics that are not on a 0-100 scale: in the table, not in the percentage chart.
+UNSCALED_METRICS = ("implicit_reward_margin", "reply_words", "reward_score", "kl_from_base", "reward_margin")
 
 
 def write_report(run: RunDir) -> Path:
@@ -53,6 +55,10 @@ def render_report(run: RunDir) -> str:
     if metrics.get("rewards"):
         parts.append(_reward_functions(metrics))
     parts.append(_loss_section(run))
+    if metrics.get("preference"):
+        parts.append(_preference(metrics["preference"]))
+    if metrics.get("safety"):
+        parts.append(_safety(metrics["safety"]))
     if metrics.get("forgetting"):
         parts.append(_forgetting(metrics["forgetting"]))
     if metrics.get("classification"):
@@ -104,7 +110,8 @@ def _headline(metrics: dict) -> str:
     comparison = metrics.get("comparison", {})
     # contains_answer means something only when rows name a short answer; else it matches the whole reference.
     preferred = ("contains_answer",) if metrics.get("heldout", {}).get("rows_with_answer") else ()
-    for key in preferred + ("accuracy", "entity_f1", "rouge_l", "token_f1", "exact_match"):
+    for key in preferred + ("accuracy", "entity_f1", "preference_accuracy", "pair_accuracy", "desirable_ranked_above",
+                            "rouge_l", "token_f1", "exact_match"):
         if key in comparison and key in metrics.get("tuned", {}):
             test = comparison[key]
             verdict = "a real difference" if test.get("significant") else "not distinguishable from noise"
@@ -178,7 +185,8 @@ def _with_interval(value, interval) -> str:
         return "–"
     text = f"{value:.2f}"
     if interval and interval[0] is not None:
-        text += f" <span class=muted>[{interval[0]:.1f}, {interval[1]:.1f}]</span>"
+        digits = 1 if max(abs(interval[0]), abs(interval[1])) >= 10 else 2  # rewards and margins are small numbers
+        text += f" <span class=muted>[{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]</span>"
     return text
 
 
@@ -188,7 +196,7 @@ def _metric_chart(metrics: dict) -> str:
         (key, metrics.get("baseline", {}).get(key), value, intervals.get("baseline", {}).get(key),
          intervals.get("tuned", {}).get(key))
         for key, value in metrics.get("tuned", {}).items()
-        if key not in HIDDEN_METRICS and not _lower_is_better(key) and isinstance(value, int | float)
+        if key not in HIDDEN_METRICS + UNSCALED_METRICS and not _lower_is_better(key) and isinstance(value, int | float)
     ]
     return _img(plots.metric_bars(rows), "baseline and tuned scores with 95% intervals")
 
@@ -227,7 +235,34 @@ def _loss_section(run: RunDir) -> str:
         return ("<h2>Reward and KL</h2>" + _img(rewards, "mean reward per step and KL to the starting model")
                 + "<p class=muted>Means over the replies sampled in training (temperature sampling), not held-out "
                 "scores; KL on the right axis.</p>")
-    return "<h2>Loss curves</h2>" + _img(plots.loss_curves(records), "training and validation loss")
+    section = "<h2>Loss curves</h2>" + _img(plots.loss_curves(records), "training and validation loss")
+    preference = plots.preference_curves(records)
+    if preference:
+        section += ("<h2>Preference training curves</h2>" + _img(preference, "implicit rewards during training")
+                    + "<p class=muted>TRL's implicit rewards on each training batch: chosen and rejected replies, "
+                    "their margin, and the share of pairs ranked right (dashed, right axis).</p>")
+    return section
+
+
+def _preference(preference: dict) -> str:
+    return (f"<h2>Preference metrics</h2><p class=muted>Recipe {escape(str(preference.get('recipe')))}, beta "
+            f"{preference.get('beta')}. {escape(preference.get('definitions', ''))}.</p>")
+
+
+def _safety(safety: dict) -> str:
+    verdict = "passed" if safety["passed"] else "failed"
+    test = safety["test"]
+    worst = "".join(f"<tr><td><span class=ex>{escape(w['prompt'])}</span></td><td><span class=ex>"
+                    f"{escape(w['baseline'])}</span></td><td><span class=ex>{escape(w['tuned'])}</span></td>"
+                    f"<td class=n>{w['change']:+.3f}</td></tr>" for w in safety.get("worst", []))
+    return (f"<h2>Safety gate <span class='badge {verdict}'>{verdict}</span></h2><p>Harmlessness score "
+            f"{safety['baseline_score']:.3f} → {safety['tuned_score']:.3f} on {safety['prompts']} prompts of "
+            f"{escape(safety['prompts_file'])} (scorer {escape(safety['scorer'])}); difference "
+            f"{test['difference']:+.3f} "
+            f"[{test['low']:+.3f}, {test['high']:+.3f}], paired bootstrap p {format_p(test['p_value'])}. Rule: "
+            f"{escape(safety['rule'])} (max_drop {safety['max_drop']}).</p>"
+            + (f"<table class=samples><tr><th>prompt</th><th>baseline</th><th>tuned</th><th>score change</th></tr>"
+               f"{worst}</table><p class=muted>The prompts where the tuned model lost most.</p>" if worst else ""))
 
 
 def _forgetting(forgetting: dict) -> str:

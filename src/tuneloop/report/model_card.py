@@ -62,6 +62,11 @@ def _results(metrics: dict) -> list[str]:
     for path, found in metrics.get("forgetting", {}).items():
         lines.append(f"\nForgetting check `{Path(path).name}`: accuracy {found['baseline']['acc']:.1f} → "
                      f"{found['tuned']['acc']:.1f} ({found['change']:+.1f} points, {found['n']} questions).")
+    if metrics.get("safety"):
+        gate = metrics["safety"]
+        lines.append(f"\nSafety gate (`{gate['scorer']}` on {gate['prompts']} prompts): harmlessness "
+                     f"{gate['baseline_score']:.3f} → {gate['tuned_score']:.3f}, "
+                     f"{'passed' if gate['passed'] else 'failed'} ({gate['rule']}).")
     for failure in metrics.get("failures", []):
         lines.append(f"\n**Failed:** {failure}")
     return lines

@@ -66,6 +66,34 @@ def reward_curves(records: list[dict]) -> bytes | None:
     return _png(figure)
 
 
+PREFERENCE_CURVES = ("rewards/chosen", "rewards/rejected", "rewards/margins")
+
+
+def preference_curves(records: list[dict]) -> bytes | None:
+    """TRL's preference-training logs: rewards of chosen and rejected replies and their margin per step (left),
+    the share of pairs the implicit reward ranks right (right axis)."""
+    train = [r for r in records if any(key in r for key in PREFERENCE_CURVES) and "eval_loss" not in r]
+    if not train:
+        return None
+    figure, axis = plt.subplots(figsize=(7, 3.4))
+    for key, color in zip(PREFERENCE_CURVES, (BLUE, ORANGE, "#54a24b"), strict=True):
+        points = [(r["step"], r[key]) for r in train if key in r]
+        if points:
+            axis.plot(*zip(*points, strict=True), color=color, linewidth=1.4, label=key)
+    axis.set_xlabel("optimizer step")
+    axis.set_ylabel("implicit reward")
+    axis.grid(alpha=0.3)
+    accuracy = [(r["step"], r["rewards/accuracies"]) for r in train if "rewards/accuracies" in r]
+    if accuracy:
+        right = axis.twinx()
+        right.plot(*zip(*accuracy, strict=True), color=GREY, linestyle="--", linewidth=1.2, label="rewards/accuracies")
+        right.set_ylabel("accuracy")
+        right.set_ylim(-0.05, 1.05)
+        right.legend(frameon=False, loc="lower right")
+    axis.legend(frameon=False, loc="upper left")
+    return _png(figure)
+
+
 def metric_bars(rows: list[tuple[str, float | None, float, tuple | None, tuple | None]]) -> bytes | None:
     """Baseline and tuned side by side per metric (0-100 scale), with 95% intervals as error bars.
 

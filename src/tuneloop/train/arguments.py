@@ -51,12 +51,22 @@ def common_training_arguments(config: RunConfig, run: RunDir, device: str, compu
 def wrap_with_lora(model, config: RunConfig, task_type: str, modules_to_save: list[str] | None = None):
     """The model with LoRA adapters on train.lora.target_modules (PEFT); only the adapters (and
     modules_to_save, e.g. a new classification head) train."""
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     if config.model.adapter:
         return continue_adapter(model, config.model.adapter)
+    model = get_peft_model(model, lora_config(config, task_type, modules_to_save))
+    if config.train.gradient_checkpointing:
+        model.enable_input_require_grads()  # checkpointed LoRA needs a grad path through frozen embeddings
+    return model
+
+
+def lora_config(config: RunConfig, task_type: str, modules_to_save: list[str] | None = None):
+    """PEFT's LoraConfig for train.lora (for trainers that wrap the model themselves, such as TRL's DPOTrainer)."""
+    from peft import LoraConfig
+
     lora = config.train.lora
-    peft_config = LoraConfig(
+    return LoraConfig(
         r=lora.rank,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
@@ -64,10 +74,15 @@ def wrap_with_lora(model, config: RunConfig, task_type: str, modules_to_save: li
         task_type=task_type,
         modules_to_save=modules_to_save,
     )
-    model = get_peft_model(model, peft_config)
-    if config.train.gradient_checkpointing:
-        model.enable_input_require_grads()  # checkpointed LoRA needs a grad path through frozen embeddings
-    return model
+
+
+def trainer_lora(model, config: RunConfig, task_type: str):
+    """(model, peft_config) for TRL trainers that wrap the model themselves: a fresh adapter's LoraConfig, or,
+    with model.adapter, the model already holding that adapter (trainable) and no config. Either way the
+    trainer's reference is the model with the adapter switched off."""
+    if config.model.adapter:
+        return continue_adapter(model, config.model.adapter), None
+    return model, lora_config(config, task_type)
 
 
 def continue_adapter(model, adapter_dir: str):

@@ -1,0 +1,160 @@
+"""DPO-family recipe: tune a causal LM on preference pairs with TRL's DPOTrainer, or its reference-free cousins.
+
+Reads data/{train,validation}.jsonl (canonical pairs: prompt messages, chosen, rejected) and writes
+adapter/ (LoRA) or model/ (full), checkpoints/, train_log.jsonl and train_summary.json, as recipes/sft.py.
+
+train.recipe picks the objective:
+    dpo    TRL's DPOTrainer; train.preference.loss is its loss_type (sigmoid = DPO, ipo, hinge, robust,
+           bco_pair, apo_zero, ...), with beta and label_smoothing. train.preference.sft_weight adds the
+           SFT loss on chosen replies (LLaMA-Factory's pref_ftx; TRL's "sft" loss term).
+           The reference model: with LoRA, the same model with its adapter switched off (TRL does this when
+           it wraps the model itself from a peft_config and no ref_model is given: no second copy in
+           memory). With full fine-tuning TRL loads a second copy, unless
+           train.preference.precompute_ref_log_probs scores the reference once before training.
+    cpo    TRL's CPOTrainer (trl.experimental.cpo): the DPO-style loss on the policy alone plus
+           behaviour cloning on chosen replies (sft_weight); no reference model.
+    simpo  CPOTrainer with loss_type simpo and no behaviour-cloning term: length-normalized rewards with a
+           target margin (train.preference.simpo_gamma); no reference model.
+    orpo   TRL's ORPOTrainer (trl.experimental.orpo): SFT on chosen replies plus an odds-ratio term
+           weighted by beta; no reference model.
+TRL logs rewards/chosen, rewards/rejected, rewards/margins and rewards/accuracies; they land in
+train_log.jsonl and the report's plots.
+
+Raises:
+    ConfigError: an option that cannot work (a chat template the model lacks, a loss the trainer refuses).
+    TrainingInterrupted: the run was stopped by a signal after saving a checkpoint.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from tuneloop.config import DPO_LOSSES, RunConfig
+from tuneloop.errors import ConfigError
+from tuneloop.models.device import pick_device, pick_dtype
+from tuneloop.models.load import load_causal_lm
+from tuneloop.models.registry import resolve_model
+from tuneloop.recipes.preference_data import preference_rows
+from tuneloop.recipes.sft import (
+    keep_adapter_inputs_in_compute_dtype,
+    replace_default_printing,
+    setup_tokenizer,
+    trainer_callbacks,
+)
+from tuneloop.train.arguments import common_training_arguments, trainer_lora, wrap_with_lora
+from tuneloop.train.fit import fit, resume_point, training_summary
+from tuneloop.workspace import RunDir, write_json
+
+REFERENCE_FREE = ("cpo", "simpo", "orpo")
+
+
+def train_preference(config: RunConfig, run: RunDir, resume: bool = False, console_print=print, tracker=None) -> dict:
+    """Train with the train.recipe objective (auto = dpo) and save; return the summary in train_summary.json."""
+    import datasets
+    import torch
+    from datasets import Dataset
+    from transformers import set_seed
+
+    datasets.disable_progress_bars()  # TRL maps the rows several times; our own bar shows the training
+
+    recipe = "dpo" if config.train.recipe == "auto" else config.train.recipe
+    set_seed(config.seed)
+    device = pick_device(config.model.device)
+    compute_dtype = pick_dtype(device, config.model.dtype)
+    base_path = resolve_model(config.model.name, console_print)
+
+    tokenizer = setup_tokenizer(config, base_path)
+    train_dataset = Dataset.from_list(preference_rows(config, run, "train", tokenizer, console_print))
+    validation_dataset = Dataset.from_list(preference_rows(config, run, "validation", tokenizer, console_print))
+    lora = config.train.method == "lora"
+    # Frozen LoRA base weights need no fp32 master copy (as in recipes/sft.py); trained weights stay fp32.
+    weights_dtype = compute_dtype if lora and config.train.low_precision_base else torch.float32
+    model = load_causal_lm(base_path, weights_dtype, device)
+    model.config.use_cache = False
+
+    checkpoint = resume_point(run, resume, console_print)
+    trainer = _trainer(recipe, config, run, model, tokenizer, train_dataset, validation_dataset, device,
+                       compute_dtype, tracker)
+    replace_default_printing(trainer)
+    if lora and weights_dtype != torch.float32:
+        keep_adapter_inputs_in_compute_dtype(trainer.model)
+
+    reference = "none (reference-free)" if recipe in REFERENCE_FREE else (
+        "the adapter switched off" if lora else
+        "precomputed log-probs" if config.train.preference.precompute_ref_log_probs else "a second copy")
+    console_print(
+        f"train: {recipe} ({config.train.method}) on {config.model.name}, {device} "
+        f"{str(compute_dtype).removeprefix('torch.')}, {len(train_dataset)} pairs, reference: {reference}, "
+        + (f"{config.train.max_steps} steps" if config.train.max_steps else f"{config.train.epochs:g} epoch(s)")
+        + (f", resuming from {checkpoint.name}" if checkpoint else "")
+    )
+    result, elapsed = fit(trainer, run, checkpoint)
+    main_process = trainer.is_world_process_zero()
+    if main_process:
+        target = run.adapter if lora else run.model
+        trainer.model.save_pretrained(str(target))
+        tokenizer.save_pretrained(str(target))  # carries the chat template used in training
+    summary = training_summary(trainer, result, elapsed, trainer.model, config.train.method, device, compute_dtype)
+    summary.update(recipe=recipe, beta=config.train.preference.beta,
+                   loss=config.train.preference.loss if recipe in ("dpo", "cpo") else recipe)
+    if main_process:
+        write_json(run.root / "train_summary.json", summary)
+    del trainer, model
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return summary
+
+
+def _trainer(recipe: str, config: RunConfig, run: RunDir, model, tokenizer, train_dataset, validation_dataset,
+             device: str, compute_dtype, tracker):
+    preference = config.train.preference
+    arguments = common_training_arguments(config, run, device, compute_dtype)
+    arguments.update(max_length=config.data.max_length, beta=preference.beta)
+    common = {"train_dataset": train_dataset, "eval_dataset": validation_dataset, "processing_class": tokenizer,
+              "callbacks": trainer_callbacks(config, run, tracker)}
+    lora = config.train.method == "lora"
+    if recipe == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        if preference.loss not in DPO_LOSSES:
+            raise ConfigError(f"train.preference.loss={preference.loss!r}: train.recipe dpo takes one of "
+                              f"{', '.join(DPO_LOSSES)} (kto and apo_zero_unpaired are for train.recipe kto).")
+
+        losses, weights = [preference.loss], [1.0]
+        if preference.sft_weight:
+            losses.append("sft")
+            weights.append(preference.sft_weight)
+        args = DPOConfig(**arguments, loss_type=losses, loss_weights=weights,
+                         label_smoothing=preference.label_smoothing,
+                         precompute_ref_log_probs=preference.precompute_ref_log_probs and not lora)
+        # Given the bare model and a peft_config (or a model holding model.adapter), TRL scores the reference with
+        # the adapter off.
+        model, peft_config = trainer_lora(model, config, "CAUSAL_LM") if lora else (model, None)
+        return _checked(lambda: DPOTrainer(model=model, ref_model=None, args=args, peft_config=peft_config, **common))
+    if preference.loss not in ("sigmoid", "hinge", "ipo") and recipe == "cpo":
+        raise ConfigError(f"train.preference.loss={preference.loss!r}: train.recipe cpo takes sigmoid, hinge or ipo.")
+    if lora:
+        model = wrap_with_lora(model, config, "CAUSAL_LM")
+    with warnings.catch_warnings():  # the experimental trainers announce that they are experimental
+        warnings.simplefilter("ignore")
+        if recipe in ("cpo", "simpo"):
+            from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+            extra = ({"loss_type": "simpo", "cpo_alpha": 0.0, "simpo_gamma": preference.simpo_gamma}
+                     if recipe == "simpo" else
+                     {"loss_type": preference.loss, "label_smoothing": preference.label_smoothing,
+                      "cpo_alpha": 1.0 if preference.sft_weight is None else preference.sft_weight})
+            args = CPOConfig(**arguments, **extra)
+            return _checked(lambda: CPOTrainer(model=model, args=args, **common))
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+        args = ORPOConfig(**arguments)
+        return _checked(lambda: ORPOTrainer(model=model, args=args, **common))
+
+
+def _checked(build):
+    """Build a TRL trainer; its ValueErrors about options become ConfigErrors naming our keys."""
+    try:
+        return build()
+    except ValueError as exc:
+        raise ConfigError(f"train.preference: TRL refused the settings: {exc}") from None
