@@ -105,12 +105,22 @@ class LoraConfig(_Section):
         "keeps its own dropped copy of its input, which measured 1.5x slower and +0.9 GB here (docs/performance.md)."
     )
     target_modules: str | list[str] = Field("all-linear", description="'all-linear' or a list of module names.")
+    use_rslora: bool = Field(False, description="Rank-stabilized LoRA: scale by alpha/sqrt(rank), not alpha/rank.")
+    init: Literal["default", "gaussian", "pissa", "olora", "orthogonal"] = Field(
+        "default", description="How adapters start (PEFT init_lora_weights): default (B = 0), gaussian, pissa or "
+        "olora (from the base weights' SVD / QR, converted back to a plain adapter when saved), orthogonal."
+    )
+    virtual_tokens: int = Field(20, ge=1, description="train.method prefix or prompt: learned tokens put in front.")
 
 
 class TrainConfig(_Section):
     """How the model is trained."""
 
-    method: Literal["lora", "full"] = "lora"
+    method: Literal["lora", "dora", "qlora", "ia3", "prefix", "prompt", "full"] = Field(
+        "lora", description="lora; dora (weight-decomposed LoRA); qlora (LoRA on a 4-bit NF4 base, bitsandbytes); "
+        "ia3 (learned rescaling vectors); prefix / prompt (learned virtual tokens); full (every weight). "
+        "See docs/methods.md."
+    )
     epochs: float = Field(3.0, gt=0)
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
     learning_rate: float = Field(2e-4, gt=0, lt=1)
