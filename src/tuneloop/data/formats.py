@@ -1,7 +1,9 @@
 """Turn rows of any supported format into one canonical example.
 
 Formats (detected in this order from the first row's columns, or named with data.format):
-    chat               {"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}
+    chat               {"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}; OpenAI's
+                       full form (tool calls, tool messages, tools, per-turn weight; data/openai_chat.py)
+                       and ShareGPT {"conversations": [{"from", "value"}, ...]} (data/sharegpt.py)
     alpaca             {"instruction": str, "input": str (optional), "output": str}
     prompt_completion  {"prompt": str, "completion": str}
     preference         {"prompt": str (optional), "chosen": str, "rejected": str}
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 from tuneloop.data.iob import TAG_COLUMNS, checked_token_row
 from tuneloop.data.load import BadRow, Row
+from tuneloop.data.openai_chat import chat_example
 from tuneloop.errors import DataError
 
 TEXT_NAMES = ("text", "sentence", "content")
@@ -32,7 +35,7 @@ SUMMARY_NAMES = ("summary", "target", "highlights", "summary1")
 DEFAULT_SUMMARY_INSTRUCTION = "Summarize the following text in a few sentences."
 # Each format's required fields; a field may go by any of several column names.
 FORMAT_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
-    "chat": (("messages",),),
+    "chat": (("messages", "conversations"),),  # OpenAI chat rows, or ShareGPT (data/openai_chat.py, data/sharegpt.py)
     "alpaca": (("instruction",), ("output",)),
     "prompt_completion": (("prompt",), ("completion",)),
     "preference": (("chosen",), ("rejected",)),
@@ -84,7 +87,7 @@ def to_example(row: Row, fmt: str, summary_instruction: str = DEFAULT_SUMMARY_IN
         return BadRow(row.where, f"missing field(s) {missing} required by the {fmt} format")
     try:
         if fmt == "chat":
-            example = {"messages": _checked_messages(fields["messages"])}
+            example = chat_example(fields)
         elif fmt == "alpaca":
             instruction = _text(fields, "instruction")
             extra = fields.get("input") or ""

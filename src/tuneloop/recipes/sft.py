@@ -123,6 +123,9 @@ def _setup_data(config: RunConfig, run: RunDir, tokenizer, console_print):
                 f"{config.data.max_length} were truncated; {stats.dropped_no_target} lost every target token "
                 "and were dropped. Raise data.max_length to keep them."
             )
+        if stats.tools_as_text and split == "train":
+            console_print(f"data: the chat template has no tool support; the tool calls of {stats.tools_as_text} "
+                          "example(s) are written as <tool_call> JSON in the replies (docs/data-formats.md)")
         if not rows:
             raise TuneloopError(f"data: no {split} example has a token to learn after truncation.")
         encoded[split] = Dataset.from_list(rows)
