@@ -60,7 +60,8 @@ def _load(tmp_path, rows, **options):
 
 
 def test_sharegpt_rows_become_chat_examples_with_system_tools_calls_and_results(tmp_path):
-    loaded = _load(tmp_path, [SHAREGPT, {"messages": [{"from": "user", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}])
+    short = {"messages": [{"from": "user", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}
+    loaded = _load(tmp_path, [SHAREGPT, short])
     assert loaded.format == "chat"
     first, second = loaded.examples
     assert [m["role"] for m in first["messages"]] == ["system", "user", "assistant", "tool", "assistant"]
