@@ -237,3 +237,70 @@ def test_a_prefix_tuned_run_cannot_be_merged_into_a_gguf(trained_run, tmp_path):
 
     with pytest.raises(ModelError, match="virtual tokens"):
         merged_tuned_model(RunDir(trained_run), "unused", "prefix")
+
+
+def _llama_cpp_logits(path, ids, lora_path=None):
+    """Logits of every position from llama.cpp (llama-cpp-python) for the given token ids."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install "
+                                    "'tuneloop[llamacpp]'); transformers' GGUF loader checks the files above")
+    from llama_cpp import llama as llama_module
+
+    defaults = llama_cpp.llama_model_default_params
+
+    def without_repacking():  # llama.cpp's AMX repacking of q8_0 crashes in VMs without AMX tile permission
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    llama_module.llama_cpp.llama_model_default_params = without_repacking
+    try:
+        llm = llama_module.Llama(model_path=str(path), n_ctx=128, logits_all=True, verbose=False,
+                                 **({"lora_path": str(lora_path)} if lora_path else {}))
+    finally:
+        llama_module.llama_cpp.llama_model_default_params = defaults
+    llm.eval(list(ids))
+    return np.array(llm.scores[: len(ids)]), llm
+
+
+@pytest.mark.parametrize("quant", ["f16", "q8_0"])
+def test_llama_cpp_runs_the_llama_gguf_and_its_lora_adapter_with_the_same_logits(tiny_model_dir, tmp_path, quant):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    ids = tokenizer(PROMPT)["input_ids"]
+    write_model_gguf(base, tokenizer, tmp_path / "base.gguf", quant)
+    logits, llm = _llama_cpp_logits(tmp_path / "base.gguf", ids)
+    assert llm.tokenize(PROMPT.encode(), add_bos=False, special=True) == ids  # same tokenizer
+    with torch.inference_mode():
+        expected = base(torch.tensor([ids])).logits[0].numpy()
+    assert np.abs(logits - expected).max() < TOLERANCE[quant]
+    if quant != "f16":
+        return
+    torch.manual_seed(1)
+    tuned = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "down_proj"]))
+    with torch.no_grad():
+        for name, parameter in tuned.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.5)
+    tuned.save_pretrained(tmp_path / "adapter")
+    write_lora_gguf(tmp_path / "adapter", base.config, tmp_path / "adapter.gguf", "f16")
+    with torch.inference_mode():
+        tuned_logits = tuned(torch.tensor([ids])).logits[0].numpy()
+    adapted, _ = _llama_cpp_logits(tmp_path / "base.gguf", ids, lora_path=tmp_path / "adapter.gguf")
+    assert np.abs(tuned_logits - expected).max() > 0.05  # the adapter matters
+    assert np.abs(adapted - tuned_logits).max() < TOLERANCE[quant]
+
+
+def test_llama_cpp_runs_the_gemma3_gguf_with_the_same_tokens_and_logits(tiny_gemma3, tmp_path):
+    _, model, tokenizer = tiny_gemma3
+    write_model_gguf(model, tokenizer, tmp_path / "model.gguf", "f16")
+    text = "the cat sat in the sun on the mat?"
+    ids = tokenizer(text)["input_ids"]
+    logits, llm = _llama_cpp_logits(tmp_path / "model.gguf", ids)
+    assert llm.tokenize(text.encode(), add_bos=False, special=True) == ids  # sentencepiece-style vocabulary
+    with torch.inference_mode():
+        expected = model(torch.tensor([ids])).logits[0].numpy()
+    assert np.abs(logits - expected).max() < TOLERANCE["f16"]
