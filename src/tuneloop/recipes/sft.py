@@ -32,7 +32,7 @@ import functools
 from tuneloop.config import RunConfig
 from tuneloop.data.encode import encode_examples
 from tuneloop.data.templates import apply_template_choice
-from tuneloop.errors import TuneloopError
+from tuneloop.errors import ConfigError, TuneloopError
 from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_causal_lm, load_tokenizer
 from tuneloop.models.registry import resolve_model
@@ -158,7 +158,10 @@ def setup_model(config: RunConfig, base_path: str, device: str, compute_dtype, r
     model = wrap_with_adapter(model, config, "CAUSAL_LM")  # PEFT keeps the adapter weights in fp32
     if weights_dtype != torch.float32 and method != "qlora":
         keep_adapter_inputs_in_compute_dtype(model)
-    if run is not None and method in ("lora", "dora") and config.train.lora.init in BASE_CHANGING_INITS:
+    if method in ("lora", "dora", "qlora") and config.train.lora.init in BASE_CHANGING_INITS:
+        if run is None:  # the recipe saves its own adapter, without the conversion below
+            raise ConfigError(f"train.lora.init: {config.train.lora.init} is supported by the SFT recipe (chat, "
+                              "instruction data); use init: default or gaussian here.")
         _save_initial_adapter(model, run)
     return model
 

@@ -136,4 +136,7 @@ def wrap_with_lora(model, config: RunConfig, task_type: str, modules_to_save: li
     if config.train.method not in ("lora", "dora", "ia3"):
         raise ConfigError(f"train.method: {config.train.method} is supported by the SFT recipe (chat, instruction "
                           "and text data) only; this recipe trains lora, dora, ia3 or full.")
+    if config.train.lora.init in BASE_CHANGING_INITS:
+        raise ConfigError(f"train.lora.init: {config.train.lora.init} is supported by the SFT recipe only (its "
+                          "adapter is converted back for the untouched base when saved); use default or gaussian.")
     return wrap_with_adapter(model, config, task_type, modules_to_save)
