@@ -29,6 +29,25 @@ def score(replies: list[str], answers: list[str]) -> float:
     return round(100 * sum(contains_answer(replies, answers)) / len(answers), 2)
 
 
+def llama_cpp_model(path: Path):
+    """llama.cpp's model for the file, without the CPU weight repacking (its AMX q8_0 path crashed in this VM)."""
+    import llama_cpp
+    from llama_cpp import llama as llama_module
+
+    defaults = llama_cpp.llama_model_default_params
+
+    def without_repacking():
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    llama_module.llama_cpp.llama_model_default_params = without_repacking
+    try:
+        return llama_module.Llama(model_path=str(path), n_ctx=1024, n_threads=2, verbose=False, seed=0)
+    finally:
+        llama_module.llama_cpp.llama_model_default_params = defaults
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
@@ -67,10 +86,8 @@ def main() -> None:
         result[f"{name}_seconds"] = round(time.perf_counter() - started, 1)
         del model
     if args.llama_cpp:
-        from llama_cpp import Llama
-
         started = time.perf_counter()
-        llm = Llama(model_path=str(args.gguf), n_ctx=1024, n_threads=2, verbose=False, seed=0)
+        llm = llama_cpp_model(args.gguf)
         stop = [tokenizer.eos_token] if tokenizer.eos_token else []
         replies["gguf_llama_cpp"] = [
             llm.create_completion(prompt, max_tokens=args.max_new_tokens, temperature=0.0, top_k=1,
