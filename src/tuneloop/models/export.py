@@ -129,7 +129,7 @@ def _export_vllm(config: RunConfig, run: RunDir, weights: Path, staging: Path, a
     base_path = resolve_model(config.model.name)
     if adapter:
         settings = json.loads((weights / "adapter_config.json").read_text())
-        if settings.get("peft_type") != "LORA":
+        if settings.get("peft_type") != "LORA" or settings.get("use_dora"):
             raise TuneloopError(f"--adapter: vLLM serves LoRA adapters only; this run trained {config.train.method}. "
                                 "Drop --adapter to export a merged model.")
         shutil.copytree(weights, staging / "adapter")
