@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -84,6 +85,7 @@ def main() -> None:
             engine_tokenizer.pad_token = engine_tokenizer.eos_token
         replies[name] = generate_replies(model, engine_tokenizer, prompts, args.max_new_tokens, 16, desc=name)
         result[f"{name}_seconds"] = round(time.perf_counter() - started, 1)
+        print(f"{name}: {score(replies[name], answers)} in {result[f'{name}_seconds']} s", file=sys.stderr, flush=True)
         del model
     if args.llama_cpp:
         started = time.perf_counter()
@@ -95,6 +97,7 @@ def main() -> None:
             for prompt in prompts
         ]
         result["gguf_llama_cpp_seconds"] = round(time.perf_counter() - started, 1)
+        print(f"gguf_llama_cpp: {score(replies['gguf_llama_cpp'], answers)}", file=sys.stderr, flush=True)
     for name, texts in replies.items():
         result[name] = score(texts, answers)
         if name != "hf":
