@@ -47,10 +47,10 @@ def test_overrides_parse_values_as_yaml(tmp_path):
 
 def test_every_problem_is_listed_with_key_value_and_allowed(tmp_path):
     with pytest.raises(ConfigError) as caught:
-        load_config(write(tmp_path, MINIMAL), ["train.method=qlora", "train.lr=3", "train.batch_size=0"])
+        load_config(write(tmp_path, MINIMAL), ["train.method=lora2", "train.lr=3", "train.batch_size=0"])
     message = str(caught.value)
     assert "3 problem(s)" in message
-    assert "train.method" in message and "'qlora'" in message and "'lora' or 'full'" in message
+    assert "train.method" in message and "'lora2'" in message and "'qlora', 'ia3'" in message
     assert "train.lr: unknown key. Did you mean 'train.learning_rate'?" in message
     assert "train.batch_size" in message and "greater than or equal to 1" in message
 

@@ -388,15 +388,20 @@ def _classify_prompt(run, prompt: str | None) -> None:
 def export(
     run_dir: RunDirArg,
     out: Annotated[Path, typer.Option(help="The directory to write (must not exist or be empty).")],
-    merge: Annotated[bool, typer.Option(help="Fold a LoRA adapter into the base weights.")] = False,
+    merge: Annotated[bool, typer.Option(help="hf: fold the adapter into the base weights.")] = False,
+    format_: Annotated[str, typer.Option("--format", help="hf, gguf (llama.cpp), ollama (GGUF + Modelfile) or "
+                                         "vllm (model + serve.sh).")] = "hf",
+    quant: Annotated[str, typer.Option(help="gguf/ollama: f16, bf16 or q8_0.")] = "f16",
+    adapter: Annotated[bool, typer.Option(help="gguf/ollama/vllm: the base and the LoRA adapter apart, not merged.")]
+    = False,
 ) -> None:
-    """Export the adapter, or with --merge a standalone HF model directory."""
+    """Export the adapter or a merged model: HF directory, GGUF for llama.cpp, Ollama or vLLM (docs/export.md)."""
     from tuneloop.models.export import export_run
     from tuneloop.stages import load_run_config
     from tuneloop.workspace import open_run_dir
 
     opened = open_run_dir(run_dir)
-    written = export_run(load_run_config(opened), opened, out, merge)
+    written = export_run(load_run_config(opened), opened, out, merge, format_, quant, adapter, say)
     say(f"exported to {written}")
 
 

@@ -109,6 +109,12 @@ class LoraConfig(_Section):
         "keeps its own dropped copy of its input, which measured 1.5x slower and +0.9 GB here (docs/performance.md)."
     )
     target_modules: str | list[str] = Field("all-linear", description="'all-linear' or a list of module names.")
+    use_rslora: bool = Field(False, description="Rank-stabilized LoRA: scale by alpha/sqrt(rank), not alpha/rank.")
+    init: Literal["default", "gaussian", "pissa", "olora", "orthogonal"] = Field(
+        "default", description="How adapters start (PEFT init_lora_weights): default (B = 0), gaussian, pissa or "
+        "olora (from the base weights' SVD / QR, converted back to a plain adapter when saved), orthogonal."
+    )
+    virtual_tokens: int = Field(20, ge=1, description="train.method prefix or prompt: learned tokens put in front.")
 
 
 class RewardSpec(_Section):
@@ -205,7 +211,11 @@ class TrainConfig(_Section):
         "cpo and orpo need no reference model), kto on unpaired rows (or pairs, split in two), reward trains a "
         "reward model on pairs, grpo trains against reward functions on prompts."
     )
-    method: Literal["lora", "full"] = "lora"
+    method: Literal["lora", "dora", "qlora", "ia3", "prefix", "prompt", "full"] = Field(
+        "lora", description="lora; dora (weight-decomposed LoRA); qlora (LoRA on a 4-bit NF4 base, bitsandbytes); "
+        "ia3 (learned rescaling vectors); prefix / prompt (learned virtual tokens); full (every weight). "
+        "See docs/methods.md."
+    )
     epochs: float = Field(3.0, gt=0)
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
     learning_rate: float = Field(2e-4, gt=0, lt=1)
@@ -436,8 +446,9 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _adapter_needs_lora(self) -> RunConfig:
-        if self.model.adapter and self.train.method != "lora":
-            raise ValueError("model.adapter continues a LoRA adapter, so train.method must be lora "
+        if self.model.adapter and self.train.method in ("full", "qlora"):
+            raise ValueError("model.adapter continues an adapter, so train.method must be an adapter method "
+                             "(lora, dora, ia3, prefix, prompt) "
                              f"(got {self.train.method!r}); remove model.adapter to fine-tune fully")
         return self
 

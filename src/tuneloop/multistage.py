@@ -262,8 +262,8 @@ def run_chain(chain: Chain, source: str, resume: bool = False, overwrite: bool =
                 f"{label} was interrupted; its checkpoint is saved in {stage.run.checkpoints}. Continue the whole "
                 f"run with `tuneloop run {source} --resume` (finished stages are skipped)."
             ) from None
-        if not last and stage.config.train.method == "lora" and not handoff_ready:
-            console_print(f"{label}: folding the LoRA adapter into the weights for the next stage ({stage.handoff})")
+        if not last and stage.config.train.method != "full" and not handoff_ready:
+            console_print(f"{label}: folding the adapter into the weights for the next stage ({stage.handoff})")
             export_run(stage.config, stage.run, stage.handoff, merge=True)
         entry.update(status="finished", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         _write_state(state_path, entries, chain.stages)

@@ -140,7 +140,12 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def sha256_file(path: Path) -> str:
+    """The file's SHA-256; for a directory (a saved dataset, a folder of shards), of its files' names and bytes."""
     digest = hashlib.sha256()
+    if path.is_dir():
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(str(file.relative_to(path)).encode() + b"\0" + sha256_file(file).encode())
+        return digest.hexdigest()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)

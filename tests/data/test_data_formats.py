@@ -149,7 +149,7 @@ def test_chat_with_unknown_role_is_a_bad_row_naming_role_and_index():
     reason = _bad_reason(_chat(("user", "Hi"), ("bot", "Hello")), "chat")
     assert "messages[1].role" in reason
     assert "'bot'" in reason
-    assert "system, user, assistant" in reason
+    assert "system, developer, user, assistant, tool" in reason
 
 
 @pytest.mark.parametrize("content", ["", "  \n", None, 3])

@@ -171,10 +171,10 @@ def test_missing_file_raises_naming_the_path(tmp_path):
     assert str(path) in str(caught.value)
 
 
-def test_directory_raises_naming_the_path(tmp_path):
+def test_empty_directory_raises_naming_the_path(tmp_path):
     path = tmp_path / "folder.jsonl"
     path.mkdir()
-    with pytest.raises(DataError, match="is a directory") as caught:
+    with pytest.raises(DataError, match="neither a saved Hugging Face dataset") as caught:
         list(read_rows(path))
     assert str(path) in str(caught.value)
 

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from tuneloop.data.formats import FORMAT_FIELDS, column_names, detect_format, to_example
 from tuneloop.data.load import BadRow, Row, read_rows
 from tuneloop.data.save import ROW_SUFFIXES, write_rows
+from tuneloop.data.sharegpt import is_sharegpt
 from tuneloop.data.wordnet import synonyms, wordnet
 from tuneloop.errors import DataError
 from tuneloop.generators import LocalGenerator, TextGenerator
@@ -313,7 +314,12 @@ def _checked_format(fmt: str, rows: list[Row], source: str) -> str:
 def _text_paths(fields: dict, fmt: str) -> list[tuple]:
     """Where the input side of a row lives: the texts augmentation may rewrite."""
     if fmt == "chat":
-        return [("messages", i, "content") for i, message in enumerate(fields["messages"]) if message["role"] == "user"]
+        if is_sharegpt(fields):  # {"conversations": [{"from": "human", "value": ...}]}
+            key = "conversations" if "conversations" in fields else "messages"
+            return [(key, i, "value") for i, turn in enumerate(fields[key])
+                    if str(turn.get("from")).lower() in ("human", "user") and isinstance(turn.get("value"), str)]
+        return [("messages", i, "content") for i, message in enumerate(fields["messages"])
+                if message["role"] == "user" and isinstance(message.get("content"), str)]
     if fmt == "alpaca":
         has_input = isinstance(fields.get("input"), str) and fields["input"].strip()
         return [("instruction",), ("input",)] if has_input else [("instruction",)]

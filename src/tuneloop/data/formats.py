@@ -2,7 +2,9 @@
 
 Formats (detected in this order from the first row's columns, or named with data.format):
     unpaired           {"prompt"|"messages": str | messages, "completion": str, "label": true|false}  (KTO)
-    chat               {"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}
+    chat               {"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}; OpenAI's
+                       full form (tool calls, tool messages, tools, per-turn weight; data/openai_chat.py)
+                       and ShareGPT {"conversations": [{"from", "value"}, ...]} (data/sharegpt.py)
     alpaca             {"instruction": str, "input": str (optional), "output": str}
     prompt_completion  {"prompt": str, "completion": str}
     preference         {"prompt": str | messages (optional), "chosen": str | messages, "rejected": ...}; Anthropic
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 from tuneloop.data.iob import TAG_COLUMNS, checked_token_row
 from tuneloop.data.load import BadRow, Row
+from tuneloop.data.openai_chat import chat_example
 from tuneloop.data.preference_rows import preference_example, unpaired_example
 from tuneloop.errors import DataError
 
@@ -41,7 +44,7 @@ DEFAULT_SUMMARY_INSTRUCTION = "Summarize the following text in a few sentences."
 # Each format's required fields; a field may go by any of several column names.
 FORMAT_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "unpaired": (("prompt", "messages"), ("completion",), ("label",)),  # before chat and prompt_completion
-    "chat": (("messages",),),
+    "chat": (("messages", "conversations"),),  # OpenAI chat rows, or ShareGPT (data/openai_chat.py, data/sharegpt.py)
     "alpaca": (("instruction",), ("output",)),
     "prompt_completion": (("prompt",), ("completion",)),
     "preference": (("chosen", "preferred_output"), ("rejected", "non_preferred_output")),
@@ -99,7 +102,7 @@ def to_example(row: Row, fmt: str, summary_instruction: str = DEFAULT_SUMMARY_IN
         return BadRow(row.where, f"missing field(s) {missing} required by the {fmt} format")
     try:
         if fmt == "chat":
-            example = {"messages": _checked_messages(fields["messages"])}
+            example = chat_example(fields)
         elif fmt == "alpaca":
             instruction = _text(fields, "instruction")
             extra = fields.get("input") or ""

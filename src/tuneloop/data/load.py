@@ -1,4 +1,5 @@
-"""Read rows from jsonl, json, csv, tsv, parquet, CoNLL and plain-text files, each row tagged with its `file:line`.
+"""Read rows from jsonl, json, csv, tsv, parquet, CoNLL and plain-text files, each row tagged with its `file:line`;
+and from directories: a Hugging Face dataset saved with save_to_disk, or a folder of shards (data/hf_datasets.py).
 
 A .txt file in CoNLL columns (one word per line, its IOB tag last; see data/conll.py) is read as
 tagged sentences. Any other .txt file holds plain-text documents separated by blank lines (a line
@@ -47,8 +48,11 @@ def read_rows(path: str | Path) -> Iterator[Row | BadRow]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file. Check the path (relative paths start at the current directory).")
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory; point at a data file (.jsonl, .json, .csv, .tsv, .parquet or .txt).")
+    if path.is_dir():  # a saved HF dataset or a folder of shards (data/hf_datasets.py)
+        from tuneloop.data.hf_datasets import read_directory
+
+        yield from read_directory(path)
+        return
     kind = file_kind(path)
     if kind is None:
         raise DataError(

@@ -68,7 +68,9 @@ def load_examples(
             "Fix these rows, or set data.skip_invalid: true to skip them (the count is reported)."
         )
     if not examples:
-        raise DataError(f"{path}: no usable examples ({len(bad_rows)} malformed row(s)).")
+        shown = "".join(f"\n  {bad}" for bad in bad_rows[:SHOWN_PROBLEMS])
+        more = f"\n  ... and {len(bad_rows) - SHOWN_PROBLEMS} more" if len(bad_rows) > SHOWN_PROBLEMS else ""
+        raise DataError(f"{path}: no usable examples ({len(bad_rows)} malformed row(s)):{shown}{more}")
     notes = []
     if fmt == "token_classification":
         from tuneloop.data.iob import normalize_file_tags

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from tuneloop.data.openai_chat import message_text
+
 
 def example_text(example: dict) -> str:
     """Everything a person wrote in the example (system prompts excluded: they repeat across rows)."""
     if "messages" in example:
-        return "\n".join(m["content"] for m in example["messages"] if m["role"] != "system")
+        return "\n".join(message_text(m) for m in example["messages"] if m["role"] != "system")
     if "chosen" in example:
         return "\n".join(part for part in (prompt_words(example.get("prompt")), example["chosen"]) if part)
     if "completion" in example:  # an unpaired (KTO) row
@@ -21,7 +23,7 @@ def example_text(example: dict) -> str:
 def input_text(example: dict) -> str:
     """What the model is given (the prompt side): a test row whose input is in train has leaked."""
     if "messages" in example:
-        turns = [m["content"] for m in example["messages"][:-1] if m["role"] != "system"]
+        turns = [message_text(m) for m in example["messages"][:-1] if m["role"] != "system"]
         return "\n".join(turns)
     if "chosen" in example or "completion" in example:
         return prompt_words(example.get("prompt")) or example.get("chosen") or example["completion"]

@@ -34,6 +34,7 @@ def validation_loss(model, encoded: list[dict], pad_token_id: int, batch_size: i
             labels[row, :length] = torch.tensor(item["labels"])
             attention[row, :length] = 1
         logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits.float()
+        logits = logits[:, -width:]  # prompt tuning (train.method: prompt) returns its virtual tokens' logits first
         shifted_logits, shifted_labels = logits[:, :-1], labels[:, 1:].to(device)
         loss = F.cross_entropy(
             shifted_logits.reshape(-1, shifted_logits.size(-1)),

@@ -83,7 +83,7 @@ def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, c
         prompts = [source_text(ex["messages"]) for ex in scored]
         validation_encoded, _ = encode_pairs(tokenizer, validation, config.data.max_length)
     else:
-        prompts = [render_prompt(tokenizer, ex["messages"]) for ex in scored]
+        prompts = [render_prompt(tokenizer, ex["messages"], ex.get("tools")) for ex in scored]
         validation_encoded, _ = encode_examples(
             tokenizer, validation, config.data.max_length, config.data.train_on_prompt
         )

@@ -120,6 +120,24 @@ def load_tuned(run: RunDir, base_path: str, dtype: torch.dtype, device: str):
     return model, tokenizer
 
 
+# PEFT methods whose learned change folds into the base weights; prefix and prompt tuning add virtual tokens instead.
+MERGEABLE_METHODS = ("lora", "dora", "qlora", "ia3")
+
+
+def merged_tuned_model(run: RunDir, base_path: str, method: str, dtype: torch.dtype = torch.float32):
+    """The run's adapter folded into an fp32 copy of its base: one plain transformers model, on the CPU."""
+    if method not in MERGEABLE_METHODS:
+        raise ModelError(
+            f"{run.root}: a {method} adapter adds virtual tokens in front of every input; it cannot be folded into "
+            "the base weights. Export the adapter itself (`tuneloop export RUN --out DIR --format hf`) and load it "
+            "with peft.PeftModel, or train with train.method: lora."
+        )
+    from peft import PeftModel
+
+    base = load_generator(base_path, dtype, "cpu")  # causal or T5/BART
+    return PeftModel.from_pretrained(base, str(run.adapter)).merge_and_unload()
+
+
 def base_path_of(weights: Path) -> str | None:
     """The base model an adapter was trained on, as recorded in its adapter_config.json."""
     import json

@@ -40,7 +40,7 @@ from tuneloop.recipes.sft import (
     replace_default_printing,
     trainer_callbacks,
 )
-from tuneloop.train.arguments import common_training_arguments, wrap_with_lora
+from tuneloop.train.arguments import common_training_arguments, uses_adapter, wrap_with_lora
 from tuneloop.train.fit import fit, resume_point, training_summary
 from tuneloop.workspace import RunDir, read_jsonl, write_json
 
@@ -255,9 +255,9 @@ def _training_arguments(config: RunConfig, run: RunDir, device: str, compute_dty
 
 def save_classifier(config: RunConfig, run: RunDir, trainer, tokenizer) -> None:
     """adapter/ or model/ with the tokenizer; for LoRA also the config that rebuilds the head (text or token labels)."""
-    target = run.adapter if config.train.method == "lora" else run.model
+    target = run.adapter if uses_adapter(config.train.method) else run.model
     trainer.model.save_pretrained(str(target))
-    if config.train.method == "lora":
+    if uses_adapter(config.train.method):
         # The adapter alone does not say how many outputs the head has or what they are called; the
         # classification config (id2label, problem_type) beside it rebuilds the right model on load.
         trainer.model.base_model.model.config.save_pretrained(str(target))

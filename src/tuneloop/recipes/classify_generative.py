@@ -35,7 +35,7 @@ from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.registry import resolve_model
 from tuneloop.recipes.classify import check_known_labels, label_set
 from tuneloop.recipes.sft import replace_default_printing, setup_model, setup_tokenizer, trainer_callbacks
-from tuneloop.train.arguments import common_training_arguments
+from tuneloop.train.arguments import common_training_arguments, uses_adapter
 from tuneloop.train.fit import fit, resume_point, training_summary
 from tuneloop.workspace import RunDir, read_jsonl, write_json
 
@@ -165,7 +165,7 @@ def _training_arguments(config: RunConfig, run: RunDir, device: str, compute_dty
 
 
 def _save(config: RunConfig, run: RunDir, trainer, tokenizer, labels: list[str]) -> None:
-    target = run.adapter if config.train.method == "lora" else run.model
+    target = run.adapter if uses_adapter(config.train.method) else run.model
     trainer.model.save_pretrained(str(target))
     tokenizer.save_pretrained(str(target))  # carries the chat template the prompts were rendered with
     write_json(target / LABELS_FILE, {"labels": labels, "prompt": PROMPT})

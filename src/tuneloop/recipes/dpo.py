@@ -41,7 +41,7 @@ from tuneloop.recipes.sft import (
     setup_tokenizer,
     trainer_callbacks,
 )
-from tuneloop.train.arguments import common_training_arguments, trainer_lora, wrap_with_lora
+from tuneloop.train.arguments import common_training_arguments, trainer_lora, uses_adapter, wrap_with_lora
 from tuneloop.train.fit import fit, resume_point, training_summary
 from tuneloop.workspace import RunDir, write_json
 
@@ -66,7 +66,7 @@ def train_preference(config: RunConfig, run: RunDir, resume: bool = False, conso
     tokenizer = setup_tokenizer(config, base_path)
     train_dataset = Dataset.from_list(preference_rows(config, run, "train", tokenizer, console_print))
     validation_dataset = Dataset.from_list(preference_rows(config, run, "validation", tokenizer, console_print))
-    lora = config.train.method == "lora"
+    lora = uses_adapter(config.train.method)
     # Frozen LoRA base weights need no fp32 master copy (as in recipes/sft.py); trained weights stay fp32.
     weights_dtype = compute_dtype if lora and config.train.low_precision_base else torch.float32
     model = load_causal_lm(base_path, weights_dtype, device)
@@ -112,7 +112,7 @@ def _trainer(recipe: str, config: RunConfig, run: RunDir, model, tokenizer, trai
     arguments.update(max_length=config.data.max_length, beta=preference.beta)
     common = {"train_dataset": train_dataset, "eval_dataset": validation_dataset, "processing_class": tokenizer,
               "callbacks": trainer_callbacks(config, run, tracker)}
-    lora = config.train.method == "lora"
+    lora = uses_adapter(config.train.method)
     if recipe == "dpo":
         from trl import DPOConfig, DPOTrainer
 

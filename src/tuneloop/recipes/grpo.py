@@ -34,7 +34,7 @@ from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_causal_lm
 from tuneloop.models.registry import resolve_model
 from tuneloop.recipes.sft import replace_default_printing, setup_tokenizer, trainer_callbacks
-from tuneloop.train.arguments import common_training_arguments
+from tuneloop.train.arguments import common_training_arguments, trainer_lora, uses_adapter
 from tuneloop.train.fit import fit, resume_point, training_summary
 from tuneloop.train.rewards import RewardFunction, resolve_rewards
 from tuneloop.workspace import RunDir, read_jsonl, write_json
@@ -56,6 +56,9 @@ def train_grpo(config: RunConfig, run: RunDir, resume: bool = False, console_pri
     tokenizer = setup_tokenizer(config, base_path)
     train_dataset = _setup_data(run, rewards)
     model = _setup_model(config, base_path, device, compute_dtype)
+    # TRL wraps a fresh adapter (or takes the model holding model.adapter), so beta's reference is the adapter off.
+    lora = uses_adapter(config.train.method)
+    model, peft_config = trainer_lora(model, config, "CAUSAL_LM") if lora else (model, None)
 
     checkpoint = resume_point(run, resume, console_print)
     trainer = GRPOTrainer(
@@ -65,7 +68,7 @@ def train_grpo(config: RunConfig, run: RunDir, resume: bool = False, console_pri
         train_dataset=train_dataset,
         processing_class=tokenizer,
         callbacks=trainer_callbacks(_without_early_stopping(config), run, tracker),
-        peft_config=_lora_config(config),  # TRL wraps a fresh adapter, so beta's reference is the adapter off
+        peft_config=peft_config,
     )
     replace_default_printing(trainer)
 
@@ -80,7 +83,7 @@ def train_grpo(config: RunConfig, run: RunDir, resume: bool = False, console_pri
     result, elapsed = fit(trainer, run, checkpoint)
     main_process = trainer.is_world_process_zero()
     if main_process:
-        target = run.adapter if config.train.method == "lora" else run.model
+        target = run.adapter if uses_adapter(config.train.method) else run.model
         trainer.model.save_pretrained(str(target))
         tokenizer.save_pretrained(str(target))  # carries the chat template used in training
     summary = training_summary(trainer, result, elapsed, trainer.model, config.train.method, device, compute_dtype)
@@ -99,7 +102,7 @@ def _setup_model(config: RunConfig, base_path: str, device: str, compute_dtype):
     PEFT keeps casting each adapter's input to fp32 here: TRL samples outside autocast."""
     import torch
 
-    lora = config.train.method == "lora"
+    lora = uses_adapter(config.train.method)
     weights_dtype = compute_dtype if lora and config.train.low_precision_base else torch.float32
     return load_causal_lm(base_path, weights_dtype, device)
 
@@ -160,16 +163,6 @@ def _setup_data(run: RunDir, rewards: list[RewardFunction]):
     except Exception as exc:  # pyarrow: a column with numbers in some rows and text in others
         raise DataError(f"data: the prompt_only columns cannot form one table ({exc}). Give each column one type "
                         "in every row (e.g. answers all as text).") from None
-
-
-def _lora_config(config: RunConfig):
-    if config.train.method != "lora":
-        return None
-    from peft import LoraConfig
-
-    lora = config.train.lora
-    return LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                      target_modules=lora.target_modules, task_type="CAUSAL_LM")
 
 
 def _without_early_stopping(config: RunConfig) -> RunConfig:

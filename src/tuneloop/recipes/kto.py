@@ -34,7 +34,7 @@ from tuneloop.recipes.sft import (
     setup_tokenizer,
     trainer_callbacks,
 )
-from tuneloop.train.arguments import common_training_arguments, trainer_lora
+from tuneloop.train.arguments import common_training_arguments, trainer_lora, uses_adapter
 from tuneloop.train.fit import fit, resume_point, training_summary
 from tuneloop.workspace import RunDir, write_json
 
@@ -71,7 +71,7 @@ def train_kto(config: RunConfig, run: RunDir, resume: bool = False, console_prin
         random.Random(config.seed).shuffle(rows)
         splits[split] = rows
     good = sum(row["label"] for row in splits["train"])
-    lora = config.train.method == "lora"
+    lora = uses_adapter(config.train.method)
     weights_dtype = compute_dtype if lora and config.train.low_precision_base else torch.float32
     model = load_causal_lm(base_path, weights_dtype, device)
     model.config.use_cache = False

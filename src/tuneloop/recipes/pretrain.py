@@ -30,7 +30,7 @@ from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_tokenizer
 from tuneloop.models.registry import resolve_model
 from tuneloop.recipes.sft import replace_default_printing, setup_model, trainer_callbacks
-from tuneloop.train.arguments import common_training_arguments
+from tuneloop.train.arguments import common_training_arguments, uses_adapter
 from tuneloop.train.fit import fit, resume_point, training_summary
 from tuneloop.workspace import RunDir, read_jsonl, write_json
 
@@ -71,7 +71,7 @@ def train_pretraining(config: RunConfig, run: RunDir, resume: bool = False, cons
         + (f", resuming from {checkpoint.name}" if checkpoint else "")
     )
     result, elapsed = fit(trainer, run, checkpoint)
-    target = run.adapter if config.train.method == "lora" else run.model
+    target = run.adapter if uses_adapter(config.train.method) else run.model
     trainer.model.save_pretrained(str(target))
     tokenizer.save_pretrained(str(target))
     summary = training_summary(trainer, result, elapsed, model, config.train.method, device, compute_dtype)

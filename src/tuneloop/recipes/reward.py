@@ -27,7 +27,7 @@ from tuneloop.models.load import load_tokenizer, quiet_transformers
 from tuneloop.models.registry import resolve_model
 from tuneloop.recipes.preference_data import preference_rows
 from tuneloop.recipes.sft import replace_default_printing, trainer_callbacks
-from tuneloop.train.arguments import common_training_arguments, lora_config
+from tuneloop.train.arguments import common_training_arguments, lora_config, uses_adapter
 from tuneloop.train.fit import fit, resume_point, training_summary
 from tuneloop.workspace import RunDir, write_json
 
@@ -66,7 +66,7 @@ def train_reward_model(config: RunConfig, run: RunDir, resume: bool = False, con
     model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1, dtype=torch.float32)
     model.config.pad_token_id = tokenizer.pad_token_id  # the score is read at the last non-padding token
     model.to(device)
-    lora = config.train.method == "lora"
+    lora = uses_adapter(config.train.method)
 
     checkpoint = resume_point(run, resume, console_print)
     arguments = common_training_arguments(config, run, device, compute_dtype)

@@ -30,7 +30,7 @@ from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_seq2seq_lm, load_tokenizer
 from tuneloop.models.registry import resolve_model
 from tuneloop.recipes.sft import replace_default_printing, trainer_callbacks
-from tuneloop.train.arguments import common_training_arguments, wrap_with_lora
+from tuneloop.train.arguments import common_training_arguments, uses_adapter, wrap_with_lora
 from tuneloop.train.fit import fit, resume_point, training_summary
 from tuneloop.workspace import RunDir, read_jsonl, write_json
 
@@ -108,6 +108,6 @@ def _setup_model(config: RunConfig, base_path: str, device: str):
 
 
 def _save(config: RunConfig, run: RunDir, trainer, tokenizer) -> None:
-    target = run.adapter if config.train.method == "lora" else run.model
+    target = run.adapter if uses_adapter(config.train.method) else run.model
     trainer.model.save_pretrained(str(target))
     tokenizer.save_pretrained(str(target))

@@ -4,7 +4,10 @@ Reads data/{train,validation}.jsonl written by the data stage and writes adapter
 model/ (full), checkpoints/, train_log.jsonl and train_summary.json into the run directory.
 
 Features:
-    - LoRA (rank, alpha, dropout, target modules) through PEFT, or full fine-tuning (train.method).
+    - train.method through PEFT: LoRA (rank, alpha, dropout, target modules, rsLoRA, init), DoRA, QLoRA
+      (LoRA on a 4-bit NF4 base, bitsandbytes), IA3, prefix or prompt tuning; or full fine-tuning.
+      Prefix and prompt tuning put virtual tokens in front of every input, so packing and the chunked
+      loss are switched off for them (one console line says so).
     - Loss only on assistant replies by default (data.train_on_prompt: true to include prompts).
     - Fast by default, each part with a switch (see docs/performance.md): padding-free packing
       (train.packing; attention kept within each example by tuneloop.train.packed_attention), a
@@ -29,11 +32,17 @@ import functools
 from tuneloop.config import RunConfig
 from tuneloop.data.encode import encode_examples
 from tuneloop.data.templates import apply_template_choice
-from tuneloop.errors import TuneloopError
+from tuneloop.errors import ConfigError, TuneloopError
 from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_causal_lm, load_tokenizer
 from tuneloop.models.registry import resolve_model
-from tuneloop.train.arguments import common_training_arguments, wrap_with_lora
+from tuneloop.train.arguments import (
+    BASE_CHANGING_INITS,
+    common_training_arguments,
+    method_settings,
+    uses_adapter,
+    wrap_with_adapter,
+)
 from tuneloop.train.callbacks import JsonlLogCallback, ProgressCallback
 from tuneloop.train.chunked_loss import install_chunked_loss, supports_chunked_loss
 from tuneloop.train.fit import fit, resume_point, training_summary
@@ -53,10 +62,11 @@ def train_sft(config: RunConfig, run: RunDir, resume: bool = False, console_prin
     device = pick_device(config.model.device)
     compute_dtype = pick_dtype(device, config.model.dtype)
     base_path = resolve_model(config.model.name, console_print)
+    config = method_settings(config, device, console_print)
 
     tokenizer = setup_tokenizer(config, base_path)
     train_dataset, validation_dataset = _setup_data(config, run, tokenizer, console_print)
-    model = setup_model(config, base_path, device, compute_dtype)
+    model = setup_model(config, base_path, device, compute_dtype, run)
 
     checkpoint = resume_point(run, resume, console_print)
 
@@ -113,31 +123,85 @@ def _setup_data(config: RunConfig, run: RunDir, tokenizer, console_print):
                 f"{config.data.max_length} were truncated; {stats.dropped_no_target} lost every target token "
                 "and were dropped. Raise data.max_length to keep them."
             )
+        if stats.tools_as_text and split == "train":
+            console_print(f"data: the chat template has no tool support; the tool calls of {stats.tools_as_text} "
+                          "example(s) are written as <tool_call> JSON in the replies (docs/data-formats.md)")
         if not rows:
             raise TuneloopError(f"data: no {split} example has a token to learn after truncation.")
         encoded[split] = Dataset.from_list(rows)
     return encoded["train"], encoded["validation"]
 
 
-def setup_model(config: RunConfig, base_path: str, device: str, compute_dtype):
+def setup_model(config: RunConfig, base_path: str, device: str, compute_dtype, run: RunDir | None = None):
+    """The model to train: the base wrapped in train.method's adapter, or the whole model (full).
+
+    run: where a PiSSA/OLoRA adapter keeps its starting point, to convert the trained one back (see _save).
+    """
     import torch
 
+    method = config.train.method
     # Trained weights stay fp32 (the optimizer's master copy); autocast runs the matmuls in the compute dtype.
-    # Frozen LoRA base weights need no master copy: kept in the compute dtype they are half the memory and
-    # autocast no longer converts them on every matmul.
-    lora = config.train.method == "lora"
-    weights_dtype = compute_dtype if lora and config.train.low_precision_base else torch.float32
+    # Frozen base weights under an adapter need no master copy: kept in the compute dtype they are half the
+    # memory and autocast no longer converts them on every matmul.
+    adapter = uses_adapter(method)
+    weights_dtype = compute_dtype if adapter and config.train.low_precision_base else torch.float32
     attention = register_packed_attention() if config.train.packing else None
-    model = load_causal_lm(base_path, weights_dtype, device, attention)
+    if method == "qlora":
+        model = load_4bit_causal_lm(base_path, compute_dtype, device, attention)
+    else:
+        model = load_causal_lm(base_path, weights_dtype, device, attention)
     model.config.use_cache = False  # the KV cache is useless in training and costs memory
     if config.train.lean_activations:
         recompute_cheap_activations(model)
-    if not lora:
+    if not adapter:
         return model
-    model = wrap_with_lora(model, config, "CAUSAL_LM")  # PEFT keeps the adapter weights in fp32
-    if weights_dtype != torch.float32:
+    model = wrap_with_adapter(model, config, "CAUSAL_LM")  # PEFT keeps the adapter weights in fp32
+    if weights_dtype != torch.float32 and method != "qlora":
         keep_adapter_inputs_in_compute_dtype(model)
+    if method in ("lora", "dora", "qlora") and config.train.lora.init in BASE_CHANGING_INITS:
+        if run is None:  # the recipe saves its own adapter, without the conversion below
+            raise ConfigError(f"train.lora.init: {config.train.lora.init} is supported by the SFT recipe (chat, "
+                              "instruction data); use init: default or gaussian here.")
+        _save_initial_adapter(model, run)
     return model
+
+
+def load_4bit_causal_lm(base_path: str, compute_dtype, device: str, attention: str | None):
+    """The base quantized to 4-bit NF4 by bitsandbytes (QLoRA), ready for k-bit training."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise TuneloopError(
+            "train.method: qlora needs bitsandbytes, which is not installed. Install it with "
+            "`pip install 'tuneloop[qlora]'` (or `pip install bitsandbytes`); QLoRA is meant for CUDA GPUs, where "
+            "it cuts the base's memory about 4x. On a CPU it runs, but far slower than lora."
+        ) from None
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                      bnb_4bit_compute_dtype=compute_dtype)
+    options = {"attn_implementation": attention} if attention else {}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base_path, quantization_config=quantization, device_map=device,
+                                                     **options)
+    except Exception as exc:  # transformers refuses 4-bit where bitsandbytes has no backend for the device
+        raise TuneloopError(f"train.method: qlora could not load {base_path} in 4-bit on {device}: {exc}\n"
+                            "QLoRA needs a CUDA GPU (or a bitsandbytes build for this device); use lora.") from None
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+
+INITIAL_ADAPTER = "adapter_init"
+
+
+def _save_initial_adapter(model, run: RunDir) -> None:
+    """PiSSA/OLoRA move part of the base weights into the adapter; the starting adapter lets PEFT convert the
+    trained one into a plain LoRA (of twice the rank) that works on the untouched base."""
+    settings = model.peft_config["default"]
+    init = settings.init_lora_weights
+    settings.init_lora_weights = True  # saved as a plain starting point, as PEFT's conversion expects
+    model.save_pretrained(str(run.root / INITIAL_ADAPTER))
+    settings.init_lora_weights = init
 
 
 def keep_adapter_inputs_in_compute_dtype(model) -> None:
@@ -220,6 +284,10 @@ def replace_default_printing(trainer) -> None:
 
 
 def _save(config: RunConfig, run: RunDir, trainer, tokenizer) -> None:
-    target = run.adapter if config.train.method == "lora" else run.model
-    trainer.model.save_pretrained(str(target))
+    target = run.adapter if uses_adapter(config.train.method) else run.model
+    initial = run.root / INITIAL_ADAPTER
+    if initial.is_dir():  # PiSSA / OLoRA: saved as the equivalent plain LoRA for the unmodified base
+        trainer.model.save_pretrained(str(target), path_initial_model_for_weight_conversion=str(initial))
+    else:
+        trainer.model.save_pretrained(str(target))
     tokenizer.save_pretrained(str(target))  # carries the chat template used in training

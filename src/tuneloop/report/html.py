@@ -93,6 +93,10 @@ def _header(run: RunDir, metrics: dict) -> str:
     if summary:
         described.append(f"{summary.get('method')} fine-tune, {summary.get('steps')} steps in "
                          f"{summary.get('seconds')} s on {summary.get('device')} ({summary.get('compute_dtype')})")
+        if summary.get("trainable_parameters") is not None:
+            described.append(f"{summary['trainable_parameters']:,} trainable parameters"
+                             + (f", peak memory {summary['peak_memory_mb']:,.0f} MB"
+                                if summary.get("peak_memory_mb") else ""))
     if metrics.get("heldout"):
         described.append(f"held-out: {metrics['heldout']['rows']} rows ({escape(str(metrics['heldout']['split']))})")
     lines.append(f"<p class=muted>{'; '.join(described)}</p>")

@@ -32,6 +32,12 @@ def model_card(config: RunConfig, run: RunDir, kind: str) -> str:
         lines += ["", "## Training", "", f"{train['method']}, {train['steps']} steps, {train['seconds']} s on "
                   f"{train['device']} ({train['compute_dtype']}); learning rate {config.train.learning_rate}, "
                   f"batch {config.train.batch_size}, seed {config.seed}."]
+        if train.get("trainable_parameters") is not None:
+            total = train.get("total_parameters")
+            share = f" of {total:,} ({100 * train['trainable_parameters'] / total:.2f}%)" if total else ""
+            peak = train.get("peak_memory_mb")
+            lines.append(f"Trainable parameters: {train['trainable_parameters']:,}{share}"
+                         + (f"; peak memory {peak:,.0f} MB." if peak else "."))
     lines += [
         "",
         "## Limits",

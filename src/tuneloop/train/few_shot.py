@@ -53,7 +53,7 @@ def preset_settings(train: TrainConfig) -> tuple[dict, list[str]]:
     wanted = {
         "epochs": SEARCH_EPOCHS,  # an upper bound: cross-validation picks the number actually used
         # Tiny data gives noisy gradients: smaller steps, the usual advice for few-sample fine-tuning.
-        "learning_rate": 1e-4 if train.method == "lora" else 2e-5,
+        "learning_rate": 2e-5 if train.method == "full" else 1e-4,  # adapters (lora, dora, ...) take larger steps
         "weight_decay": 0.01,
         "warmup_ratio": 0.1,
         # In epochs (one evaluation per epoch): stop a fold once a fifth of the search brings no progress.

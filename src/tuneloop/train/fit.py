@@ -79,4 +79,22 @@ def training_summary(trainer, result, seconds: float, model, method: str, device
         "seconds": round(seconds, 1),
         "tokens_per_second": round(tokens / seconds, 1) if seconds else None,
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "total_parameters": sum(p.numel() for p in model.parameters()),
+        "peak_memory_mb": peak_memory_mb(device),
     }
+
+
+def peak_memory_mb(device: str) -> float | None:
+    """The process's peak memory so far: resident set (VmHWM, Linux) on a CPU, allocated memory on a CUDA GPU."""
+    if device == "cuda":
+        import torch
+
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:  # not Linux
+        return None
+    return None
