@@ -192,3 +192,20 @@ def tiny_reward_run(tmp_path_factory, tiny_model_dir, pair_files) -> Path:
     raw = preference_run_config(root, tiny_model_dir, pair_files, "reward", max_steps=8, learning_rate=1e-2)
     run_all(validate_config(raw), evaluate=True, console_print=lambda *_: None)
     return root
+
+
+@pytest.fixture(scope="session")
+def adapter_runs(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
+    """Two LoRA runs on the same tiny base, 'alpha' and 'beta', with different random adapter weights (serve tests).
+
+    Here rather than in tests/serve/conftest.py: a second module named conftest would shadow this one for the
+    `from conftest import ...` lines of the other tests.
+    """
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent / "serve"))
+    from serve_helpers import PROMPTS, make_adapter_run
+
+    root = tmp_path_factory.mktemp("runs")
+    return {"alpha": make_adapter_run(root / "alpha", tiny_model_dir, 1, PROMPTS),
+            "beta": make_adapter_run(root / "beta", tiny_model_dir, 2, PROMPTS)}
