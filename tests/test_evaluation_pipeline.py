@@ -10,7 +10,7 @@ from conftest import write_config
 from typer.testing import CliRunner
 
 from tuneloop.cli import app
-from tuneloop.evaluate.stage import _forgetting
+from tuneloop.evaluate.stage import forgetting_report
 from tuneloop.workspace import RunDir, read_json
 
 runner = CliRunner()
@@ -63,9 +63,9 @@ def test_metrics_have_intervals_paired_tests_and_forgetting(tracked_run):
 def test_forgetting_beyond_the_limit_fails():
     tuned = {"forgetting": {"f.jsonl": {"n": 4, "acc": 25.0, "acc_norm": 25.0, "correct": [1, 0, 0, 0]}}}
     baseline = {"forgetting": {"f.jsonl": {"n": 4, "acc": 75.0, "acc_norm": 50.0, "correct": [1, 1, 1, 0]}}}
-    found = _forgetting(tuned, baseline, limit=2.0)["f.jsonl"]
+    found = forgetting_report(tuned, baseline, limit=2.0)["f.jsonl"]
     assert found["change"] == -50.0 and found["exceeded"]
-    assert not _forgetting(tuned, baseline, limit=60.0)["f.jsonl"]["exceeded"]
+    assert not forgetting_report(tuned, baseline, limit=60.0)["f.jsonl"]["exceeded"]
 
 
 def test_report_is_self_contained_with_pictures_in_order(tracked_run):

@@ -190,7 +190,7 @@ def tune(
     """Search hyperparameters: an Optuna study over ordinary runs (the config's search block); Ctrl-C and the same
     command continues it. The winner and the default config are scored on the test set once, at the end."""
     from tuneloop.config import read_config, validate_config
-    from tuneloop.tune.study import tune as run_study
+    from tuneloop.tune.command import tune as run_study
 
     raw, source = read_config(config, set_)
     loaded = validate_config(raw, source)

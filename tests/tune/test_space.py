@@ -58,6 +58,7 @@ def test_a_valid_space_parses_dotted_and_nested_keys():
      "search.space.train.lr_scheduler: 'wavy' is outside what train.lr_scheduler accepts"),
     ({"train.batch_size": {"uniform": [2, 8]}}, "search.space.train.batch_size: train.batch_size takes whole numbers"),
     ({"train.epochs": {"int": [1.5, 3]}}, "search.space.train.epochs: int takes whole-number ends"),
+    ({"train.epochs": {"int": [1, 4], "step": 2}}, "search.space.train.epochs: hi - lo must be a whole number"),
     ({"train.epochs": {"between": [1, 3]}}, "search.space.train.epochs: expected exactly one of"),
     ({"train.epochs": 3}, "search.space.train.epochs: expected {log_uniform"),
     ({"train.lora.rank": {"choice": []}}, "search.space.train.lora.rank: choice takes a non-empty list"),
@@ -105,7 +106,7 @@ def test_suggestions_stay_inside_the_space():
 
 
 def test_a_grid_enumerates_exactly_its_points(tmp_path):
-    raw = config_with({"train.lora.rank": {"choice": [4, 8, 16]}, "train.epochs": {"int": [1, 4], "step": 2}},
+    raw = config_with({"train.lora.rank": {"choice": [4, 8, 16]}, "train.epochs": {"int": [1, 3], "step": 2}},
                       sampler="grid", trials=50)
     raw["output_dir"] = str(tmp_path / "grid")
     plan = plan_study(validate_config(raw))

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from tuneloop.cli import app
 from tuneloop.config import validate_config
 from tuneloop.errors import TuneloopError
-from tuneloop.tune import study as study_module
+from tuneloop.tune import command as command_module
 from tuneloop.tune.cv import cluster_folds
 from tuneloop.tune.study import StudyInterrupted, open_study, plan_study, run_trials
 from tuneloop.workspace import read_json
@@ -43,14 +43,14 @@ def test_tune_command_scores_the_test_set_only_after_the_search(tiny_config, tmp
     global _OPENED
     test_file = str(Path(tune_raw["data"]["test_file"]).resolve())
     phases = {"search": [], "finish": []}
-    finish = study_module.finish_study
+    finish = command_module.finish_study
 
     def finish_watched(*args, **kwargs):  # everything before this call is the search itself
         global _OPENED
         _OPENED = phases["finish"]
         return finish(*args, **kwargs)
 
-    monkeypatch.setattr(study_module, "finish_study", finish_watched)
+    monkeypatch.setattr(command_module, "finish_study", finish_watched)
     config_path = write_config(tmp_path / "search.yaml", tune_raw)
     _OPENED = phases["search"]
     try:

@@ -125,6 +125,9 @@ def _parse_one(key: str, kind: str, spec: dict) -> tuple[Param | None, str | Non
             return None, f"log is true or false (got {log!r})."
     elif step is not None and (not isinstance(step, int | float) or step <= 0 or step > high - low):
         return None, f"step must be a positive number no larger than hi - lo (got {step!r})."
+    if step is not None and abs((high - low) / step - round((high - low) / step)) > 1e-9:
+        return None, f"hi - lo must be a whole number of steps (got [{low}, {high}] with step {step}); Optuna " \
+                     "would silently cut the range."
     return Param(key, kind, low, high, step, bool(log)), None
 
 
