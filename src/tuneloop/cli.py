@@ -553,10 +553,11 @@ def print_metrics(results: dict) -> None:
     from tuneloop.report.html import format_p
 
     heldout = results["heldout"]
+    validation = results.get("validation", {}).get("rows")  # GRPO runs have no validation loss
     table = Table(
         title="baseline vs tuned",
         caption=f"held-out: {heldout['rows']} rows ({heldout['split']}); "
-        f"validation: {results['validation']['rows']} rows; [95% interval]; p: paired test",
+        + (f"validation: {validation} rows; " if validation is not None else "") + "[95% interval]; p: paired test",
     )
     for column in ("metric", "baseline", "tuned", "change", "p"):
         table.add_column(column, justify="left" if column == "metric" else "right")

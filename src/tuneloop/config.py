@@ -581,6 +581,10 @@ def describe_error(err: dict[str, Any], prefix: str = "") -> str:
 def _fields_at(loc: list[str]) -> list[str]:
     model: type[BaseModel] = RunConfig
     for part in loc:
+        if part.isdigit():  # an index into a list of sections (train.rewards.1): the item's model is already found
+            continue
+        if part not in model.model_fields:
+            return []
         annotation = model.model_fields[part].annotation
         # An optional section (search: SearchConfig | None) names its model among the union's members.
         annotation = next((a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)),

@@ -374,47 +374,7 @@ class RewardModelReward:
 
 
 def load_scorer(model_dir: Path, device: str = "cpu"):
-    """The reward recipe's scorer (tuneloop.evaluate.reward_model) when present, else LocalRewardScorer."""
-    try:
-        from tuneloop.evaluate.reward_model import load_reward_scorer
-    except ImportError:
-        return LocalRewardScorer(model_dir, device)
+    """The reward recipe's scorer for a reward run (or its model/ folder): tuneloop.evaluate.reward_model."""
+    from tuneloop.evaluate.reward_model import load_reward_scorer
+
     return load_reward_scorer(str(model_dir), device=device)
-
-
-class LocalRewardScorer:
-    """AutoModelForSequenceClassification (one label) from a directory; score = logit of the templated chat.
-
-    The same interface as tuneloop.evaluate.reward_model.load_reward_scorer(...): `.score(prompts, replies)`.
-    """
-
-    def __init__(self, model_dir: Path, device: str = "cpu", batch_size: int = 8) -> None:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), num_labels=1).to(device).eval()
-        self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.device = device
-        self.batch_size = batch_size
-
-    def _text(self, prompt: list[dict], reply: str) -> str:
-        conversation = [*prompt, {"role": "assistant", "content": reply}]
-        if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(conversation, tokenize=False)
-        return "\n".join(m["content"] for m in conversation)
-
-    def score(self, prompts: list[list[dict]], replies: list[str]) -> list[float]:
-        import torch
-
-        texts = [self._text(p, r) for p, r in zip(prompts, replies, strict=True)]
-        scores: list[float] = []
-        with torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
-                encoded = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
-                                         truncation=True, max_length=self.tokenizer.model_max_length
-                                         if self.tokenizer.model_max_length < 100_000 else 2048,
-                                         add_special_tokens=not self.tokenizer.chat_template).to(self.device)
-                scores += self.model(**encoded).logits[:, 0].float().tolist()
-        return scores
