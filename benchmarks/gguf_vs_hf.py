@@ -21,7 +21,7 @@ import torch
 
 from tuneloop.data.encode import render_prompt
 from tuneloop.evaluate.generate import generate_replies
-from tuneloop.evaluate.metrics import contains_answer
+from tuneloop.evaluate.metrics import contains_answer, token_f1
 from tuneloop.models.load import quiet_transformers
 from tuneloop.workspace import open_run_dir, read_jsonl
 
@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--llama-cpp", action="store_true", help="also run the GGUF in llama.cpp")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--replies", type=Path, default=None, help="write every engine's replies here (JSON)")
     args = parser.parse_args()
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -66,6 +67,7 @@ def main() -> None:
     run = open_run_dir(args.run_dir)
     rows = [ex for ex in read_jsonl(run.split("test")) if "messages" in ex][: args.limit]
     answers = [ex.get("answer", ex["messages"][-1]["content"]) for ex in rows]
+    references = [ex["messages"][-1]["content"] for ex in rows]
     result: dict = {"rows": len(rows), "metric": "contains_answer"}
 
     tokenizer = AutoTokenizer.from_pretrained(args.hf)
@@ -100,9 +102,12 @@ def main() -> None:
         print(f"gguf_llama_cpp: {score(replies['gguf_llama_cpp'], answers)}", file=sys.stderr, flush=True)
     for name, texts in replies.items():
         result[name] = score(texts, answers)
+        result[f"{name}_token_f1"] = round(100 * sum(token_f1(texts, references)) / len(texts), 2)
         if name != "hf":
             result[f"{name}_same_reply_as_hf"] = round(
                 100 * sum(a == b for a, b in zip(texts, replies["hf"], strict=True)) / len(texts), 1)
+    if args.replies:
+        args.replies.write_text(json.dumps(replies, indent=1))
     print(json.dumps(result, indent=2))
 
 
