@@ -101,7 +101,7 @@ def test_a_missing_adapter_is_named(tmp_path, tiny_config):
     with pytest.raises(TuneloopError, match="model.adapter"):
         run_all(validate_config(tiny_config), console_print=lambda *_: None)
     tiny_config["train"]["method"] = "full"
-    with pytest.raises(Exception, match="train.method must be lora"):
+    with pytest.raises(Exception, match="train.method must be an adapter method"):
         validate_config(tiny_config)
 
 
