@@ -1,9 +1,9 @@
-"""What pruning saves: the Banking77 study (benchmarks/search_banking77.yaml) with median pruning, then the same
+"""What pruning saves: the Banking77 study (benchmarks/search_intents.yaml) with median pruning, then the same
 study, same sampler seed, with pruning off. Prints, for each: wall time of the trials, trials pruned, training steps
 run, the best validation objective, and the winner's test score beside the default config's; then the ratio of
 training steps (pruned / unpruned).
 
-    python benchmarks/search_pruning.py [--trials 20] [--config benchmarks/search_banking77.yaml]
+    python benchmarks/search_pruning.py [--trials 20] [--config benchmarks/search_intents.yaml]
 
 Each study is an ordinary `tuneloop tune` run in its own subprocess; rerunning continues a study where it stopped.
 """
@@ -50,7 +50,7 @@ def describe(name: str, results: dict, seconds: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="benchmarks/search_banking77.yaml")
+    parser.add_argument("--config", default="benchmarks/search_intents.yaml")
     parser.add_argument("--trials", type=int, default=20)
     args = parser.parse_args()
     output_dir = Path(yaml.safe_load(Path(args.config).read_text())["output_dir"])

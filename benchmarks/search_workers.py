@@ -1,7 +1,7 @@
 """Two workers on one study in a real PostgreSQL server on this machine; `kill -9` of one mid-trial.
 
 Starts a throwaway PostgreSQL cluster (tests/postgres_server.py), then two `tuneloop tune --worker` processes on
-the Banking77 study (benchmarks/search_banking77.yaml, its own output_dir), each with one thread of the 2-core
+the Banking77 study (benchmarks/search_intents.yaml, its own output_dir), each with one thread of the 2-core
 CPU. Once a trial has trained a few steps, its worker gets SIGKILL. The other worker finishes its trials, finds
 the dead worker's trial stale (no heartbeat for 2 x search.heartbeat seconds), retries it, and completes the
 study. Prints every trial (number, state, worker, retry of, objective) and checks that trial numbers and run
@@ -30,7 +30,7 @@ from postgres_server import start_postgres  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="benchmarks/search_banking77.yaml")
+    parser.add_argument("--config", default="benchmarks/search_intents.yaml")
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--heartbeat", type=int, default=10)
     parser.add_argument("--output-dir", default="runs/search-banking77-workers")
