@@ -257,7 +257,7 @@ def retrain(
                                                                    "gate.")] = 0.2,
     max_regression: Annotated[float, typer.Option(min=0.0, help="Points the new model may lose on the frozen test "
                                                                  "set or a forgetting file.")] = 2.0,
-    since: Annotated[str | None, typer.Option(help="Only feedback given at or after this ISO date/time.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only feedback since then: 24h, 7d or an ISO date/time.")] = None,
     model: Annotated[str | None, typer.Option(help="Only requests this model id (or alias) answered.")] = None,
     set_: SetOption = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out run.")] = False,

@@ -36,7 +36,8 @@ def export_store(store: str, out: Path, run_dir: Path | None = None, since: str 
     from tuneloop.data.audit import AuditOptions, audit_files
     from tuneloop.data.audit_html import render_audit_html
     from tuneloop.feedback.export import export_feedback
-    from tuneloop.feedback.store_reader import parse_since, read_feedback
+    from tuneloop.feedback.store_reader import read_feedback
+    from tuneloop.serve.commands import parse_since  # 30m, 24h, 7d or an ISO date, as `tuneloop monitor` takes
     from tuneloop.workspace import open_run_dir, read_jsonl, write_json, write_text
 
     test_rows, test_file = [], None
@@ -85,7 +86,7 @@ def export_command(
     out: Annotated[Path, typer.Option(help="The directory to write sft/preference/kto files into.")],
     run: Annotated[Path | None, typer.Option(help="The served run: its frozen test questions are dropped from the "
                                                   "export.")] = None,
-    since: Annotated[str | None, typer.Option(help="Only feedback given at or after this ISO date/time.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only feedback since then: 24h, 7d or an ISO date/time.")] = None,
     model: Annotated[str | None, typer.Option(help="Only requests this model id (or A/B alias) answered.")] = None,
 ) -> None:
     """Turn stored feedback into training files: sft, preference and kto jsonl (rules: docs/feedback-loop.md)."""

@@ -6,22 +6,9 @@ or was asked for (an A/B alias or one of its variants); `since` keeps feedback g
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
-from tuneloop.errors import TuneloopError
 from tuneloop.feedback.export import Feedback, PairwisePick
-
-
-def parse_since(value: str | None) -> datetime | None:
-    """--since: an ISO date or date-time (UTC when no zone is given)."""
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise TuneloopError(f"--since {value!r}: not a date; give an ISO date such as 2026-11-30 or "
-                            "2026-11-30T14:00") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def read_feedback(url: str, since: datetime | None = None, model: str | None = None
