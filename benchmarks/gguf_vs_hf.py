@@ -70,10 +70,10 @@ def main() -> None:
     references = [ex["messages"][-1]["content"] for ex in rows]
     result: dict = {"rows": len(rows), "metric": "contains_answer"}
 
-    tokenizer = AutoTokenizer.from_pretrained(args.hf)
+    tokenizer = AutoTokenizer.from_pretrained(str(args.hf))
     prompts = [render_prompt(tokenizer, ex["messages"], ex.get("tools")) for ex in rows]
     engines = {
-        "hf": lambda: (AutoModelForCausalLM.from_pretrained(args.hf, dtype=torch.float32).eval(), tokenizer),
+        "hf": lambda: (AutoModelForCausalLM.from_pretrained(str(args.hf), dtype=torch.float32).eval(), tokenizer),
         "gguf_transformers": lambda: (
             AutoModelForCausalLM.from_pretrained(str(args.gguf.parent), gguf_file=args.gguf.name,
                                                  dtype=torch.float32).eval(),
@@ -102,7 +102,7 @@ def main() -> None:
         print(f"gguf_llama_cpp: {score(replies['gguf_llama_cpp'], answers)}", file=sys.stderr, flush=True)
     for name, texts in replies.items():
         result[name] = score(texts, answers)
-        result[f"{name}_token_f1"] = round(100 * sum(token_f1(texts, references)) / len(texts), 2)
+        result[f"{name}_token_f1"] = round(sum(token_f1(texts, references)) / len(texts), 2)  # token_f1 is 0-100 already
         if name != "hf":
             result[f"{name}_same_reply_as_hf"] = round(
                 100 * sum(a == b for a, b in zip(texts, replies["hf"], strict=True)) / len(texts), 1)
