@@ -145,3 +145,17 @@ def test_the_loop_waits_for_enough_feedback_then_runs_a_gated_cycle(tmp_path, se
     saved = read_json(tmp_path / "loop" / "loop.json")
     assert saved["cycles"][0]["candidate"].endswith("cycle-1") and saved["since"]
     assert "cycle-1/report.html" in (tmp_path / "loop" / "loop.html").read_text()
+
+
+def test_feedback_on_the_served_validation_prompts_is_dropped(tmp_path):
+    from tuneloop.feedback.retrain import drop_validation_copies
+    from tuneloop.workspace import RunDir, write_jsonl
+
+    served = RunDir(tmp_path / "served")
+    write_jsonl(served.split("validation"), [chat_row(q, a) for q, a in NEW_FACTS[:2]])
+    # One exact copy, one differing only in case and spacing (equal after normalization), one new prompt.
+    rows = [chat_row(NEW_FACTS[0][0], "wrong"), chat_row("  which COLOUR is the staff van? ", "wrong"),
+            chat_row(NEW_FACTS[5][0], NEW_FACTS[5][1])]
+    kept, dropped = drop_validation_copies(rows, served)
+    assert dropped == 2 and kept == rows[2:]
+    assert drop_validation_copies(rows, RunDir(tmp_path / "no-splits")) == (rows, 0)

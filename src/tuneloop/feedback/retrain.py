@@ -77,6 +77,7 @@ def prepare_data(served: RunDir, export_dir: Path, out: Path, recipe: str, repla
     """Write the new run's training file and the feedback slice into out/feedback/; return paths and counts."""
     file, data_format = RECIPE_FILES[recipe]
     rows = read_jsonl(export_dir / file)
+    rows, validation_copies = drop_validation_copies(rows, served)
     train_rows, holdout_rows = split_feedback(rows, holdout, seed)
     if not train_rows:
         raise TuneloopError(f"{export_dir / file}: all {len(rows)} feedback row(s) are near-copies of one prompt and "
@@ -89,7 +90,24 @@ def prepare_data(served: RunDir, export_dir: Path, out: Path, recipe: str, repla
     write_jsonl(paths["train"], mixed)
     write_jsonl(paths["holdout"], holdout_rows)
     return {"paths": paths, "format": data_format, "feedback_rows": len(rows), "train_feedback": len(train_rows),
-            "holdout": len(holdout_rows), "replay": len(replay)}
+            "holdout": len(holdout_rows), "replay": len(replay), "validation_copies": validation_copies}
+
+
+def drop_validation_copies(rows: list[dict], served: RunDir) -> tuple[list[dict], int]:
+    """The feedback rows whose prompt is not one of the served run's validation prompts, and how many were.
+
+    The new run validates (and stops early) on the served run's validation split; feedback on those very
+    prompts would let it score its own training rows there. Export already drops copies of the test set.
+    """
+    from tuneloop.data.dedup import normalize_text
+    from tuneloop.feedback.export import user_text
+
+    validation = served.split("validation")
+    if not validation.is_file():
+        return rows, 0
+    taken = {normalize_text(user_text(_prompt_messages(row))) for row in read_jsonl(validation)}
+    kept = [row for row in rows if normalize_text(user_text(_prompt_messages(row))) not in taken]
+    return kept, len(rows) - len(kept)
 
 
 def retrain_config(served: RunDir, data: dict, out: Path, recipe: str, overrides: list[str] | None = None) -> dict:
@@ -200,6 +218,9 @@ def retrain(served_dir: Path, export_dir: Path, out: Path, recipe: str = "auto",
                         holdout, seed)
     console_print(f"retrain: {recipe} on {data['train_feedback']} feedback row(s) + {data['replay']} replay row(s) "
                   f"from {served.root}; {data['holdout']} held out for the gate")
+    if data["validation_copies"]:
+        console_print(f"retrain: {data['validation_copies']} feedback row(s) dropped: their prompt is one of the "
+                      f"served run's validation prompts, which the new run validates on")
     raw = retrain_config(served, data, out, recipe, overrides)
     config = validate_config(raw, f"retrain of {served.root}")
     out.rmdir()  # run_all creates the run directory itself and refuses a non-empty one
