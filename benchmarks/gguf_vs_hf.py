@@ -102,7 +102,8 @@ def main() -> None:
         print(f"gguf_llama_cpp: {score(replies['gguf_llama_cpp'], answers)}", file=sys.stderr, flush=True)
     for name, texts in replies.items():
         result[name] = score(texts, answers)
-        result[f"{name}_token_f1"] = round(sum(token_f1(texts, references)) / len(texts), 2)  # token_f1 is 0-100 already
+        # token_f1 is 0-100 per row already
+        result[f"{name}_token_f1"] = round(sum(token_f1(texts, references)) / len(texts), 2)
         if name != "hf":
             result[f"{name}_same_reply_as_hf"] = round(
                 100 * sum(a == b for a, b in zip(texts, replies["hf"], strict=True)) / len(texts), 1)

@@ -70,8 +70,8 @@ def seq2seq_config(root: Path, model_dir: Path, train_file: Path, test_file: Pat
         "data": {"train_file": str(train_file), "test_file": str(test_file), "max_length": 64,
                  "audit": {"enabled": False}},
         # 63 rows would switch on the few-shot preset (5 cross-validation fits); its own tests cover it.
-        "train": {"method": "lora", "preset": "none", "epochs": 30, "learning_rate": 1e-2, "batch_size": 16, "eval_every": 20,
-                  "save_every": 20, "logging_steps": 5, "early_stopping_patience": None,
+        "train": {"method": "lora", "preset": "none", "epochs": 30, "learning_rate": 1e-2, "batch_size": 16,
+                  "eval_every": 20, "save_every": 20, "logging_steps": 5, "early_stopping_patience": None,
                   "lora": {"rank": 8, "alpha": 16, "dropout": 0.0}, **train},
         "evaluate": {"max_new_tokens": 16, "batch_size": 16},
         "tracking": {"backend": "none"},
