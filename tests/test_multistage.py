@@ -172,7 +172,7 @@ def test_two_stages_run_end_to_end_and_the_second_starts_from_the_first(tmp_path
 
 def test_resume_skips_a_finished_stage_and_continues_the_interrupted_one(tmp_path, tiny_model_dir, monkeypatch):
     import tuneloop.stages
-    from tuneloop.train.fit import TrainingInterrupted
+    from tuneloop.errors import TrainingInterrupted
 
     config = two_stage_config(tmp_path, tiny_model_dir)
     real_run_all = tuneloop.stages.run_all

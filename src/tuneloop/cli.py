@@ -236,10 +236,11 @@ def evaluate(
     data: Annotated[Path | None, typer.Option(help="Score on this file instead of the run's test split.")] = None,
 ) -> None:
     """Score the tuned model and the untuned baseline on held-out rows; writes metrics.json."""
-    from tuneloop.stages import evaluate_stage, load_run_config
     from tuneloop.workspace import open_run_dir
 
-    opened = open_run_dir(run_dir)
+    opened = open_run_dir(run_dir)  # before the heavy imports: a wrong directory is reported at once
+    from tuneloop.stages import evaluate_stage, load_run_config
+
     results = evaluate_stage(load_run_config(opened), opened, str(data) if data else None, say)
     print_metrics(results)
 
@@ -356,11 +357,12 @@ def chat(
     temperature: Annotated[float, typer.Option(min=0.0, help="0 means greedy decoding.")] = 0.0,
 ) -> None:
     """Chat with a run's tuned model."""
-    from tuneloop.chat import interactive, load_chat_model, reply
-    from tuneloop.stages import load_run_config
     from tuneloop.workspace import open_run_dir
 
-    opened = open_run_dir(run_dir)
+    opened = open_run_dir(run_dir)  # before the heavy imports: a wrong directory is reported at once
+    from tuneloop.chat import interactive, load_chat_model, reply
+    from tuneloop.stages import load_run_config
+
     if opened.data_format() in ("classification", "token_classification"):
         _classify_prompt(opened, prompt)
         return
@@ -396,11 +398,12 @@ def export(
     = False,
 ) -> None:
     """Export the adapter or a merged model: HF directory, GGUF for llama.cpp, Ollama or vLLM (docs/export.md)."""
-    from tuneloop.models.export import export_run
-    from tuneloop.stages import load_run_config
     from tuneloop.workspace import open_run_dir
 
-    opened = open_run_dir(run_dir)
+    opened = open_run_dir(run_dir)  # before the heavy imports: a wrong directory is reported at once
+    from tuneloop.models.export import export_run
+    from tuneloop.stages import load_run_config
+
     written = export_run(load_run_config(opened), opened, out, merge, format_, quant, adapter, say)
     say(f"exported to {written}")
 

@@ -26,3 +26,9 @@ class DataError(TuneloopError):
 
 class ModelError(TuneloopError):
     """A model could not be found, installed, converted or loaded."""
+
+
+class TrainingInterrupted(TuneloopError):
+    """Training stopped by Ctrl-C or SIGTERM after saving a checkpoint; `--resume` continues it."""
+
+    exit_code = 130

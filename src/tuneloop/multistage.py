@@ -40,8 +40,7 @@ import yaml
 from pydantic import ValidationError
 
 from tuneloop.config import RunConfig, describe_error, raise_problems
-from tuneloop.errors import ConfigError, DataError, TuneloopError
-from tuneloop.train.fit import TrainingInterrupted
+from tuneloop.errors import ConfigError, DataError, TrainingInterrupted, TuneloopError
 from tuneloop.workspace import RunDir, read_json, write_json, write_text
 
 STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

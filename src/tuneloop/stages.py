@@ -203,8 +203,6 @@ def run_all(
 
     `launch` (tuneloop.train.launch.Launch) trains in several processes or on several hosts.
     """
-    from tuneloop.train.tracking import log_results, start_tracking
-
     if launch is not None and launch.accelerate_config:
         from tuneloop.train.launch import accelerate_config_file
 
@@ -216,10 +214,13 @@ def run_all(
     if launch is not None and launch.distributed and launch.node_rank != 0:
         return _train_on_another_host(config, launch, resume, console_print)
     run = open_for_run(config, resume=resume, overwrite=overwrite)
+    if not (resume and run.split("train").is_file()):  # a resumed run keeps the splits it trained on
+        # Before the tracker starts: a bad data file is reported in seconds, not after MLflow's import and set-up.
+        data_stage(config, run, console_print)
+    from tuneloop.train.tracking import log_results, start_tracking  # imports the training stack: after the data
+
     tracker = start_tracking(config, run)
     try:
-        if not (resume and run.split("train").is_file()):  # a resumed run keeps the splits it trained on
-            data_stage(config, run, console_print)
         if launch is not None and launch.distributed:
             from tuneloop.train.launch import train_in_processes
 

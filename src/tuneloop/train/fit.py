@@ -5,13 +5,9 @@ from __future__ import annotations
 import os
 import time
 
-from tuneloop.errors import TuneloopError
+from tuneloop.errors import TrainingInterrupted
 from tuneloop.train.callbacks import GracefulInterrupt, ProgressCallback
 from tuneloop.workspace import RunDir, read_jsonl, write_jsonl
-
-
-class TrainingInterrupted(TuneloopError):
-    exit_code = 130
 
 
 def resume_point(run: RunDir, resume: bool, console_print=print):

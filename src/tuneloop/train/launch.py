@@ -81,7 +81,7 @@ def train_in_processes(run: RunDir, launch: Launch, resume: bool, console_print=
     env = {**os.environ, "TUNELOOP_DISTRIBUTED": "1", "PYTHONUNBUFFERED": "1"}
     finished = subprocess.run(command, env=env)
     if finished.returncode == 130:
-        from tuneloop.train.fit import TrainingInterrupted
+        from tuneloop.errors import TrainingInterrupted
 
         raise TrainingInterrupted(f"interrupted; continue with `tuneloop train {run.config} --resume`.")
     if finished.returncode != 0:

@@ -28,9 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from tuneloop.config import RunConfig
-from tuneloop.errors import ConfigError, TuneloopError
+from tuneloop.errors import ConfigError, TrainingInterrupted, TuneloopError
 from tuneloop.stages import data_stage, open_for_run
-from tuneloop.train.fit import TrainingInterrupted
 from tuneloop.tune.objective import base_raw, record_trial, run_trial_config, trial_config
 from tuneloop.tune.space import Param, describe_values, grid_points, grid_size, parse_space, suggest, with_values
 from tuneloop.workspace import flatten, read_jsonl, write_json
