@@ -40,10 +40,19 @@ def test_run_live_report_chat_feedback_inbox_export(page, ui_server, ui_workspac
     page.reload()
     assert train_points(page) >= before  # the curve comes back from the run directory's log
     page.wait_for_function(f"() => {CHART_POINTS} > {before}", timeout=30_000)
-    assert page.inner_text("#live-connection") in ("live", "")
 
-    # The page reloads itself when the run finishes: the report is there, and the runs table lists it.
+    # Stop saves a checkpoint; Resume continues from it (the page reloads itself when the job ends).
+    page.click("#stop-button")
+    page.wait_for_selector("#resume-button", timeout=60_000)
+    assert page.inner_text("#run-status") == "stopped"
+    stopped_at = train_points(page)
+    assert list((ui_workspace["runs"] / "tiny" / "checkpoints").glob("checkpoint-*"))
+    page.click("#resume-button")
+    page.wait_for_function(f"() => {CHART_POINTS} > {stopped_at}", timeout=60_000)
+
+    # When the run finishes the report is there, and the runs table lists it.
     page.wait_for_selector("#run-frame", timeout=90_000)
+    assert train_points(page) == 150  # every logged step of 300, before and after the stop, once each
     assert page.inner_text("#run-status") == "finished"
     report = page.frame(name="run-frame")
     report.wait_for_load_state()

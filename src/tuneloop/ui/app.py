@@ -136,11 +136,9 @@ def create_app(state: UiState) -> FastAPI:
         curves = runs.read_curves(path)
         job = summary.job
         progress = job.progress() if job is not None else None
-        step, total = progress if progress else (curves["step"], None)
-        eta = None
-        if job is not None and job.running and progress and step:
-            started = (job.root / "job.json").stat().st_mtime
-            eta = (time.time() - started) / step * (total - step) if total and step < total else None
+        step, total, eta = progress if progress else (curves["step"], None, None)
+        if job is None or not job.running:
+            eta = None
         svg = charts.line_chart({"train loss": curves["train"], "validation loss": curves["validation"]},
                                 empty="waiting for the first logged step…")
         return {"status": summary.status, "running": summary.status == "running", "step": step, "total": total,

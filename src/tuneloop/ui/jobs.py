@@ -84,10 +84,15 @@ class Job:
         last = lines[-1] if lines else "no output"
         return f"The process crashed (exit code {self.returncode}): {last}. The full log is below."
 
-    def progress(self) -> tuple[int, int] | None:
-        """(step, total) from the training bar's last update in the log, when the job trains."""
-        found = re.findall(r"train:\s*\d+%\|[^|]*\|\s*(\d+)/(\d+)", self.log_tail(6000))
-        return (int(found[-1][0]), int(found[-1][1])) if found else None
+    def progress(self) -> tuple[int, int, float | None] | None:
+        """(step, total, seconds left) from the training bar's last update in the log, when the job trains."""
+        found = re.findall(r"train:\s*\d+%\|[^|]*\|\s*(\d+)/(\d+) \[[\d:]+<([\d:?]+)", self.log_tail(6000))
+        if not found:
+            return None
+        step, total, left = found[-1]
+        parts = [int(p) for p in left.split(":")] if "?" not in left else None
+        seconds = sum(value * 60 ** i for i, value in enumerate(reversed(parts))) if parts else None
+        return int(step), int(total), seconds
 
 
 def _now() -> str:

@@ -162,8 +162,11 @@ def _audit(root: Path, raw: dict) -> None:
     if not train or not Path(train).is_file():
         raise DataError(f"data.train_file: {train}: no such file (relative paths start at {Path.cwd()}).")
     files = [train] + [data[k] for k in ("validation_file", "test_file") if data.get(k) and Path(data[k]).is_file()]
-    write_json(root / "audit.json", audit_files(files, AuditOptions(format=data.get("format", "auto"),
-                                                                    show_progress=False)))
+    options = AuditOptions(format=data.get("format", "auto"), show_progress=False)
+    checks = (data.get("audit") or {}).get("checks")
+    if checks:  # the checks the config asks for, as `tuneloop run` will run them
+        options.checks = tuple(checks)
+    write_json(root / "audit.json", audit_files(files, options))
 
 
 def apply_form(raw: dict, form: dict[str, str]) -> tuple[dict, str]:
