@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
 
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -55,10 +55,16 @@ def number(value, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def param_text(params: dict) -> str:
+    """Trial parameters as key=value, floats to 4 significant digits."""
+    return "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
 def create_app(state: UiState) -> FastAPI:
     app = FastAPI(title="tuneloop ui", docs_url=None, redoc_url=None, openapi_url=None)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
-    templates.env.globals.update(seconds_text=seconds_text, number=number, auth_enabled=state.auth.enabled)
+    templates.env.globals.update(seconds_text=seconds_text, number=number, param_text=param_text,
+                                 auth_enabled=state.auth.enabled)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     def page(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
@@ -110,7 +116,7 @@ def create_app(state: UiState) -> FastAPI:
         return page(request, "runs.html", rows=rows)
 
     @app.get("/compare")
-    def compare_page(request: Request, run: list[str] | None = None):
+    def compare_page(request: Request, run: list[str] | None = Query(None)):
         names = list(dict.fromkeys(run or []))
         if len(names) < 2:
             raise TuneloopError("Compare needs two or more runs: tick them in the runs table, then press Compare.")
@@ -126,7 +132,8 @@ def create_app(state: UiState) -> FastAPI:
         chart = charts.bar_chart(chart_keys, {name: [m.get("tuned", {}).get(k) for k in chart_keys]
                                               for name, m in metrics.items()})
         curves = charts.line_chart({name: runs.read_curves(p)["validation"] or runs.read_curves(p)["train"]
-                                    for name, p in zip(metrics, paths, strict=True)}, y_label="validation loss")
+                                    for name, p in zip(metrics, paths, strict=True)}, y_label="validation loss",
+                                   width=1080)
         missing = [name for name, m in metrics.items() if not m]
         return page(request, "compare.html", names=list(metrics), table=table, chart=chart, curves=curves,
                     missing=missing, first=paths[0].name)
@@ -140,7 +147,7 @@ def create_app(state: UiState) -> FastAPI:
         if job is None or not job.running:
             eta = None
         svg = charts.line_chart({"train loss": curves["train"], "validation loss": curves["validation"]},
-                                empty="waiting for the first logged step…")
+                                width=1080, empty="waiting for the first logged step…")
         return {"status": summary.status, "running": summary.status == "running", "step": step, "total": total,
                 "tokens_per_second": curves["tokens_per_second"], "eta_seconds": eta, "svg": svg,
                 "train_points": len(curves["train"]), "validation_points": len(curves["validation"]),
@@ -308,7 +315,10 @@ def create_app(state: UiState) -> FastAPI:
         retrains = [job for job in jobs.list_jobs(state.workspace) if job.kind == "retrain"][:5]
         served = [p.name for p in runs.find_runs(state.workspace) if (p / "adapter").is_dir() or
                   (p / "model").is_dir()]
-        return page(request, "inbox.html", items=inbox.inbox_items(state.store), counts=inbox.counts_since(
+        items = inbox.inbox_items(state.store)
+        about = next((i.model.removesuffix(":baseline") for i in items if i.review != "discarded"), None)
+        served.sort(key=lambda name: name != about)  # the run the feedback is about comes first
+        return page(request, "inbox.html", items=items, counts=inbox.counts_since(
             state.store, since), since=since, last_run=last_run, retrains=retrains, served=served,
             store=state.store.engine.url.render_as_string(hide_password=True))
 
@@ -344,8 +354,14 @@ def create_app(state: UiState) -> FastAPI:
         for path in studies.find_studies(state.workspace):
             for view in studies.read_study(path):
                 points = [(t["number"], t["value"]) for t in view.trials if t["value"] is not None]
-                found.append((view, charts.line_chart({"trial value": points}, x_label="trial",
-                                                      y_label="objective"), studies.study_results(path)))
+                best_so_far, best = [], None
+                for number_, value in points:
+                    better = best is None or (value < best if view.direction == "minimize" else value > best)
+                    best = value if better else best
+                    best_so_far.append((number_, best))
+                found.append((view, charts.line_chart({"trial value": points, "best so far": best_so_far},
+                                                      x_label="trial", y_label="objective", width=1080),
+                              studies.study_results(path)))
         return page(request, "studies.html", studies=found)
 
     @app.get("/studies/{name}/study.html")

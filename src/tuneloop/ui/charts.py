@@ -25,7 +25,7 @@ def line_chart(series: dict[str, list[tuple[float, float]]], x_label: str = "ste
     points = [p for values in series.values() for p in values if math.isfinite(p[1])]
     counts = " ".join(f'data-{escape(name.replace(" ", "-"))}-points="{len(values)}"'
                       for name, values in series.items())
-    left, right, top, bottom = 56, 16, 16, 40
+    left, right, top, bottom = 56, 16, 30, 40  # the legend sits above the plot area
     head = (f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
             f'aria-label="{escape(y_label)} by {escape(x_label)}" {counts}>')
     if not points:
@@ -63,13 +63,13 @@ def line_chart(series: dict[str, list[tuple[float, float]]], x_label: str = "ste
         parts.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2" class="series"/>')
         if len(shown) < 40:  # sparse series (validation loss): show each point
             parts += [f'<circle cx="{x_of(x):.1f}" cy="{y_of(y):.1f}" r="3" fill="{color}"/>' for x, y in shown]
-        parts.append(f'<rect x="{left + 10 + 130 * index}" y="{top}" width="12" height="3" fill="{color}"/>'
-                     f'<text x="{left + 26 + 130 * index}" y="{top + 5}" class="legend">{escape(name)}</text>')
+        parts.append(f'<rect x="{left + 10 + 150 * index}" y="8" width="14" height="4" fill="{color}"/>'
+                     f'<text x="{left + 30 + 150 * index}" y="14" class="legend">{escape(name)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
 
-def bar_chart(groups: list[str], series: dict[str, list[float | None]], width: int = 760, height: int = 280) -> str:
+def bar_chart(groups: list[str], series: dict[str, list[float | None]], width: int = 1080, height: int = 280) -> str:
     """Grouped bars: one group per metric, one bar per run (the compare view)."""
     values = [v for vs in series.values() for v in vs if v is not None]
     if not groups or not values:

@@ -40,7 +40,7 @@ FIELDS = (
     Field("model.name", "model", "text"),
     Field("train.method", "method", "choice", ("lora", "dora", "full", "qlora", "prefix", "prompt", "ia3")),
     Field("train.epochs", "epochs", "number"),
-    Field("train.max_steps", "max steps (empty: all epochs)", "number"),
+    Field("train.max_steps", "max steps", "number"),
     Field("train.learning_rate", "learning rate", "number"),
     Field("train.lora.rank", "LoRA rank", "number"),
     Field("train.batch_size", "batch size", "number"),
