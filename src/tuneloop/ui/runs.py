@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tuneloop.workspace import RunDir, read_json
 # The metric the runs table leads with: the first of these the run has (right/wrong, overlap, then loss).
 HEADLINE_METRICS = ("exact_match", "accuracy", "f1_macro", "entity_f1", "contains_answer", "token_f1", "rouge_l",
                     "reward", "preference_accuracy", "validation_loss")
+ACTIVE_SECONDS = 60  # a run not started here counts as running while its train_log.jsonl changed this recently
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
 
 
@@ -103,6 +105,8 @@ def summarize(workspace: Path, path: Path) -> RunSummary:
         status = "running"
     elif metrics:
         status = "finished" if metrics.get("status", "passed") == "passed" else "failed checks"
+    elif run.train_log.is_file() and time.time() - run.train_log.stat().st_mtime < ACTIVE_SECONDS:
+        status = "running"  # started from the command line: its log is still growing
     elif job is not None and job.state in ("failed", "stopped", "interrupted"):
         status = job.state
     elif summary:
