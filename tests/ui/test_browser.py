@@ -1,5 +1,6 @@
-"""The UI in a real browser: start a tiny run and watch it live (through a reload), open its report, chat with
-tuned and baseline side by side, correct a reply, accept it in the inbox, and find it in `feedback export`."""
+"""The UI in a real browser: start a tiny run and watch it live (through a reload, a stop and resume, and a UI
+restart), open its report, chat with tuned and baseline side by side, correct a reply, accept it in the inbox,
+and find it in `feedback export`; user errors as plain messages."""
 
 from __future__ import annotations
 
@@ -48,7 +49,14 @@ def test_run_live_report_chat_feedback_inbox_export(page, ui_server, ui_workspac
     stopped_at = train_points(page)
     assert list((ui_workspace["runs"] / "tiny" / "checkpoints").glob("checkpoint-*"))
     page.click("#resume-button")
+    page.wait_for_selector("#stop-button")  # the resumed job is running
+
+    # Restarting the UI loses no run (it trains in its own process); the open page reconnects by itself.
+    ui_server.terminate()
+    page.wait_for_function("() => document.querySelector('#live-connection').textContent.includes('retrying')")
+    ui_server.start()
     page.wait_for_function(f"() => {CHART_POINTS} > {stopped_at}", timeout=60_000)
+    assert page.inner_text("#live-connection") in ("live", "")
 
     # When the run finishes the report is there, and the runs table lists it.
     page.wait_for_selector("#run-frame", timeout=90_000)

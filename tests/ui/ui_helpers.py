@@ -4,6 +4,7 @@ loopback port, and Debian's chromium driven by Playwright (its own browser downl
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 from conftest import FACTS, chat_row, write_config, write_jsonl
 
 SRC = Path(__file__).resolve().parents[2] / "src"
-CHROMIUM = os.environ.get("TUNELOOP_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = os.environ.get("TUNELOOP_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
 
 def free_port() -> int:
@@ -34,31 +35,37 @@ class UiServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workspace, self.log_path = workspace, log
-        self.log = log.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tuneloop.cli", "ui", str(workspace), "--port", str(self.port), "--examples",
-             str(examples), *extra], stdout=self.log, stderr=subprocess.STDOUT, env=ui_env())
+        self.command = [sys.executable, "-m", "tuneloop.cli", "ui", str(workspace), "--port", str(self.port),
+                        "--examples", str(examples), *extra]
+        self.log = log.open("ab")
+        self.start()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.command, stdout=self.log, stderr=subprocess.STDOUT, env=ui_env())
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"tuneloop ui exited: {log.read_text()}")
+                raise RuntimeError(f"tuneloop ui exited: {self.log_path.read_text()}")
             try:
                 if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 time.sleep(0.2)
-        raise RuntimeError(f"tuneloop ui did not start: {log.read_text()}")
+        raise RuntimeError(f"tuneloop ui did not start: {self.log_path.read_text()}")
+
+    def terminate(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
 
     def output(self) -> str:
         self.log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        self.terminate()
         self.log.close()
 
 
@@ -98,8 +105,9 @@ def browser():
     if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
         pytest.skip(f"chromium is not installed at {CHROMIUM}: `sudo apt-get install chromium` (or `make system-deps`"
                     " as root), or set TUNELOOP_CHROMIUM to its path")
-    playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[dev]' installs playwright")
-    with playwright_api.sync_playwright() as playwright:
+    from playwright.sync_api import sync_playwright  # the dev extra installs it; only the browser may be missing
+
+    with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
                                               args=["--no-sandbox", "--disable-gpu"])
         yield launched

@@ -105,7 +105,7 @@ def summarize(workspace: Path, path: Path) -> RunSummary:
         status = "running"
     elif metrics:
         status = "finished" if metrics.get("status", "passed") == "passed" else "failed checks"
-    elif run.train_log.is_file() and time.time() - run.train_log.stat().st_mtime < ACTIVE_SECONDS:
+    elif job is None and run.train_log.is_file() and time.time() - run.train_log.stat().st_mtime < ACTIVE_SECONDS:
         status = "running"  # started from the command line: its log is still growing
     elif job is not None and job.state in ("failed", "stopped", "interrupted"):
         status = job.state
