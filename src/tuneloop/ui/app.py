@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlparse
 
 from fastapi import FastAPI, Form, Request
 from fastapi.exceptions import RequestValidationError
@@ -72,6 +72,11 @@ def create_app(state: UiState) -> FastAPI:
     @app.middleware("http")
     async def require_sign_in(request: Request, call_next):
         path = request.url.path
+        origin = request.headers.get("origin")
+        if request.method != "GET" and origin and urlparse(origin).netloc != request.headers.get("host"):
+            # Another site's page posting to this UI (cross-site request forgery): even on loopback, refuse it.
+            return JSONResponse({"error": f"refused a {request.method} from another site ({origin})"},
+                                status_code=403)
         if state.auth.enabled and not path.startswith(OPEN_PATHS) and not state.auth.allowed(
                 request.cookies.get(COOKIE), request.headers.get("authorization")):
             if path.startswith("/api/") or request.method != "GET":

@@ -3,6 +3,8 @@
 A browser signs in once with the password and gets a session cookie (an HMAC of a per-process secret, so a
 UI restart signs everyone out); scripts send `Authorization: Bearer KEY` with a key from --api-key-file.
 Without a password or keys the UI refuses to bind beyond loopback, unless --insecure-no-auth says so on purpose.
+Whatever the binding, a form post whose Origin is another site is refused (app.py), so a web page open in the
+same browser cannot start or stop runs on a loopback UI.
 """
 
 from __future__ import annotations
