@@ -115,6 +115,8 @@ def summarize(workspace: Path, path: Path) -> RunSummary:
         status = "incomplete"
     metric, baseline, tuned, interval = headline(metrics)
     seconds = summary.get("seconds")
+    if status == "running" and job is not None:  # so far, counted from the job's start
+        seconds = time.time() - (job.root / "job.json").stat().st_mtime
     return RunSummary(path.name, path, status, recipe, _model_name(raw), metric, baseline, tuned, interval,
                       forgetting_verdict(metrics) if metrics else "-", seconds, job,
                       job.failure() if job is not None and not job.running and not metrics else None)
