@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+import httpx
 from ui_helpers import browser, page, ui_env, ui_server, ui_workspace
 
 from tuneloop.feedback.commands import export_store
@@ -135,3 +136,11 @@ def test_user_errors_show_a_message_and_log_no_traceback(page, ui_server, ui_wor
     page.wait_for_selector("#run-failure:not([hidden])", timeout=60_000)
     assert "no-such-model-anywhere" in page.inner_text("#run-failure")
     assert "Traceback" not in ui_server.output()
+
+
+def test_another_site_cannot_post_to_a_loopback_ui(ui_server):
+    """This UI needs no password (loopback), yet a form another site's page submits to it is refused."""
+    evil = httpx.post(f"{ui_server.url}/inbox/retrain", data={"run": "tiny"}, headers={"Origin": "http://evil.test"})
+    assert evil.status_code == 403
+    same = httpx.post(f"{ui_server.url}/inbox/retrain", data={"run": "nope"}, headers={"Origin": ui_server.url})
+    assert same.status_code == 400 and "no run called" in same.text  # reached the route
