@@ -61,7 +61,7 @@ def test_run_live_report_chat_feedback_inbox_export(page, ui_server, ui_workspac
 
     # When the run finishes the report is there, and the runs table lists it.
     page.wait_for_selector("#run-frame", timeout=90_000)
-    assert train_points(page) == 150  # every logged step of 300, before and after the stop, once each
+    assert train_points(page) == 150  # every third step of 450, before and after the stop, once each
     assert page.inner_text("#run-status") == "finished"
     report = page.frame(name="run-frame")
     report.wait_for_load_state()

@@ -71,7 +71,7 @@ class UiServer:
 
 @pytest.fixture(scope="module")
 def ui_workspace(tmp_path_factory, tiny_model_dir) -> dict:
-    """runs/ (empty) and examples/tiny.yaml: the tiny random Llama, long enough (300 steps) to watch live."""
+    """runs/ (empty) and examples/tiny.yaml: the tiny random Llama, long enough (450 steps) to watch live."""
     root = tmp_path_factory.mktemp("ui")
     train = write_jsonl(root / "data" / "train.jsonl", [chat_row(q, a, k) for q, a, k in FACTS] * 4)
     test = write_jsonl(root / "data" / "test.jsonl", [chat_row("Tell me: " + q.lower(), a, k) for q, a, k in FACTS])
@@ -83,8 +83,9 @@ def ui_workspace(tmp_path_factory, tiny_model_dir) -> dict:
         "data": {"train_file": str(train), "test_file": str(test), "max_length": 64,
                  # loading the language detector's models takes longer than the rest of the audit: not needed here
                  "audit": {"checks": ["duplicates", "leakage", "pii", "lengths"]}},
-        "train": {"method": "lora", "preset": "none", "max_steps": 300, "learning_rate": 1e-2, "batch_size": 4,
-                  "eval_every": 60, "save_every": 60, "logging_steps": 2, "packing": False,
+        "train": {"method": "lora", "preset": "none", "max_steps": 450, "learning_rate": 1e-2, "batch_size": 4,
+                  "eval_every": 90, "save_every": 90, "logging_steps": 3, "packing": False,
+                  "early_stopping_patience": None,  # every step runs: the test counts the logged points
                   "lora": {"rank": 4, "alpha": 16, "dropout": 0.0}},
         "evaluate": {"max_new_tokens": 8, "batch_size": 6},
         "tracking": {"backend": "none"},
