@@ -30,12 +30,14 @@ loop-demo: $(VENV)/.installed
 test: $(VENV)/.installed system-deps
 	$(BIN)/python -m pytest -q
 
-# Debian packages the tests use, installed when we may: WordNet (synonym augmentation) and PostgreSQL (the
-# serve store and search storage; tests/postgres_server.py starts a throwaway cluster on a free port).
+# Debian packages the tests use, installed when we may: WordNet (synonym augmentation), PostgreSQL (the
+# serve store and search storage; tests/postgres_server.py starts a throwaway cluster on a free port) and
+# chromium (tests/ui drive it with Playwright; Playwright's own browser download would need the internet).
 system-deps:
 	@missing=""; \
 	[ -d /usr/share/wordnet ] || missing="$$missing wordnet-base"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing Debian packages:$$missing"; \

@@ -16,6 +16,7 @@ from tuneloop.data.commands import data_app
 from tuneloop.errors import TuneloopError
 from tuneloop.feedback.commands import feedback_app
 from tuneloop.serve.commands import monitor_command, serve_command
+from tuneloop.ui.commands import ui_command
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenizers' fork warning adds nothing here
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -34,6 +35,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(feedback_app, name="feedback")
 app.command("serve")(serve_command)
 app.command("monitor")(monitor_command)
+app.command("ui")(ui_command)
 
 SetOption = Annotated[
     list[str] | None,

@@ -31,7 +31,7 @@ def store_url_of(store: str) -> str:
 
 
 def export_store(store: str, out: Path, run_dir: Path | None = None, since: str | None = None,
-                 model: str | None = None, console_print=_say) -> dict:
+                 model: str | None = None, console_print=_say, reviewed_only: bool = False) -> dict:
     """Export the store's feedback to out/, dropping prompts that copy run_dir's frozen test set; audit it."""
     from tuneloop.data.audit import AuditOptions, audit_files
     from tuneloop.data.audit_html import render_audit_html
@@ -50,7 +50,7 @@ def export_store(store: str, out: Path, run_dir: Path | None = None, since: str 
     else:
         console_print("feedback: no --run given, so feedback copying a run's test questions is not dropped; "
                       "pass --run RUN_DIR before training on this export")
-    ratings, pairs = read_feedback(store_url_of(store), parse_since(since), model)
+    ratings, pairs = read_feedback(store_url_of(store), parse_since(since), model, reviewed_only)
     summary = export_feedback(ratings, pairs, out, test_rows)
     sft = out / "sft.jsonl"
     if summary["sft_rows"]:
@@ -88,6 +88,8 @@ def export_command(
                                                   "export.")] = None,
     since: Annotated[str | None, typer.Option(help="Only feedback since then: 24h, 7d or an ISO date/time.")] = None,
     model: Annotated[str | None, typer.Option(help="Only requests this model id (or A/B alias) answered.")] = None,
+    reviewed: Annotated[bool, typer.Option(help="Only feedback a reviewer accepted in `tuneloop ui`'s inbox "
+                                                "(discarded feedback is never exported).")] = False,
 ) -> None:
     """Turn stored feedback into training files: sft, preference and kto jsonl (rules: docs/feedback-loop.md)."""
-    export_store(store, out, run, since, model)
+    export_store(store, out, run, since, model, reviewed_only=reviewed)

@@ -2,6 +2,7 @@
 
 Only chat requests that got a reply (status 200) count. `model` keeps the requests a given model id answered
 or was asked for (an A/B alias or one of its variants); `since` keeps feedback given at or after a time.
+Feedback a reviewer discarded in the UI's inbox never counts; `reviewed_only` keeps only what a reviewer accepted.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from datetime import datetime
 from tuneloop.feedback.export import Feedback, PairwisePick
 
 
-def read_feedback(url: str, since: datetime | None = None, model: str | None = None
+def read_feedback(url: str, since: datetime | None = None, model: str | None = None, reviewed_only: bool = False
                   ) -> tuple[list[Feedback], list[PairwisePick]]:
     """Feedback and pairwise picks from the store at url, joined with the requests they rate."""
     from tuneloop.serve.store import read_tables
@@ -21,6 +22,8 @@ def read_feedback(url: str, since: datetime | None = None, model: str | None = N
     ratings, pairs = [], []
     for row in feedback:
         if since is not None and row["created_at"] < since:
+            continue
+        if row.get("review") == "discarded" or (reviewed_only and row.get("review") != "accepted"):
             continue
         rated = by_id.get(row["request_id"])
         if rated is None or not _answered_by(rated, model):

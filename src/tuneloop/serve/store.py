@@ -73,6 +73,10 @@ class FeedbackRow(Base):
     correction: Mapped[str | None] = mapped_column(Text)  # the reply the user wanted instead
     comment: Mapped[str | None] = mapped_column(Text)
     user_hash: Mapped[str | None] = mapped_column(String(64))
+    # The UI's feedback inbox (migration 0002): `feedback export --reviewed` takes only accepted rows.
+    review: Mapped[str | None] = mapped_column(String(16))  # None (not reviewed) | accepted | discarded
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    original_correction: Mapped[str | None] = mapped_column(Text)  # the user's words when a reviewer edited them
 
 
 def store_url(value: str | None, default_dir: Path) -> str:
