@@ -11,7 +11,7 @@ from tuneloop.config import validate_config
 from tuneloop.errors import ConfigError
 from tuneloop.evaluate.drift import document_kl, ratio_interval
 from tuneloop.models.load import load_causal_lm
-from tuneloop.stages import data_stage, evaluate_stage, open_for_run, train_stage
+from tuneloop.stages import data_stage, evaluate_stage, open_for_run, report_stage, train_stage
 from tuneloop.train.guard.freeze import freeze_lowest_blocks
 from tuneloop.train.guard.interpolate import Interpolator, choose_alpha
 from tuneloop.train.guard.kl import base_reference, kl_regularized_loss, token_kl
@@ -266,6 +266,18 @@ def test_full_sft_with_frozen_layers_kl_replay_and_self_distillation(tiny_config
     drift = metrics["drift"]
     assert drift["documents"] == 8 and drift["kl_per_token"] > 0
     assert drift["interval"][0] <= drift["kl_per_token"] <= drift["interval"][1]
+    report_stage(run, console_print=quiet)
+    page = (run.root / "report.html").read_text(encoding="utf-8")
+    assert "Drift from the base" in page and "Forgetting guards" in page and "interpolate: alpha 0.5" in page
+
+
+def test_compare_draws_task_against_forgetting_when_runs_have_both():
+    from tuneloop.report.compare import task_vs_forgetting_chart
+
+    runs = {name: {"tuned": {"contains_answer": task}, "drift": {"kl_per_token": kl}}
+            for name, task, kl in [("plain", 70.0, 0.4), ("kl", 68.0, 0.1)]}
+    assert task_vs_forgetting_chart(runs).startswith(b"\x89PNG")
+    assert task_vs_forgetting_chart({"plain": runs["plain"]}) is None  # one point is no trade-off
 
 
 def test_lora_auto_interpolation_records_its_curve_and_picks_from_it(tiny_config, tmp_path):

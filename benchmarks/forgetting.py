@@ -1,0 +1,133 @@
+"""Forgetting benchmark: the same run plain and with each train.guard switch, in one table.
+
+The scenario (benchmarks/forgetting.yaml) forgets on purpose: FULL fine-tuning of smollm2-135m-instruct
+for several epochs on the Brambleway demo facts at a high learning rate. Each variant is an ordinary
+`tuneloop run` in its own run directory under --out (a finished one is not run again, so variants can
+be run one at a time and the table printed at the end). The table gives, per variant:
+
+    task      held-out contains-answer (60 paraphrased questions) with its 95% interval
+    ARC       ARC-Easy dev accuracy change, tuned - base, on the questions scored, McNemar p
+    KL        per-token KL(tuned || base) on general text (evaluate.drift_texts), 95% interval over documents
+    time      training seconds (the guard's own work included) and wall seconds of the whole run
+
+Usage (from the repository root; write the data first with `python -m tuneloop.demo_data /tmp/forgetting-data`):
+    python benchmarks/forgetting.py                     # every variant, then the table
+    python benchmarks/forgetting.py --only plain kl     # some variants
+    python benchmarks/forgetting.py --table             # only print the table of what has finished
+Writes OUT/results.json, OUT/results.md and OUT/compare.html (task vs forgetting plot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# Each variant: the --set overrides on top of the scenario config.
+VARIANTS: dict[str, list[str]] = {
+    "plain": [],
+    "replay_self": ["train.guard.replay={self: 200, ratio: 0.3}"],
+    "self_distill": ["train.guard.self_distill=true"],
+    "kl_to_base": ["train.guard.kl_to_base=1.0"],
+    "interpolate_auto": ["train.guard.interpolate=auto"],
+    "interpolate_0.5": ["train.guard.interpolate=0.5"],
+    "freeze_20": ["train.guard.freeze_layers=20"],
+}
+
+
+def run_variant(name: str, config: Path, out: Path, extra: list[str]) -> None:
+    target = out / name
+    if (target / "metrics.json").is_file():
+        print(f"{name}: already finished in {target}")
+        return
+    command = [sys.executable, "-m", "tuneloop.cli", "run", str(config), "--overwrite",
+               "--set", f"output_dir={target}"]
+    for item in VARIANTS[name] + extra:
+        command += ["--set", item]
+    print(f"{name}: {' '.join(command)}", flush=True)
+    started = time.perf_counter()
+    with open(out / f"{name}.log", "w", encoding="utf-8") as log:
+        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - started
+    (target / "wall_seconds.json").write_text(json.dumps({"wall_seconds": round(wall, 1), "exit": code}))
+    print(f"{name}: exit {code} after {wall:.0f} s (log {out / f'{name}.log'})", flush=True)
+
+
+def variant_row(name: str, target: Path) -> dict | None:
+    metrics_path = target / "metrics.json"
+    if not metrics_path.is_file():
+        return None
+    metrics = json.loads(metrics_path.read_text())
+    summary = json.loads((target / "train_summary.json").read_text())
+    wall = json.loads((target / "wall_seconds.json").read_text()) if (target / "wall_seconds.json").is_file() else {}
+    forgetting = next(iter(metrics.get("forgetting", {}).values()), None)
+    interval = metrics.get("intervals", {}).get("tuned", {}).get("contains_answer", [None, None])
+    guard = metrics.get("guard", {})
+    return {
+        "variant": name,
+        "task": metrics["tuned"].get("contains_answer"), "task_interval": interval,
+        "task_baseline": metrics.get("baseline", {}).get("contains_answer"),
+        "arc_base": forgetting and forgetting["baseline"]["acc"],
+        "arc_tuned": forgetting and forgetting["tuned"]["acc"],
+        "arc_change": forgetting and forgetting["change"], "arc_n": forgetting and forgetting["n"],
+        "arc_p": forgetting and forgetting.get("test", {}).get("p_value"),
+        "kl": metrics.get("drift", {}).get("kl_per_token"), "kl_interval": metrics.get("drift", {}).get("interval"),
+        "general_perplexity": metrics["tuned"].get("general_perplexity"),
+        "alpha": guard.get("interpolate", {}).get("alpha"),
+        "train_seconds": summary.get("seconds"), "wall_seconds": wall.get("wall_seconds"),
+        "guard": guard,
+    }
+
+
+def markdown_table(rows: list[dict]) -> str:
+    plain = next((row for row in rows if row["variant"] == "plain"), None)
+    lines = ["| variant | task: contains-answer [95% CI] | ARC-Easy change (base→tuned), McNemar p | "
+             "KL(tuned‖base) nats/token [95% CI] | train s | wall s |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        low, high = row["task_interval"] or (None, None)
+        task = f"{row['task']:.1f} [{low:.1f}, {high:.1f}]" if low is not None else f"{row['task']:.1f}"
+        arc = (f"{row['arc_change']:+.1f} ({row['arc_base']:.1f}→{row['arc_tuned']:.1f}, n={row['arc_n']}), "
+               f"p={row['arc_p']:.3f}" if row["arc_change"] is not None else "–")
+        kl = (f"{row['kl']:.4f} [{row['kl_interval'][0]:.4f}, {row['kl_interval'][1]:.4f}]"
+              if row["kl"] is not None else "–")
+        if plain and row is not plain and plain["kl"] and row["kl"] is not None:
+            kl += f" ({row['kl'] / plain['kl']:.2f}x plain)"
+        name = row["variant"] + (f" (α={row['alpha']:g})" if row["alpha"] is not None else "")
+        lines.append(f"| {name} | {task} | {arc} | {kl} | {row['train_seconds']:.0f} | "
+                     f"{row['wall_seconds'] or 0:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=Path("benchmarks/forgetting.yaml"))
+    parser.add_argument("--out", type=Path, default=Path("runs/forgetting"))
+    parser.add_argument("--only", nargs="*", choices=list(VARIANTS), help="variants to run (default: all)")
+    parser.add_argument("--table", action="store_true", help="print the table of finished variants; run nothing")
+    parser.add_argument("--set", dest="extra", action="append", default=[], help="an override for every variant")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    names = args.only or list(VARIANTS)
+    if not args.table:
+        for name in names:
+            run_variant(name, args.config, args.out, args.extra)
+    rows = [row for name in VARIANTS if (row := variant_row(name, args.out / name))]
+    table = markdown_table(rows)
+    print(table)
+    (args.out / "results.md").write_text(table + "\n", encoding="utf-8")
+    (args.out / "results.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    if len(rows) >= 2:
+        from tuneloop.report.compare import compare_runs
+
+        compare_runs([args.out / row["variant"] for row in rows], args.out / "compare.html")
+        print(f"plot: {args.out / 'compare.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
