@@ -343,3 +343,29 @@ def np_allclose(values, target) -> bool:
     import numpy as np
 
     return bool(np.allclose(values, target, atol=1e-5))
+
+
+def test_continued_pretraining_with_text_replay_kl_and_auto_interpolation(tiny_config, tmp_path):
+    domain = tmp_path / "notes.txt"
+    parts, colours = ("valve", "pump", "filter", "gauge"), ("red", "blue", "green")
+    domain.write_text("\n\n".join(f"The {parts[i % 4]} of line {i % 7} is {colours[i % 3]}.\nCheck the "
+                                  f"{parts[i % 4]} every {i % 5 + 1} days." for i in range(60)) + "\n",
+                      encoding="utf-8")
+    general = tmp_path / "general.txt"
+    general.write_text("\n\n".join(f"{q} {a}" for q, a, _ in FACTS) + "\n", encoding="utf-8")
+    raw = {**tiny_config, "output_dir": str(tmp_path / "pretrain"),
+           "data": {"train_file": str(domain), "test_size": 0.15, "max_length": 32, "audit": {"enabled": False}},
+           "evaluate": {"batch_size": 8, "drift_texts": [str(general)]}}
+    raw["train"] = {**tiny_config["train"], "method": "lora", "max_steps": 6, "early_stopping_patience": None,
+                    "guard": {"replay": {"files": [str(general)], "ratio": 0.5}, "kl_to_base": 0.2,
+                              "interpolate": {"alpha": "auto", "candidates": [0.5]}}}
+    config = validate_config(raw)
+    run = open_for_run(config)
+    data_stage(config, run, console_print=quiet)
+    train_stage(config, run, console_print=quiet)
+    record = read_json(run.root / "guard.json")
+    assert record["replay"]["replay_rows"] == record["replay"]["task_rows"]  # ratio 0.5: one for one
+    assert record["replay"]["pool_rows"] == len(FACTS)  # each paragraph of the .txt file is one document
+    assert record["kl_to_base"]["tokens"] > 0 and record["interpolate"]["mode"] == "auto"
+    metrics = evaluate_stage(config, run, console_print=quiet)
+    assert metrics["drift"]["documents"] == len(FACTS) and "domain_perplexity" in metrics["tuned"]

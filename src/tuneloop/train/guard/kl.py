@@ -5,10 +5,11 @@ The KL is taken on the training batch's target tokens (the ones the cross-entrop
     KL_t = sum_v p_tuned(v | x_<t) * (log p_tuned(v | x_<t) - log p_base(v | x_<t))
 
 summed over target tokens and divided like the cross-entropy (by the batch's target count, or
-num_items_in_batch under gradient accumulation). The base distribution comes from the same model
-with the adapter switched off (PEFT's disable_adapter: no second copy) or, for full fine-tuning, a
-frozen copy of the base. The term needs the full logits of both models, so a run with it skips the
-chunked loss (tuneloop.train.chunked_loss) and is slower: docs/forgetting.md gives the cost.
+num_items_in_batch under gradient accumulation); the validation loss stays the plain cross-entropy.
+The base distribution comes from the same model with the adapter switched off (PEFT's disable_adapter:
+no second copy) or, for full fine-tuning, a frozen copy of the base. The term needs the full logits of
+both models, so a run with it skips the chunked loss (tuneloop.train.chunked_loss) and is slower:
+docs/forgetting.md gives the cost.
 """
 
 from __future__ import annotations
@@ -62,8 +63,10 @@ def kl_regularized_loss(model, inputs: dict, weight: float, reference, num_items
     logits = model(**batch).logits[:, :-1]
     tuned = logits[keep]
     cross_entropy = F.cross_entropy(tuned.float(), targets[keep], reduction="sum")
-    base = reference(batch)[:, :-1][keep]
-    kl = token_kl(tuned, base).sum()
+    if weight:
+        kl = token_kl(tuned, reference(batch)[:, :-1][keep]).sum()
+    else:  # evaluation: the plain cross-entropy, comparable with runs without the term, and no base forward
+        kl = torch.zeros((), device=cross_entropy.device)
     count = keep.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
     loss = (cross_entropy + weight * kl) / torch.as_tensor(count, device=cross_entropy.device)
     if not keep.any():  # keep the graph connected on a batch with nothing to learn
@@ -84,14 +87,15 @@ def kl_trainer(base_class):
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             reference = self.guard_reference or base_reference(self.accelerator.unwrap_model(model))
-            loss, _, kl, tokens = kl_regularized_loss(model, inputs, self.guard_kl_weight, reference,
-                                                      num_items_in_batch)
+            # Validation loss stays the plain cross-entropy (comparable across runs, and early stopping on it).
+            weight = self.guard_kl_weight if model.training else 0.0
+            loss, _, kl, tokens = kl_regularized_loss(model, inputs, weight, reference, num_items_in_batch)
             if model.training:
                 self.guard_kl_sum += float(kl)
                 self.guard_kl_tokens += tokens
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss: DDP averages gradients
-            return (loss, None) if return_outputs else loss
+            return (loss, {"loss": loss}) if return_outputs else loss
 
         def guard_kl_record(self) -> dict:
             mean = self.guard_kl_sum / self.guard_kl_tokens if self.guard_kl_tokens else None
