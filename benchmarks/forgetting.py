@@ -46,7 +46,10 @@ def run_variant(name: str, config: Path, out: Path, extra: list[str]) -> None:
         return
     command = [sys.executable, "-m", "tuneloop.cli", "run", str(config), "--overwrite",
                "--set", f"output_dir={target}"]
-    for item in VARIANTS[name] + extra:
+    # The base model's scores are the same in every variant: plain measures them once (the table pairs each
+    # variant's ARC answers with plain's baseline answers, question by question).
+    baseline = [] if name == "plain" else ["evaluate.baseline=false"]
+    for item in VARIANTS[name] + baseline + extra:
         command += ["--set", item]
     print(f"{name}: {' '.join(command)}", flush=True)
     started = time.perf_counter()
@@ -57,7 +60,10 @@ def run_variant(name: str, config: Path, out: Path, extra: list[str]) -> None:
     print(f"{name}: exit {code} after {wall:.0f} s (log {out / f'{name}.log'})", flush=True)
 
 
-def variant_row(name: str, target: Path) -> dict | None:
+def variant_row(name: str, target: Path, base: dict | None) -> dict | None:
+    """One table row; base is plain's forgetting entry (its baseline answers pair with this variant's)."""
+    from tuneloop.evaluate.stats import compare
+
     metrics_path = target / "metrics.json"
     if not metrics_path.is_file():
         return None
@@ -65,6 +71,11 @@ def variant_row(name: str, target: Path) -> dict | None:
     summary = json.loads((target / "train_summary.json").read_text())
     wall = json.loads((target / "wall_seconds.json").read_text()) if (target / "wall_seconds.json").is_file() else {}
     forgetting = next(iter(metrics.get("forgetting", {}).values()), None)
+    if forgetting and base and "correct" in base.get("baseline", {}):
+        before, after = base["baseline"]["correct"], forgetting["tuned"]["correct"]
+        change = forgetting["tuned"]["acc"] - base["baseline"]["acc"]
+        forgetting = dict(forgetting, baseline=base["baseline"], change=change,
+                          test=compare([float(c) for c in before], [float(c) for c in after], binary=True))
     interval = metrics.get("intervals", {}).get("tuned", {}).get("contains_answer", [None, None])
     guard = metrics.get("guard", {})
     return {
@@ -116,7 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.table:
         for name in names:
             run_variant(name, args.config, args.out, args.extra)
-    rows = [row for name in VARIANTS if (row := variant_row(name, args.out / name))]
+    plain_metrics = args.out / "plain" / "metrics.json"
+    base = (next(iter(json.loads(plain_metrics.read_text()).get("forgetting", {}).values()), None)
+            if plain_metrics.is_file() else None)
+    rows = [row for name in VARIANTS if (row := variant_row(name, args.out / name, base))]
     table = markdown_table(rows)
     print(table)
     (args.out / "results.md").write_text(table + "\n", encoding="utf-8")

@@ -237,11 +237,14 @@ def forgetting_report(tuned: dict, baseline: dict | None, limit: float | None) -
     report = {}
     for path, after in tuned["forgetting"].items():
         before = baseline["forgetting"][path] if baseline else None
-        entry = {"n": after["n"], "tuned": {"acc": after["acc"], "acc_norm": after["acc_norm"]}}
+        # Per-question correctness (0/1) lets a later comparison pair runs question by question.
+        entry = {"n": after["n"], "tuned": {"acc": after["acc"], "acc_norm": after["acc_norm"],
+                                            "correct": [int(c) for c in after["correct"]]}}
         if before:
             change = after["acc"] - before["acc"]
             entry.update(
-                baseline={"acc": before["acc"], "acc_norm": before["acc_norm"]},
+                baseline={"acc": before["acc"], "acc_norm": before["acc_norm"],
+                          "correct": [int(c) for c in before["correct"]]},
                 change=change,
                 test=compare([float(c) for c in before["correct"]], [float(c) for c in after["correct"]], binary=True),
                 limit=limit,
