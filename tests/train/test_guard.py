@@ -9,7 +9,6 @@ from conftest import FACTS, chat_row, write_jsonl
 
 from tuneloop.config import validate_config
 from tuneloop.errors import ConfigError
-from tuneloop.evaluate.drift import document_kl, ratio_interval
 from tuneloop.models.load import load_causal_lm
 from tuneloop.stages import data_stage, evaluate_stage, open_for_run, report_stage, train_stage
 from tuneloop.train.guard.freeze import freeze_lowest_blocks
@@ -321,28 +320,6 @@ def test_config_errors_name_the_guard_key():
     assert "train.guard.replay" in message and "needs files" in message
     assert "train.guard.kl: unknown key" in message and "kl_to_base" in message
     assert "train.guard.interpolate" in message
-
-
-def test_drift_interval_resamples_documents():
-    import numpy as np
-
-    sums, counts = np.array([1.0, 2.0, 30.0, 4.0]), np.array([10.0, 10.0, 10.0, 10.0])
-    low, high = ratio_interval(sums, counts)
-    assert low < sums.sum() / counts.sum() < high
-
-
-def test_document_kl_is_zero_against_itself(tiny_model_dir):
-    model = load_causal_lm(str(tiny_model_dir))
-    documents = [[5, 6, 7, 8, 9], [10, 11, 12], [13, 14, 15, 16, 17, 18, 19]]
-    sums, counts = document_kl(model, lambda ids, mask: model(input_ids=ids, attention_mask=mask).logits,
-                               documents, pad_token_id=0)
-    assert list(counts) == [4, 2, 6] and np_allclose(sums, 0.0)
-
-
-def np_allclose(values, target) -> bool:
-    import numpy as np
-
-    return bool(np.allclose(values, target, atol=1e-5))
 
 
 def test_continued_pretraining_with_text_replay_kl_and_auto_interpolation(tiny_config, tmp_path):
