@@ -30,7 +30,7 @@ from pathlib import Path
 # Each variant: the --set overrides on top of the scenario config.
 VARIANTS: dict[str, list[str]] = {
     "plain": [],
-    "replay_self": ["train.guard.replay={self: 200, ratio: 0.3}"],
+    "replay_self": ["train.guard.replay={self: 100, ratio: 0.2}"],
     "self_distill": ["train.guard.self_distill=true"],
     "kl_to_base": ["train.guard.kl_to_base=1.0"],
     "interpolate_auto": ["train.guard.interpolate=auto"],

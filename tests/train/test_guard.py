@@ -346,3 +346,25 @@ def test_continued_pretraining_with_text_replay_kl_and_auto_interpolation(tiny_c
     assert record["kl_to_base"]["tokens"] > 0 and record["interpolate"]["mode"] == "auto"
     metrics = evaluate_stage(config, run, console_print=quiet)
     assert metrics["drift"]["documents"] == len(FACTS) and "domain_perplexity" in metrics["tuned"]
+
+
+def test_full_auto_interpolation_picks_on_questions_the_final_evaluation_does_not_score(tiny_config, tmp_path):
+    from tuneloop.train.guard.switches import forgetting_measure
+
+    colours = ["red", "blue", "green"]
+    questions = [{"question": f"Which colour is number {i}?", "choices": colours, "answer": i % 3} for i in range(9)]
+    mc = write_jsonl(tmp_path / "mc.jsonl", questions)
+    config, run = _run(tiny_config, tmp_path, "auto-full", {"method": "full", "guard": {"interpolate": "auto"}},
+                       {"forgetting": [str(mc)], "forgetting_limit": 5})
+    train_stage(config, run, console_print=quiet)
+    found = read_json(run.root / "guard.json")["interpolate"]
+    assert [row["alpha"] for row in found["curve"]] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert found["criterion"] == "accuracy lost (4 multiple-choice questions)"  # questions 6-9, not the first 5
+    assert found["curve"][0]["forgetting"] == 0.0 and found["alpha"] in (0.25, 0.5, 0.75, 1.0)
+    said = []
+    from tuneloop.models.load import load_tokenizer
+
+    forgetting_measure(validate_config({**config.model_dump(mode="json"),
+                                        "evaluate": {"forgetting": [str(mc)], "forgetting_limit": 20}}),
+                       load_tokenizer(str(run.model)), lambda m: 0.0, "cpu", said.append)
+    assert "no questions beyond evaluate.forgetting_limit" in said[0]  # says so when it must reuse them
