@@ -94,6 +94,33 @@ def variant_row(name: str, target: Path, base: dict | None) -> dict | None:
     }
 
 
+def rest_of_the_file(out: Path, config: Path) -> dict:
+    """Plain vs base on the forgetting file's questions after forgetting_limit (those the table does not use):
+    a second, independent paired test of whether the plain scenario forgets. Written to OUT/plain_rest.json."""
+    from tuneloop.config import load_config
+    from tuneloop.evaluate.multiple_choice import load_questions, score_multiple_choice
+    from tuneloop.evaluate.stats import compare
+    from tuneloop.models.device import pick_dtype
+    from tuneloop.models.load import load_generator, load_tokenizer
+    from tuneloop.models.registry import resolve_model
+
+    settings = load_config(config).evaluate
+    questions = load_questions(settings.forgetting[0], settings.forgetting_format)[settings.forgetting_limit:]
+    found = {}
+    dtype = pick_dtype("cpu", "auto")  # as the evaluate stage scores on this machine
+    base = resolve_model(load_config(config).model.name)
+    for name, path in (("base", base), ("plain", str(out / "plain" / "model"))):
+        model = load_generator(path, dtype, "cpu")
+        found[name] = score_multiple_choice(model, load_tokenizer(path), questions, settings.batch_size)
+        del model
+    test = compare([float(c) for c in found["base"]["correct"]], [float(c) for c in found["plain"]["correct"]],
+                   binary=True)
+    result = {"questions": len(questions), "first_question": settings.forgetting_limit + 1,
+              "base_acc": found["base"]["acc"], "plain_acc": found["plain"]["acc"], "test": test}
+    (out / "plain_rest.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
 def markdown_table(rows: list[dict]) -> str:
     plain = next((row for row in rows if row["variant"] == "plain"), None)
     lines = ["| variant | task: contains-answer [95% CI] | ARC-Easy change (base→tuned), McNemar p | "
@@ -119,11 +146,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/forgetting"))
     parser.add_argument("--only", nargs="*", choices=list(VARIANTS), help="variants to run (default: all)")
     parser.add_argument("--table", action="store_true", help="print the table of finished variants; run nothing")
+    parser.add_argument("--rest", action="store_true", help="also score plain and base on the forgetting questions "
+                        "after forgetting_limit (a second paired test of the plain run); run nothing else")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="an override for every variant")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     names = args.only or list(VARIANTS)
+    if args.rest:
+        found = rest_of_the_file(args.out, args.config)
+        print(f"questions {found['first_question']}-{found['first_question'] + found['questions'] - 1}: base "
+              f"{found['base_acc']:.1f} -> plain {found['plain_acc']:.1f}, McNemar p={found['test']['p_value']:.4f}")
+        return 0
     if not args.table:
         for name in names:
             run_variant(name, args.config, args.out, args.extra)
