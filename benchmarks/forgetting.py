@@ -94,9 +94,13 @@ def variant_row(name: str, target: Path, base: dict | None) -> dict | None:
     }
 
 
+# Questions the table's ARC column (the first forgetting_limit) and interpolate: auto (the next 100) do not use.
+REST_START = 400
+
+
 def rest_of_the_file(out: Path, config: Path) -> dict:
-    """Plain vs base on the forgetting file's questions after forgetting_limit (those the table does not use):
-    a second, independent paired test of whether the plain scenario forgets. Written to OUT/plain_rest.json."""
+    """Base and every finished variant on the forgetting file's questions from REST_START on: a second, independent
+    paired test (no variant chose anything on them). Cached per model in OUT/rest.json."""
     from tuneloop.config import load_config
     from tuneloop.evaluate.multiple_choice import load_questions, score_multiple_choice
     from tuneloop.evaluate.stats import compare
@@ -104,27 +108,37 @@ def rest_of_the_file(out: Path, config: Path) -> dict:
     from tuneloop.models.load import load_generator, load_tokenizer
     from tuneloop.models.registry import resolve_model
 
-    settings = load_config(config).evaluate
-    questions = load_questions(settings.forgetting[0], settings.forgetting_format)[settings.forgetting_limit:]
-    found = {}
+    loaded = load_config(config)
+    questions = load_questions(loaded.evaluate.forgetting[0], loaded.evaluate.forgetting_format)[REST_START:]
+    cache = out / "rest.json"
+    found = json.loads(cache.read_text()) if cache.is_file() else {}
     dtype = pick_dtype("cpu", "auto")  # as the evaluate stage scores on this machine
-    base = resolve_model(load_config(config).model.name)
-    for name, path in (("base", base), ("plain", str(out / "plain" / "model"))):
+    models = {"base": resolve_model(loaded.model.name)}
+    models |= {name: str(out / name / "model") for name in VARIANTS if (out / name / "metrics.json").is_file()}
+    for name, path in models.items():
+        if name in found:
+            continue
         model = load_generator(path, dtype, "cpu")
-        found[name] = score_multiple_choice(model, load_tokenizer(path), questions, settings.batch_size)
+        scored = score_multiple_choice(model, load_tokenizer(path), questions, loaded.evaluate.batch_size)
+        found[name] = {"acc": scored["acc"], "correct": [int(c) for c in scored["correct"]]}
         del model
-    test = compare([float(c) for c in found["base"]["correct"]], [float(c) for c in found["plain"]["correct"]],
-                   binary=True)
-    result = {"questions": len(questions), "first_question": settings.forgetting_limit + 1,
-              "base_acc": found["base"]["acc"], "plain_acc": found["plain"]["acc"], "test": test}
-    (out / "plain_rest.json").write_text(json.dumps(result, indent=2))
-    return result
+        cache.write_text(json.dumps(found))
+    base = [float(c) for c in found["base"]["correct"]]
+    for name, entry in found.items():
+        if name != "base":
+            entry["change"] = entry["acc"] - found["base"]["acc"]
+            entry["p_value"] = compare(base, [float(c) for c in entry["correct"]], binary=True)["p_value"]
+    cache.write_text(json.dumps(found))
+    return {"first_question": REST_START + 1, "questions": len(questions), "models": found}
 
 
-def markdown_table(rows: list[dict]) -> str:
+def markdown_table(rows: list[dict], rest: dict | None = None) -> str:
+    """The table; rest (OUT/rest.json) adds the second ARC test, on the questions from REST_START + 1 on."""
     plain = next((row for row in rows if row["variant"] == "plain"), None)
-    lines = ["| variant | task: contains-answer [95% CI] | ARC-Easy change (base→tuned), McNemar p | "
-             "KL(tuned‖base) nats/token [95% CI] | train s | wall s |", "|---|---|---|---|---|---|"]
+    rest_head = f" ARC-Easy {REST_START + 1}+ change, p |" if rest else ""
+    lines = ["| variant | task: contains-answer [95% CI] | ARC-Easy 1-300 change (base→tuned), McNemar p |"
+             + rest_head + " KL(tuned‖base) nats/token [95% CI] | train s | wall s |",
+             "|---|---|---|" + ("---|" if rest else "") + "---|---|---|"]
     for row in rows:
         low, high = row["task_interval"] or (None, None)
         task = f"{row['task']:.1f} [{low:.1f}, {high:.1f}]" if low is not None else f"{row['task']:.1f}"
@@ -135,6 +149,10 @@ def markdown_table(rows: list[dict]) -> str:
         if plain and row is not plain and plain["kl"] and row["kl"] is not None:
             kl += f" ({row['kl'] / plain['kl']:.2f}x plain)"
         name = row["variant"] + (f" (α={row['alpha']:g})" if row["alpha"] is not None else "")
+        if rest:
+            entry = rest.get(row["variant"])
+            arc += (f" | {entry['change']:+.1f} ({rest['base']['acc']:.1f}→{entry['acc']:.1f}), "
+                    f"p={entry['p_value']:.3f}" if entry and "change" in entry else " | –")
         lines.append(f"| {name} | {task} | {arc} | {kl} | {row['train_seconds']:.0f} | "
                      f"{row['wall_seconds'] or 0:.0f} |")
     return "\n".join(lines)
@@ -146,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/forgetting"))
     parser.add_argument("--only", nargs="*", choices=list(VARIANTS), help="variants to run (default: all)")
     parser.add_argument("--table", action="store_true", help="print the table of finished variants; run nothing")
-    parser.add_argument("--rest", action="store_true", help="also score plain and base on the forgetting questions "
-                        "after forgetting_limit (a second paired test of the plain run); run nothing else")
+    parser.add_argument("--rest", action="store_true", help=f"score base and the finished variants on the "
+                        f"forgetting questions from {REST_START + 1} on (a second paired test); run nothing else")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="an override for every variant")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -155,8 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     names = args.only or list(VARIANTS)
     if args.rest:
         found = rest_of_the_file(args.out, args.config)
-        print(f"questions {found['first_question']}-{found['first_question'] + found['questions'] - 1}: base "
-              f"{found['base_acc']:.1f} -> plain {found['plain_acc']:.1f}, McNemar p={found['test']['p_value']:.4f}")
+        last = found["first_question"] + found["questions"] - 1
+        for name, entry in found["models"].items():
+            detail = f" ({entry['change']:+.1f}, McNemar p={entry['p_value']:.4f})" if name != "base" else ""
+            print(f"ARC-Easy questions {found['first_question']}-{last}: {name} {entry['acc']:.1f}{detail}")
         return 0
     if not args.table:
         for name in names:
@@ -165,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     base = (next(iter(json.loads(plain_metrics.read_text()).get("forgetting", {}).values()), None)
             if plain_metrics.is_file() else None)
     rows = [row for name in VARIANTS if (row := variant_row(name, args.out / name, base))]
-    table = markdown_table(rows)
+    rest = json.loads((args.out / "rest.json").read_text()) if (args.out / "rest.json").is_file() else None
+    table = markdown_table(rows, rest)
     print(table)
     (args.out / "results.md").write_text(table + "\n", encoding="utf-8")
     (args.out / "results.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
