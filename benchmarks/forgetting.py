@@ -137,8 +137,8 @@ def markdown_table(rows: list[dict], rest: dict | None = None) -> str:
     plain = next((row for row in rows if row["variant"] == "plain"), None)
     rest_head = f" ARC-Easy {REST_START + 1}+ change, p |" if rest else ""
     lines = ["| variant | task: contains-answer [95% CI] | ARC-Easy 1-300 change (base→tuned), McNemar p |"
-             + rest_head + " KL(tuned‖base) nats/token [95% CI] | train s | wall s |",
-             "|---|---|---|" + ("---|" if rest else "") + "---|---|---|"]
+             + rest_head + " KL(tuned‖base) nats/token [95% CI] | general-text perplexity | train s | wall s |",
+             "|---|---|---|" + ("---|" if rest else "") + "---|---|---|---|"]
     for row in rows:
         low, high = row["task_interval"] or (None, None)
         task = f"{row['task']:.1f} [{low:.1f}, {high:.1f}]" if low is not None else f"{row['task']:.1f}"
@@ -153,7 +153,8 @@ def markdown_table(rows: list[dict], rest: dict | None = None) -> str:
             entry = rest.get(row["variant"])
             arc += (f" | {entry['change']:+.1f} ({rest['base']['acc']:.1f}→{entry['acc']:.1f}), "
                     f"p={entry['p_value']:.3f}" if entry and "change" in entry else " | –")
-        lines.append(f"| {name} | {task} | {arc} | {kl} | {row['train_seconds']:.0f} | "
+        perplexity = f"{row['general_perplexity']:.1f}" if row["general_perplexity"] is not None else "–"
+        lines.append(f"| {name} | {task} | {arc} | {kl} | {perplexity} | {row['train_seconds']:.0f} | "
                      f"{row['wall_seconds'] or 0:.0f} |")
     return "\n".join(lines)
 
