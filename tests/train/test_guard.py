@@ -254,6 +254,7 @@ def test_full_sft_with_frozen_layers_kl_replay_and_self_distillation(tiny_config
     record = read_json(run.root / "guard.json")
     train_rows = record["self_distill"]["rows"]
     assert record["self_distill"]["rewritten"] + record["self_distill"]["kept_original"] == train_rows
+    assert len(read_jsonl(run.root / "guard" / "self_distill.jsonl")) == train_rows
     # The random model's greedy replies are only newlines, which self-replay drops (an empty reply teaches nothing).
     self_pairs = read_jsonl(run.root / "guard" / "self_replay.jsonl")
     assert record["replay"]["task_rows"] == train_rows and record["replay"]["pool_rows"] == 8 + len(self_pairs)

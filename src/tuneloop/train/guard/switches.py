@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tuneloop.config import RunConfig
 from tuneloop.errors import ConfigError
-from tuneloop.workspace import RunDir, read_json, write_json
+from tuneloop.workspace import RunDir, read_json, write_json, write_jsonl
 
 GUARD_RECORD = "guard.json"
 PREFERENCE = ("dpo", "cpo", "simpo", "orpo", "kto")
@@ -74,6 +74,8 @@ def guarded_train_rows(config: RunConfig, run: RunDir, rows: list[dict], kind: s
         rows, counts = self_distill_rows(rows, guard.self_distill, base_path, tokenizer, device, dtype,
                                          console_print)
         record(run, "self_distill", counts)
+        (run.root / "guard").mkdir(exist_ok=True)
+        write_jsonl(run.root / "guard" / "self_distill.jsonl", rows)  # what was trained on, to read and audit
     if guard.replay is not None:
         from tuneloop.train.guard.replay import file_rows, mix_replay, self_replay_rows
 
