@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tuneloop.data.formats import DEFAULT_SUMMARY_INSTRUCTION
 from tuneloop.errors import ConfigError
+from tuneloop.train.guard.settings import GuardConfig
 
 
 class _Section(BaseModel):
@@ -272,6 +273,10 @@ class TrainConfig(_Section):
         "'module:function', 'file.py:function' or a reward-model run directory (docs/recipes/grpo.md)."
     )
     preference: PreferenceConfig = PreferenceConfig()
+    guard: GuardConfig = Field(
+        GuardConfig(), description="Forgetting guards: replay, self_distill, kl_to_base, interpolate, freeze_layers "
+        "(docs/forgetting.md); all off by default."
+    )
 
 
 GENERATION_METRICS = ("exact_match", "contains_answer", "rouge_1", "rouge_2", "rouge_l", "bleu", "chrf", "token_f1")
@@ -319,6 +324,11 @@ class EvaluateConfig(_Section):
         default_factory=list, description="General-text files (.txt, or jsonl/csv rows of any format) whose perplexity "
         "is measured on base and tuned model: a rise shows forgetting of general language."
     )
+    drift_texts: list[str] = Field(
+        default_factory=list, description="General-text files (any format; each row or .txt paragraph a document) "
+        "on which the per-token KL(tuned || base) is measured, with a bootstrap interval over documents."
+    )
+    drift_max_documents: int = Field(200, ge=2, description="Documents of evaluate.drift_texts scored, from the start.")
     reward_model: str | None = Field(
         None, description="Preference runs: the run directory of a reward run (train.recipe: reward) that scores the "
         "generated replies of base and tuned model."

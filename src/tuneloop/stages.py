@@ -115,6 +115,10 @@ def train_stage(config: RunConfig, run: RunDir, resume: bool = False, console_pr
     recipe_name = chosen_recipe(config, data_format)
     if recipe_name is None:
         raise TuneloopError(f"data: {untrainable_format_message(data_format)}")
+    if config.train.guard.active():  # a switch this recipe cannot apply fails before any training
+        from tuneloop.train.guard.switches import check_guard
+
+        check_guard(config, recipe_name)
     if resume and (run.root / "train_summary.json").is_file() and run.trained_weights() is not None:
         console_print("train: already finished in this run directory; skipping")
         return read_json(run.root / "train_summary.json")

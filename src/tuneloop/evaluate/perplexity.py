@@ -127,6 +127,9 @@ def evaluate_pretraining(config: RunConfig, run: RunDir, data_file: str | None =
         results["delta"] = {key: value - baseline["totals"][key] for key, value in tuned["totals"].items()}
     if config.evaluate.intervals:
         results.update(_intervals_and_tests(tuned, baseline))
+    from tuneloop.evaluate.drift import add_drift_and_guard
+
+    add_drift_and_guard(results, config, run, tuned_model, tokenizer, base_path, dtype, device, console_print)
     results["status"], results["failures"] = "passed", []
     write_json(run.metrics, results)
     run.samples.unlink(missing_ok=True)  # no generated replies here; a stale file would mislead the report

@@ -12,7 +12,8 @@ to `tuneloop.evaluate.classification_stage` (head) or `tuneloop.evaluate.classif
 token-classification (NER) runs to `tuneloop.evaluate.token_classification_stage`, GRPO (prompt_only)
 runs to `tuneloop.evaluate.rewards_stage`,
 plain-text runs to `tuneloop.evaluate.perplexity`. evaluate.general_text adds general-text perplexity
-(general_perplexity) to both sides.
+(general_perplexity) to both sides; evaluate.drift_texts the KL of the tuned model from the base
+(`tuneloop.evaluate.drift`), and a run trained with train.guard gets its record ("guard").
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tuneloop.config import RunConfig, generation_metrics
 from tuneloop.data.encode import encode_examples, render_prompt
 from tuneloop.data.pairs import encode_pairs, source_text
 from tuneloop.data.prepare import load_examples
+from tuneloop.evaluate.drift import add_drift_and_guard
 from tuneloop.evaluate.generate import generate_replies
 from tuneloop.evaluate.loss import validation_loss
 from tuneloop.evaluate.metrics import corpus_bleu, corpus_chrf, generation_scores, length_statistics
@@ -151,6 +153,7 @@ def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, c
         results["lengths"] = length_statistics(references, replies)
     if questions:
         results["forgetting"] = forgetting_report(tuned, baseline, config.evaluate.max_forgetting)
+    add_drift_and_guard(results, config, run, tuned_model, tokenizer, base_path, dtype, device, console_print)
     failures = forgetting_failures(results, config.evaluate.max_forgetting)
     if gate is not None and baseline:
         results["safety"] = gate.verdict(device, console_print)
@@ -234,11 +237,14 @@ def forgetting_report(tuned: dict, baseline: dict | None, limit: float | None) -
     report = {}
     for path, after in tuned["forgetting"].items():
         before = baseline["forgetting"][path] if baseline else None
-        entry = {"n": after["n"], "tuned": {"acc": after["acc"], "acc_norm": after["acc_norm"]}}
+        # Per-question correctness (0/1) lets a later comparison pair runs question by question.
+        entry = {"n": after["n"], "tuned": {"acc": after["acc"], "acc_norm": after["acc_norm"],
+                                            "correct": [int(c) for c in after["correct"]]}}
         if before:
             change = after["acc"] - before["acc"]
             entry.update(
-                baseline={"acc": before["acc"], "acc_norm": before["acc_norm"]},
+                baseline={"acc": before["acc"], "acc_norm": before["acc_norm"],
+                          "correct": [int(c) for c in before["correct"]]},
                 change=change,
                 test=compare([float(c) for c in before["correct"]], [float(c) for c in after["correct"]], binary=True),
                 limit=limit,

@@ -36,6 +36,7 @@ from tuneloop.models.load import load_causal_lm
 from tuneloop.models.registry import resolve_model
 from tuneloop.recipes.preference_data import preference_rows
 from tuneloop.recipes.sft import (
+    interpolate_trained,
     keep_adapter_inputs_in_compute_dtype,
     replace_default_printing,
     setup_tokenizer,
@@ -43,6 +44,8 @@ from tuneloop.recipes.sft import (
 )
 from tuneloop.train.arguments import common_training_arguments, trainer_lora, uses_adapter, wrap_with_lora
 from tuneloop.train.fit import fit, resume_point, training_summary
+from tuneloop.train.guard.freeze import freeze_lowest_blocks
+from tuneloop.train.guard.switches import check_guard, reset_record
 from tuneloop.workspace import RunDir, write_json
 
 REFERENCE_FREE = ("cpo", "simpo", "orpo")
@@ -71,6 +74,10 @@ def train_preference(config: RunConfig, run: RunDir, resume: bool = False, conso
     weights_dtype = compute_dtype if lora and config.train.low_precision_base else torch.float32
     model = load_causal_lm(base_path, weights_dtype, device)
     model.config.use_cache = False
+    check_guard(config, recipe)
+    reset_record(run)
+    if config.train.guard.freeze_layers:
+        freeze_lowest_blocks(model, config.train.guard.freeze_layers)
 
     checkpoint = resume_point(run, resume, console_print)
     trainer = _trainer(recipe, config, run, model, tokenizer, train_dataset, validation_dataset, device,
@@ -89,6 +96,9 @@ def train_preference(config: RunConfig, run: RunDir, resume: bool = False, conso
         + (f", resuming from {checkpoint.name}" if checkpoint else "")
     )
     result, elapsed = fit(trainer, run, checkpoint)
+    if config.train.guard.interpolate is not None and trainer.is_world_process_zero():
+        interpolate_trained(config, run, trainer.model, base_path, tokenizer, device, console_print,
+                            lambda m, t=trainer: t.evaluate()["eval_loss"])
     main_process = trainer.is_world_process_zero()
     if main_process:
         target = run.adapter if lora else run.model

@@ -29,6 +29,7 @@ from tuneloop.models.load import load_causal_lm
 from tuneloop.models.registry import resolve_model
 from tuneloop.recipes.preference_data import unpaired_rows
 from tuneloop.recipes.sft import (
+    interpolate_trained,
     keep_adapter_inputs_in_compute_dtype,
     replace_default_printing,
     setup_tokenizer,
@@ -36,6 +37,8 @@ from tuneloop.recipes.sft import (
 )
 from tuneloop.train.arguments import common_training_arguments, trainer_lora, uses_adapter
 from tuneloop.train.fit import fit, resume_point, training_summary
+from tuneloop.train.guard.freeze import freeze_lowest_blocks
+from tuneloop.train.guard.switches import check_guard, reset_record
 from tuneloop.workspace import RunDir, write_json
 
 KTO_LOSSES = ("kto", "apo_zero_unpaired")
@@ -75,6 +78,10 @@ def train_kto(config: RunConfig, run: RunDir, resume: bool = False, console_prin
     weights_dtype = compute_dtype if lora and config.train.low_precision_base else torch.float32
     model = load_causal_lm(base_path, weights_dtype, device)
     model.config.use_cache = False
+    check_guard(config, "kto")
+    reset_record(run)
+    if config.train.guard.freeze_layers:
+        freeze_lowest_blocks(model, config.train.guard.freeze_layers)
 
     checkpoint = resume_point(run, resume, console_print)
     arguments = common_training_arguments(config, run, device, compute_dtype)
@@ -101,6 +108,9 @@ def train_kto(config: RunConfig, run: RunDir, resume: bool = False, console_prin
         + (f", resuming from {checkpoint.name}" if checkpoint else "")
     )
     result, elapsed = fit(trainer, run, checkpoint)
+    if config.train.guard.interpolate is not None and trainer.is_world_process_zero():
+        interpolate_trained(config, run, trainer.model, base_path, tokenizer, device, console_print,
+                            lambda m, t=trainer: t.evaluate()["eval_loss"])
     if trainer.is_world_process_zero():
         target = run.adapter if lora else run.model
         trainer.model.save_pretrained(str(target))

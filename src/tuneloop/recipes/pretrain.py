@@ -14,6 +14,8 @@ Features:
       early stopping on it; the best weights are kept.
     - A checkpoint every train.save_every steps; Ctrl-C or SIGTERM saves one and stops; `resume=True`
       continues from the newest checkpoint.
+    - Forgetting guards (train.guard, docs/forgetting.md): replay of general text (files or the base model's
+      own replies), kl_to_base, freeze_layers (full) and interpolate.
     - The tokenizer (with its chat template, if any) is saved beside the weights, so a later SFT stage
       or `tuneloop chat` can use the result directly.
 
@@ -26,12 +28,21 @@ from __future__ import annotations
 
 from tuneloop.config import RunConfig
 from tuneloop.data.text_blocks import BlockCollator, pack_texts
+from tuneloop.evaluate.perplexity import block_losses, perplexity_scores
 from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_tokenizer
 from tuneloop.models.registry import resolve_model
-from tuneloop.recipes.sft import replace_default_printing, setup_model, trainer_callbacks
+from tuneloop.recipes.sft import (
+    interpolate_trained,
+    replace_default_printing,
+    setup_kl_term,
+    setup_model,
+    trainer_callbacks,
+)
 from tuneloop.train.arguments import common_training_arguments, uses_adapter
 from tuneloop.train.fit import fit, resume_point, training_summary
+from tuneloop.train.guard.kl import kl_trainer
+from tuneloop.train.guard.switches import check_guard, guarded_train_rows, record, reset_record
 from tuneloop.workspace import RunDir, read_jsonl, write_json
 
 
@@ -47,12 +58,17 @@ def train_pretraining(config: RunConfig, run: RunDir, resume: bool = False, cons
     base_path = resolve_model(config.model.name, console_print)
 
     tokenizer = load_tokenizer(base_path)
-    (train_dataset, validation_dataset), packing = _setup_data(config, run, tokenizer, console_print)
+    guard = config.train.guard
+    check_guard(config, "pretrain")
+    reset_record(run)
+    train_rows = guarded_train_rows(config, run, read_jsonl(run.split("train")), "text", base_path, tokenizer,
+                                    device, compute_dtype, console_print) if guard.active() else None
+    (train_dataset, validation_dataset), packing = _setup_data(config, run, tokenizer, console_print, train_rows)
     model = setup_model(config, base_path, device, compute_dtype)
 
     checkpoint = resume_point(run, resume, console_print)
 
-    trainer = Trainer(
+    trainer = (kl_trainer(Trainer) if guard.kl_to_base else Trainer)(
         model=model,
         args=TrainingArguments(**common_training_arguments(config, run, device, compute_dtype),
                                remove_unused_columns=False),
@@ -63,6 +79,8 @@ def train_pretraining(config: RunConfig, run: RunDir, resume: bool = False, cons
         callbacks=trainer_callbacks(config, run, tracker),
     )
     replace_default_printing(trainer)
+    if guard.kl_to_base:
+        setup_kl_term(trainer, config, base_path, device, compute_dtype)
 
     console_print(
         f"train: continued pretraining ({config.train.method}) on {config.model.name}, {device} "
@@ -71,6 +89,13 @@ def train_pretraining(config: RunConfig, run: RunDir, resume: bool = False, cons
         + (f", resuming from {checkpoint.name}" if checkpoint else "")
     )
     result, elapsed = fit(trainer, run, checkpoint)
+    if guard.kl_to_base:
+        record(run, "kl_to_base", trainer.guard_kl_record())
+    if guard.interpolate is not None:
+        blocks = validation_dataset["input_ids"]
+        interpolate_trained(config, run, trainer.model, base_path, tokenizer, device, console_print,
+                            lambda m: perplexity_scores(*block_losses(m, blocks, config.train.batch_size),
+                                                        "validation")["validation_loss"])
     target = run.adapter if uses_adapter(config.train.method) else run.model
     trainer.model.save_pretrained(str(target))
     tokenizer.save_pretrained(str(target))
@@ -83,13 +108,15 @@ def train_pretraining(config: RunConfig, run: RunDir, resume: bool = False, cons
     return summary
 
 
-def _setup_data(config: RunConfig, run: RunDir, tokenizer, console_print):
-    """Train and validation documents packed into blocks, and what packing did to each (for the summary)."""
+def _setup_data(config: RunConfig, run: RunDir, tokenizer, console_print, train_rows: list[dict] | None = None):
+    """Train and validation documents packed into blocks, and what packing did to each (for the summary);
+    train_rows (train.guard's mix) replaces the train split."""
     from datasets import Dataset
 
     datasets, packing = [], {}
     for split in ("train", "validation"):
-        texts = [row["text"] for row in read_jsonl(run.split(split))]
+        source = train_rows if split == "train" and train_rows is not None else read_jsonl(run.split(split))
+        texts = [row["text"] for row in source]
         blocks, stats = pack_texts(tokenizer, texts, config.data.max_length)
         console_print(f"data: {split}: {stats.describe()}")
         datasets.append(Dataset.from_dict({"input_ids": blocks}))

@@ -14,6 +14,9 @@ Features:
       chunked loss over target tokens only (train.chunked_loss; tuneloop.train.chunked_loss), frozen
       LoRA base weights in bf16 (train.low_precision_base), norms and gated-MLP activations recomputed in backward
       (train.lean_activations; tuneloop.train.lean_activations), no gradient checkpointing.
+    - Forgetting guards (train.guard; tuneloop.train.guard, docs/forgetting.md): replay and self-distillation
+      change the training rows, kl_to_base adds a KL term to the base (and takes the slower full-logits
+      path), freeze_layers freezes the lowest blocks (full), interpolate moves the weights back toward the base.
     - Device picked automatically (cuda, mps, cpu); bf16 autocast where the hardware runs it fast.
     - Validation loss every train.eval_every steps; early stopping on it; the best weights are kept.
     - A checkpoint every train.save_every steps (rounded to a multiple of eval_every); Ctrl-C or
@@ -33,6 +36,7 @@ from tuneloop.config import RunConfig
 from tuneloop.data.encode import encode_examples
 from tuneloop.data.templates import apply_template_choice
 from tuneloop.errors import ConfigError, TuneloopError
+from tuneloop.evaluate.loss import validation_loss
 from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_causal_lm, load_tokenizer
 from tuneloop.models.registry import resolve_model
@@ -46,6 +50,10 @@ from tuneloop.train.arguments import (
 from tuneloop.train.callbacks import JsonlLogCallback, ProgressCallback
 from tuneloop.train.chunked_loss import install_chunked_loss, supports_chunked_loss
 from tuneloop.train.fit import fit, resume_point, training_summary
+from tuneloop.train.guard.freeze import freeze_lowest_blocks
+from tuneloop.train.guard.interpolate import interpolate_after_training
+from tuneloop.train.guard.kl import base_reference, frozen_copy, kl_trainer
+from tuneloop.train.guard.switches import check_guard, forgetting_measure, guarded_train_rows, record, reset_record
 from tuneloop.train.lean_activations import recompute_cheap_activations
 from tuneloop.train.memory_trim import MemoryTrimCallback
 from tuneloop.train.packed_attention import register_packed_attention
@@ -65,14 +73,21 @@ def train_sft(config: RunConfig, run: RunDir, resume: bool = False, console_prin
     config = method_settings(config, device, console_print)
 
     tokenizer = setup_tokenizer(config, base_path)
-    train_dataset, validation_dataset = _setup_data(config, run, tokenizer, console_print)
+    guard = config.train.guard
+    check_guard(config, "sft")
+    reset_record(run)
+    train_rows = guarded_train_rows(config, run, read_jsonl(run.split("train")), "chat", base_path, tokenizer,
+                                    device, compute_dtype, console_print) if guard.active() else None
+    train_dataset, validation_dataset = _setup_data(config, run, tokenizer, console_print, train_rows)
     model = setup_model(config, base_path, device, compute_dtype, run)
 
     checkpoint = resume_point(run, resume, console_print)
 
     args = _training_arguments(config, run, device, compute_dtype)
-    chunked = config.train.chunked_loss and supports_chunked_loss(_causal_lm(model))
-    trainer = (chunked_loss_trainer() if chunked else SFTTrainer)(
+    # The KL term needs both models' full logits: such a run takes the plain (slower) loss path.
+    chunked = config.train.chunked_loss and supports_chunked_loss(_causal_lm(model)) and guard.kl_to_base is None
+    trainer_class = kl_trainer(SFTTrainer) if guard.kl_to_base else chunked_loss_trainer() if chunked else SFTTrainer
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=train_dataset,
@@ -81,6 +96,8 @@ def train_sft(config: RunConfig, run: RunDir, resume: bool = False, console_prin
         callbacks=trainer_callbacks(config, run, tracker),
     )
     replace_default_printing(trainer)
+    if guard.kl_to_base:
+        setup_kl_term(trainer, config, base_path, device, compute_dtype)
     if chunked:  # after SFTTrainer, which patches the forward with its own fused head
         install_chunked_loss(_causal_lm(trainer.model), compute_dtype)
 
@@ -92,6 +109,13 @@ def train_sft(config: RunConfig, run: RunDir, resume: bool = False, console_prin
     )
     result, elapsed = fit(trainer, run, checkpoint)
     main_process = trainer.is_world_process_zero()  # in a multi-process run, process 0 alone writes
+    if main_process and guard.kl_to_base:
+        record(run, "kl_to_base", trainer.guard_kl_record())
+    if main_process and guard.interpolate is not None:
+        validation_rows = validation_dataset.to_list()
+        interpolate_trained(config, run, trainer.model, base_path, tokenizer, device, console_print,
+                            lambda m: validation_loss(m, validation_rows, tokenizer.pad_token_id,
+                                                      config.evaluate.batch_size)["validation_loss"])
     if main_process:
         _save(config, run, trainer, tokenizer)
     summary = training_summary(trainer, result, elapsed, model, config.train.method, device, compute_dtype)
@@ -109,14 +133,14 @@ def setup_tokenizer(config: RunConfig, base_path: str):
     return tokenizer
 
 
-def _setup_data(config: RunConfig, run: RunDir, tokenizer, console_print):
+def _setup_data(config: RunConfig, run: RunDir, tokenizer, console_print, train_rows: list[dict] | None = None):
+    """Encoded train and validation datasets; train_rows (train.guard's mix) replaces the train split."""
     from datasets import Dataset
 
     encoded = {}
     for split in ("train", "validation"):
-        rows, stats = encode_examples(
-            tokenizer, read_jsonl(run.split(split)), config.data.max_length, config.data.train_on_prompt
-        )
+        source = train_rows if split == "train" and train_rows is not None else read_jsonl(run.split(split))
+        rows, stats = encode_examples(tokenizer, source, config.data.max_length, config.data.train_on_prompt)
         if stats.truncated or stats.dropped_no_target:
             console_print(
                 f"data: {split}: {stats.truncated} of {stats.examples} example(s) longer than data.max_length="
@@ -154,6 +178,8 @@ def setup_model(config: RunConfig, base_path: str, device: str, compute_dtype, r
     if config.train.lean_activations:
         recompute_cheap_activations(model)
     if not adapter:
+        if config.train.guard.freeze_layers:
+            freeze_lowest_blocks(model, config.train.guard.freeze_layers)
         return model
     model = wrap_with_adapter(model, config, "CAUSAL_LM")  # PEFT keeps the adapter weights in fp32
     if weights_dtype != torch.float32 and method != "qlora":
@@ -217,6 +243,30 @@ def keep_adapter_inputs_in_compute_dtype(model) -> None:
     for module in model.modules():
         if isinstance(module, BaseTunerLayer):
             module.cast_input_dtype_enabled = False
+
+
+def setup_kl_term(trainer, config: RunConfig, base_path: str, device: str, compute_dtype) -> None:
+    """Give a kl_trainer its weight and its base: the adapter switched off, or a frozen copy (full)."""
+    trainer.guard_kl_weight = config.train.guard.kl_to_base
+    if not uses_adapter(config.train.method):
+        attention = register_packed_attention() if config.train.packing else None
+        trainer.guard_reference = base_reference(None, frozen_copy(base_path, compute_dtype, device, attention))
+
+
+def interpolate_trained(config: RunConfig, run: RunDir, model, base_path: str, tokenizer, device: str,
+                        console_print, validation_loss_of) -> None:
+    """train.guard.interpolate on the trained model (in place), recorded in guard.json."""
+    import time
+
+    started = time.perf_counter()
+    measure = None
+    if config.train.guard.interpolate.alpha == "auto":
+        measure = forgetting_measure(config, tokenizer, validation_loss_of, device, console_print)
+    found = interpolate_after_training(model, config.train.guard.interpolate, config.train.method, base_path,
+                                       measure, console_print)
+    found["seconds"] = round(time.perf_counter() - started, 1)
+    model.train()
+    record(run, "interpolate", found)
 
 
 def _causal_lm(model):

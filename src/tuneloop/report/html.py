@@ -61,6 +61,8 @@ def render_report(run: RunDir) -> str:
         parts.append(_safety(metrics["safety"]))
     if metrics.get("forgetting"):
         parts.append(_forgetting(metrics["forgetting"]))
+    if metrics.get("drift") or metrics.get("guard"):
+        parts.append(_drift_and_guard(metrics))
     if metrics.get("classification"):
         parts.append(_classification(metrics["classification"]))
     if metrics.get("token_classification"):
@@ -280,6 +282,44 @@ def _forgetting(forgetting: dict) -> str:
     )
     return ("<h2>Forgetting check</h2><table><tr><th>benchmark</th><th>questions</th><th>base acc</th>"
             f"<th>tuned acc</th><th>change</th><th>acc_norm</th><th></th></tr>{rows}</table>")
+
+
+def _drift_and_guard(metrics: dict) -> str:
+    """Drift from the base on general text, and what each train.guard switch did (docs/forgetting.md)."""
+    parts = []
+    drift = metrics.get("drift")
+    if drift:
+        low, high = drift["interval"]
+        parts.append(f"<h2>Drift from the base</h2><p>KL(tuned || base) on general text: <b>{drift['kl_per_token']:.4f}"
+                     f"</b> nats/token [95% interval {low:.4f}, {high:.4f}] over {drift['documents']} documents "
+                     f"({drift['tokens']:,} tokens; {escape(', '.join(Path(f).name for f in drift['files']))}). "
+                     "0 means the tuned model predicts general text exactly as the base does.</p>")
+    guard = metrics.get("guard") or {}
+    if guard:
+        items = []
+        if "replay" in guard:
+            r = guard["replay"]
+            items.append(f"replay: {r['replay_rows']} replay rows with {r['task_rows']} task rows (ratio "
+                         f"{r['ratio']:g}, from {r['pool_rows']} available)")
+        if "self_distill" in guard:
+            d = guard["self_distill"]
+            items.append(f"self_distill: {d['rewritten']} of {d['rows']} replies rewritten by the base model, "
+                         f"{d['kept_original']} kept their original (the rewrite lost the answer)")
+        if "kl_to_base" in guard:
+            k = guard["kl_to_base"]
+            mean = k.get("mean_train_kl_per_token")
+            items.append(f"kl_to_base: weight {k['weight']:g}, mean training KL "
+                         + (f"{mean:.4f} nats/token" if mean is not None else "not measured"))
+        if "interpolate" in guard:
+            i = guard["interpolate"]
+            curve = "".join(f"<tr><td class=n>{row['alpha']:g}</td><td class=n>{row['validation_loss']:.3f}</td>"
+                            f"<td class=n>{row['forgetting']:.3f}</td></tr>" for row in i.get("curve", []))
+            items.append(f"interpolate: alpha {i['alpha']:g} ({i['mode']})" + (
+                f"; chosen by {escape(i['criterion'])} among alphas keeping {i['keep_gain']:g} of the validation-loss "
+                f"gain<table><tr><th>alpha</th><th>validation loss</th><th>forgetting</th></tr>{curve}</table>"
+                if curve else ""))
+        parts.append("<h2>Forgetting guards</h2><ul>" + "".join(f"<li>{item}</li>" for item in items) + "</ul>")
+    return "".join(parts)
 
 
 def _classification(classification: dict) -> str:

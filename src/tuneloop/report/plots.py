@@ -163,3 +163,16 @@ def compare_runs(names: list[str], metrics: dict[str, list[float | None]]) -> by
     axis.grid(axis="y", alpha=0.3)
     axis.legend(frameon=False, fontsize=8)
     return _png(figure)
+
+
+def task_vs_forgetting(points: list[tuple[str, float, float]], task: str, forgetting: str) -> bytes:
+    """One labelled point per run: forgetting (x, higher is worse) against the task metric (y)."""
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for name, x, y in points:
+        axis.scatter([x], [y], color=BLUE)
+        axis.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    axis.set_xlabel(forgetting)
+    axis.set_ylabel(task)
+    axis.set_title("task vs forgetting (up and left is better)", fontsize=10)
+    axis.grid(alpha=0.3)
+    return _png(figure)
