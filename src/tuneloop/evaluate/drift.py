@@ -19,6 +19,7 @@ import numpy as np
 
 from tuneloop.data.prepare import load_examples
 from tuneloop.data.text_fields import example_text
+from tuneloop.evaluate.loss import right_padded
 from tuneloop.train.guard.kl import token_kl
 
 TOKENS_PER_FORWARD = 2048
@@ -50,18 +51,12 @@ def document_kl(model, reference, documents: list[list[int]], pad_token_id: int)
     start = 0
     with torch.inference_mode():
         while start < len(order):
-            width = len(documents[order[start]])
             end = start + 1
             while end < len(order) and (end - start + 1) * len(documents[order[end]]) <= TOKENS_PER_FORWARD:
                 end += 1
             batch = order[start:end]
-            width = max(len(documents[i]) for i in batch)
-            ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                ids[row, :len(documents[i])] = torch.tensor(documents[i])
-                mask[row, :len(documents[i])] = 1
-            ids, mask = ids.to(device), mask.to(device)
+            ids = right_padded([documents[i] for i in batch], pad_token_id).to(device)
+            mask = right_padded([[1] * len(documents[i]) for i in batch], 0).to(device)
             tuned = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
             base = reference(ids, mask)[:, :-1]
             kl = token_kl(tuned.reshape(-1, tuned.size(-1)), base.reshape(-1, base.size(-1))).view(len(batch), -1)

@@ -54,9 +54,9 @@ def _seq2seq_loss(model, encoded: list[dict], pad_token_id: int, batch_size: int
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
     for start in range(0, len(order), batch_size):
         batch = [encoded[i] for i in order[start : start + batch_size]]
-        sources = _padded([item["input_ids"] for item in batch], pad_token_id)
-        attention = _padded([[1] * len(item["input_ids"]) for item in batch], 0)
-        labels = _padded([item["labels"] for item in batch], IGNORE_INDEX)
+        sources = right_padded([item["input_ids"] for item in batch], pad_token_id)
+        attention = right_padded([[1] * len(item["input_ids"]) for item in batch], 0)
+        labels = right_padded([item["labels"] for item in batch], IGNORE_INDEX)
         # The model shifts the labels right into decoder inputs itself, so logits line up with labels.
         logits = model(
             input_ids=sources.to(device), attention_mask=attention.to(device), labels=labels.to(device)
@@ -69,7 +69,8 @@ def _seq2seq_loss(model, encoded: list[dict], pad_token_id: int, batch_size: int
     return {"validation_loss": mean, "perplexity": math.exp(min(mean, 50.0)), "validation_tokens": total_tokens}
 
 
-def _padded(rows: list[list[int]], fill: int) -> torch.Tensor:
+def right_padded(rows: list[list[int]], fill: int) -> torch.Tensor:
+    """The rows as one (len(rows), longest) long tensor, each row padded on the right with fill."""
     tensor = torch.full((len(rows), max(len(row) for row in rows)), fill, dtype=torch.long)
     for index, row in enumerate(rows):
         tensor[index, : len(row)] = torch.tensor(row)
