@@ -304,6 +304,10 @@ class EvaluateConfig(_Section):
 
     baseline: bool = Field(True, description="Score the untuned model on the same rows.")
     max_samples: int = Field(200, ge=1, description="Held-out rows scored by generation.")
+    max_pairs: int | None = Field(
+        None, ge=1, description="Preference runs: held-out pairs scored by log-likelihood (cheap next to generation, "
+        "so it can be far more than max_samples for a tight interval); null: max_samples."
+    )
     max_new_tokens: int = Field(64, ge=1)
     batch_size: int = Field(16, ge=1)
     metrics: list[str] | None = Field(

@@ -24,9 +24,12 @@ def test_dpo_with_lora_learns_the_preference_with_the_adapter_switched_off_as_re
     monkeypatch.setattr(dpo_trainer, "create_model_from_path", no_second_copy)
     raw = preference_run_config(tmp_path / "run", tiny_model_dir, pair_files, "dpo", max_steps=8,
                                 preference={"beta": 0.5, "sft_weight": 0.1})
-    raw["evaluate"].update(reward_model=str(tiny_reward_run),
+    # Every held-out pair scored by likelihood (max_pairs), generations for only the first two prompts.
+    raw["evaluate"].update(reward_model=str(tiny_reward_run), max_samples=2, max_pairs=len(FACTS),
                            safety={"prompts": str(pair_files["test"]), "scorer": str(tiny_reward_run)})
     run, results = run_all(validate_config(raw), console_print=lambda *_: None)
+    assert results["heldout"]["pairs"] == len(FACTS) > 2 and results["heldout"]["generation_prompts"] == 2
+    assert len(read_jsonl(run.samples)) == 2
 
     log = read_jsonl(run.train_log)
     losses = [r["loss"] for r in log if "loss" in r and "eval_loss" not in r]

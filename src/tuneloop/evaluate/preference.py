@@ -1,6 +1,6 @@
 """Evaluation of preference runs (dpo, cpo, simpo, orpo, kto): base and tuned model on the same held-out pairs.
 
-On the first evaluate.max_samples held-out pairs (metrics.json "baseline"/"tuned", percentages):
+On the first evaluate.max_pairs (default: max_samples) held-out pairs (metrics.json "baseline"/"tuned", percentages):
     preference_accuracy       share of pairs where the model gives the chosen reply a higher per-token mean
                               log-likelihood than the rejected one (length-normalized, so a short reply
                               does not win by being short); McNemar's test base vs tuned
@@ -10,7 +10,7 @@ On the first evaluate.max_samples held-out pairs (metrics.json "baseline"/"tuned
 With unpaired held-out rows (KTO data) instead: desirable_ranked_above, the share of (desirable,
 undesirable) completion pairs of one prompt (of any prompts when none share one) where the desirable
 one has the higher per-token log-likelihood.
-On generations for held-out prompts (greedy, evaluate.max_new_tokens): reply_words (length exploitation
+On generations for the first evaluate.max_samples held-out prompts (greedy, evaluate.max_new_tokens): reply_words (length exploitation
 is the classic failure of preference tuning), reward_score (when evaluate.reward_model names a reward run),
 and kl_from_base: the mean over tuned replies of log p_tuned - log p_base summed over the reply's tokens,
 a Monte Carlo estimate of KL(tuned || base) per reply in nats (0 for the base).
@@ -136,8 +136,9 @@ def evaluate_preference_run(config: RunConfig, run: RunDir, data_file: str | Non
     heldout, heldout_name = heldout_rows(config, run, data_file)
     evaluate = config.evaluate
     beta = config.train.preference.beta
-    pairs = [ex for ex in heldout if "chosen" in ex][: evaluate.max_samples]
-    unpaired = [ex for ex in heldout if "desirable" in ex][: 2 * evaluate.max_samples]
+    scored_pairs = evaluate.max_pairs or evaluate.max_samples
+    pairs = [ex for ex in heldout if "chosen" in ex][:scored_pairs]
+    unpaired = [ex for ex in heldout if "desirable" in ex][: 2 * scored_pairs]
     prompts = _unique_prompts(pairs or unpaired)[: evaluate.max_samples]
     max_length = config.data.max_length
 

@@ -77,7 +77,7 @@ def method_settings(config: RunConfig, device: str, console_print=print) -> RunC
         changes = {"low_precision_base": False}
         if device != "cuda":
             console_print(f"train: qlora on {device}: bitsandbytes' 4-bit kernels are slow off CUDA GPUs; "
-                          "lora trains the same adapter much faster here")
+                          "lora trains the same adapter faster here")
     switched = [name for name, value in changes.items() if getattr(train, name) != value]
     if switched:
         console_print(f"train: {train.method} is incompatible with {', '.join('train.' + n for n in switched)}; "
