@@ -10,10 +10,11 @@ On the first evaluate.max_pairs (default: max_samples) held-out pairs (metrics.j
 With unpaired held-out rows (KTO data) instead: desirable_ranked_above, the share of (desirable,
 undesirable) completion pairs of one prompt (of any prompts when none share one) where the desirable
 one has the higher per-token log-likelihood.
-On generations for the first evaluate.max_samples held-out prompts (greedy, evaluate.max_new_tokens): reply_words (length exploitation
-is the classic failure of preference tuning), reward_score (when evaluate.reward_model names a reward run),
-and kl_from_base: the mean over tuned replies of log p_tuned - log p_base summed over the reply's tokens,
-a Monte Carlo estimate of KL(tuned || base) per reply in nats (0 for the base).
+On generations for the first evaluate.max_samples held-out prompts (greedy, evaluate.max_new_tokens):
+reply_words (length exploitation is the classic failure of preference tuning), reward_score (when
+evaluate.reward_model names a reward run), and kl_from_base: the mean over tuned replies of
+log p_tuned - log p_base summed over the reply's tokens, a Monte Carlo estimate of KL(tuned || base)
+per reply in nats (0 for the base).
 evaluate.forgetting (multiple-choice files, base vs tuned) and the safety gate (evaluate.safety,
 tuneloop.evaluate.safety) can each fail the run.
 """
