@@ -134,3 +134,53 @@ def test_export_carries_a_model_card_with_the_evidence(tracked_run, tmp_path):
     card = (tmp_path / "card" / "README.md").read_text()
     assert "## Held-out results" in card and "95% interval" in card and "Forgetting check" in card
     assert "## Data" in card and "## Limits" in card
+
+
+
+def test_a_failed_gate_exits_3_and_keeps_the_run(tracked_run, tmp_path):
+    """Two-choice questions keyed to the base model's own picks (so the base scores 100%): wherever tuning changed
+    a pick the tuned model loses points, evaluate.max_forgetting=0 fails the run and `tuneloop evaluate` exits
+    with the gate's code, keeping the tuned weights and the metrics."""
+    import shutil
+
+    import yaml
+    from conftest import FACTS, write_jsonl
+
+    from tuneloop.errors import GATE_FAILED_EXIT_CODE
+
+    run, _, _, _ = tracked_run
+    copy = tmp_path / "gated"
+    shutil.copytree(run.root, copy)
+    questions = [{"question": question, "choices": [reply, FACTS[(i + 1) % len(FACTS)][1]], "answer": 0}
+                 for i, (question, reply, _) in enumerate(FACTS)]
+    questions += [{**row, "answer": (row["answer"] + 1) % 3} for row in MC_ROWS]
+    picks = tmp_path / "picks.jsonl"
+
+    def evaluate_on(rows, limit):
+        write_jsonl(picks, rows)
+        config = yaml.safe_load((copy / "config.yaml").read_text())
+        config["output_dir"] = str(copy)
+        config["evaluate"].update(forgetting=[str(picks)], max_forgetting=limit)
+        (copy / "config.yaml").write_text(yaml.safe_dump(config))
+        return runner.invoke(app, ["evaluate", str(copy)]), read_json(RunDir(copy).metrics)
+
+    result, metrics = evaluate_on(questions, None)
+    assert result.exit_code == 0, result.output
+    found = next(iter(metrics["forgetting"].values()))
+    base_correct, tuned_correct = found["baseline"]["correct"], found["tuned"]["correct"]
+    assert base_correct != tuned_correct  # tuning changed at least one pick; otherwise nothing can be lost
+    # Re-key each question to the base's pick: where the tuned model picked otherwise, it is now wrong.
+    rekeyed = []
+    for row, base_right in zip(questions, base_correct, strict=True):
+        if base_right:
+            rekeyed.append(row)
+        elif len(row["choices"]) == 2:
+            rekeyed.append({**row, "answer": 1 - row["answer"]})
+    result, metrics = evaluate_on(rekeyed, 0.0)
+    found = next(iter(metrics["forgetting"].values()))
+    assert found["baseline"]["acc"] == 100.0 and found["tuned"]["acc"] < 100.0, found
+    assert metrics["status"] == "failed"
+    assert result.exit_code == GATE_FAILED_EXIT_CODE, result.output
+    assert "FAILED forgetting: picks.jsonl lost" in result.output
+    assert "run marked failed by 1 gate(s)" in result.output
+    assert RunDir(copy).trained_weights().exists()

@@ -117,7 +117,9 @@ def run(
     from tuneloop.train.launch import Launch
 
     raw, source = read_config(config, set_)
-    if _run_stages(raw, source, resume, overwrite, evaluate=True):
+    stage_results = _run_stages(raw, source, resume, overwrite, evaluate=True)
+    if stage_results is not None:
+        exit_if_gates_failed(stage_results)
         return
     loaded = validate_config(raw, source)
     if loaded.search is not None:
@@ -127,6 +129,7 @@ def run(
     _, results = run_all(loaded, resume=resume, overwrite=overwrite, console_print=say, launch=launch)
     print_metrics(results)
     say(f"run directory: {loaded.output_dir} (chat: `tuneloop chat {loaded.output_dir}`)")
+    exit_if_gates_failed([results])
 
 
 @app.command()
@@ -148,7 +151,7 @@ def train(
     from tuneloop.train.launch import Launch
 
     raw, source = read_config(config, set_)
-    if _run_stages(raw, source, resume, overwrite, evaluate=False):
+    if _run_stages(raw, source, resume, overwrite, evaluate=False) is not None:
         return
     loaded = validate_config(raw, source)
     launch = Launch(nproc, nnodes, node_rank, master_addr, master_port, accelerate_config)
@@ -159,12 +162,12 @@ def train(
         say(f"trained {summary['steps']} steps in {summary['seconds']}s; weights in {run_dir.trained_weights()}")
 
 
-def _run_stages(raw: dict, source: str, resume: bool, overwrite: bool, evaluate: bool) -> bool:
-    """Run a multi-stage config (True), or leave a single-stage one to the caller (False)."""
+def _run_stages(raw: dict, source: str, resume: bool, overwrite: bool, evaluate: bool) -> list[dict] | None:
+    """Run a multi-stage config (each stage's results), or leave a single-stage one to the caller (None)."""
     from tuneloop.multistage import is_multi_stage, run_chain, validate_chain
 
     if not is_multi_stage(raw):
-        return False
+        return None
     chain = validate_chain(raw, source)
     results = run_chain(chain, source, resume=resume, overwrite=overwrite, evaluate=evaluate, console_print=say)
     for stage, result in zip(chain.stages, results, strict=True):
@@ -172,7 +175,19 @@ def _run_stages(raw: dict, source: str, resume: bool, overwrite: bool, evaluate:
             say(f"stage {stage.name}:")
             print_metrics(result)
     say(f"run directory: {chain.output_dir} (report.html; each stage in {chain.output_dir / 'stages'})")
-    return True
+    return results
+
+
+def exit_if_gates_failed(results: list[dict]) -> None:
+    """Exit with GATE_FAILED_EXIT_CODE when a gate marked a finished run failed, so scripts and CI stop there."""
+    from tuneloop.errors import GATE_FAILED_EXIT_CODE
+
+    failures = [failure for result in results if result.get("status") == "failed"
+                for failure in result.get("failures", [])]
+    if failures:
+        typer.echo(f"run marked failed by {len(failures)} gate(s) (exit code {GATE_FAILED_EXIT_CODE}); "
+                   "the tuned model and report are kept", err=True)
+        raise typer.Exit(GATE_FAILED_EXIT_CODE)
 
 
 @app.command()
@@ -245,6 +260,7 @@ def evaluate(
 
     results = evaluate_stage(load_run_config(opened), opened, str(data) if data else None, say)
     print_metrics(results)
+    exit_if_gates_failed([results])
 
 
 @app.command()

@@ -5,6 +5,10 @@ The CLI prints these without a traceback. Anything else that escapes is a bug in
 
 from __future__ import annotations
 
+GATE_FAILED_EXIT_CODE = 3
+"""Exit code of `tuneloop run` and `tuneloop evaluate` when the run finished but a gate (evaluate.max_forgetting,
+evaluate.safety) marked it failed: a CI job stops there, while 1 and 2 still mean the run itself could not finish."""
+
 
 class TuneloopError(Exception):
     """A problem the user can fix; the message names the place and the fix."""

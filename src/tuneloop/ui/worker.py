@@ -1,7 +1,8 @@
 """`python -m tuneloop.ui.worker JOB_DIR`: run a UI job's commands in order, writing status.json as they go.
 
 Started by tuneloop.ui.jobs in a session of its own. SIGINT (the UI's Stop) reaches the whole process group:
-the running command handles it (training saves a checkpoint and exits) and the worker records "stopped".
+the running command handles it (training saves a checkpoint and exits) and the worker records "stopped". A run
+that its gates marked failed (exit code GATE_FAILED_EXIT_CODE) is recorded "finished", not as a crash.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tuneloop.errors import GATE_FAILED_EXIT_CODE
 from tuneloop.workspace import read_json, write_json
 
 
@@ -46,7 +48,9 @@ def main(root: Path) -> int:
                     continue
             if stopped or returncode != 0:
                 break
-    state = "stopped" if stopped else ("failed" if returncode != 0 else "finished")
+    # A run whose gates failed did finish (its page shows "failed checks"); later commands still do not start.
+    finished = returncode in (0, GATE_FAILED_EXIT_CODE)
+    state = "stopped" if stopped else ("finished" if finished else "failed")
     write_json(root / "status.json", {"state": state, "returncode": returncode, "finished_at": _now()})
     return 0
 
