@@ -25,6 +25,7 @@ glibc 16.4 s per step, jemalloc 15.3 (1.07x); system CPU seconds 111 -> 98; peak
 from __future__ import annotations
 
 import argparse
+import ctypes.util
 import json
 import os
 import resource
@@ -37,13 +38,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-JEMALLOC_PATHS = ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2",
-                  "/usr/lib64/libjemalloc.so.2", "/usr/local/lib/libjemalloc.so.2")
-
-
-def find_jemalloc() -> str | None:
-    return next((path for path in JEMALLOC_PATHS if Path(path).is_file()), None)
-
 
 def train_once(config: str, steps: int, overrides: list[str], allocator: str, jemalloc: str, workdir: Path) -> dict:
     out = workdir / f"run-{allocator}"
@@ -81,9 +75,9 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="Passed on to `tuneloop train` (for example data.max_train_examples=400).")
     args = parser.parse_args()
-    jemalloc = find_jemalloc()
+    jemalloc = ctypes.util.find_library("jemalloc")  # a soname such as libjemalloc.so.2, which LD_PRELOAD takes
     if jemalloc is None:
-        sys.exit("jemalloc not found (looked in " + ", ".join(JEMALLOC_PATHS) + "): apt-get install libjemalloc2")
+        sys.exit("jemalloc not found by the dynamic linker: apt-get install libjemalloc2")
     results = {"glibc": [], "jemalloc": []}
     with tempfile.TemporaryDirectory(prefix="allocator-", dir=ROOT / "runs" if (ROOT / "runs").is_dir() else None) \
             as workdir:

@@ -136,7 +136,6 @@ def test_export_carries_a_model_card_with_the_evidence(tracked_run, tmp_path):
     assert "## Data" in card and "## Limits" in card
 
 
-
 def test_a_failed_gate_exits_3_and_keeps_the_run(tracked_run, tmp_path):
     """Two-choice questions keyed to the base model's own picks (so the base scores 100%): wherever tuning changed
     a pick the tuned model loses points, evaluate.max_forgetting=0 fails the run and `tuneloop evaluate` exits
@@ -153,7 +152,6 @@ def test_a_failed_gate_exits_3_and_keeps_the_run(tracked_run, tmp_path):
     shutil.copytree(run.root, copy)
     questions = [{"question": question, "choices": [reply, FACTS[(i + 1) % len(FACTS)][1]], "answer": 0}
                  for i, (question, reply, _) in enumerate(FACTS)]
-    questions += [{**row, "answer": (row["answer"] + 1) % 3} for row in MC_ROWS]
     picks = tmp_path / "picks.jsonl"
 
     def evaluate_on(rows, limit):
@@ -170,12 +168,8 @@ def test_a_failed_gate_exits_3_and_keeps_the_run(tracked_run, tmp_path):
     base_correct, tuned_correct = found["baseline"]["correct"], found["tuned"]["correct"]
     assert base_correct != tuned_correct  # tuning changed at least one pick; otherwise nothing can be lost
     # Re-key each question to the base's pick: where the tuned model picked otherwise, it is now wrong.
-    rekeyed = []
-    for row, base_right in zip(questions, base_correct, strict=True):
-        if base_right:
-            rekeyed.append(row)
-        elif len(row["choices"]) == 2:
-            rekeyed.append({**row, "answer": 1 - row["answer"]})
+    rekeyed = [row if base_right else {**row, "answer": 1 - row["answer"]}
+               for row, base_right in zip(questions, base_correct, strict=True)]
     result, metrics = evaluate_on(rekeyed, 0.0)
     found = next(iter(metrics["forgetting"].values()))
     assert found["baseline"]["acc"] == 100.0 and found["tuned"]["acc"] < 100.0, found
