@@ -17,7 +17,7 @@ install: $(VENV)/.installed
 
 # The quickstart: write the demo data, import the default model once, train, print baseline vs tuned.
 demo: $(VENV)/.installed
-	$(BIN)/python -m tuneloop.demo_data examples/data/brambleway
+	$(BIN)/python -m tuneloop.demos.quickstart examples/data/brambleway
 	$(BIN)/tuneloop models pull smollm2-135m-instruct
 	$(BIN)/tuneloop run examples/quickstart.yaml --overwrite
 

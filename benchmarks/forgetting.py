@@ -10,7 +10,7 @@ be run one at a time and the table printed at the end). The table gives, per var
     KL        per-token KL(tuned || base) on general text (evaluate.drift_texts), 95% interval over documents
     time      training seconds (the guard's own work included) and wall seconds of the whole run
 
-Usage (from the repository root; write the data first with `python -m tuneloop.demo_data /tmp/forgetting-data`):
+Usage (from the repository root; write the data first with `python -m tuneloop.demos.quickstart /tmp/forgetting-data`):
     python benchmarks/forgetting.py                     # every variant, then the table
     python benchmarks/forgetting.py --only plain kl     # some variants
     python benchmarks/forgetting.py --table             # only print the table of what has finished
@@ -101,11 +101,11 @@ REST_START = 400
 def rest_of_the_file(out: Path, config: Path) -> dict:
     """Base and every finished variant on the forgetting file's questions from REST_START on: a second, independent
     paired test (no variant chose anything on them). Cached per model in OUT/rest.json."""
-    from tuneloop.config import load_config
-    from tuneloop.evaluate.multiple_choice import load_questions, score_multiple_choice
+    from tuneloop.config.load import load_config
     from tuneloop.evaluate.stats import compare
     from tuneloop.models.device import pick_dtype
     from tuneloop.models.load import load_generator, load_tokenizer
+    from tuneloop.models.multiple_choice import load_questions, score_multiple_choice
     from tuneloop.models.registry import resolve_model
 
     loaded = load_config(config)

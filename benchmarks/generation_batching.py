@@ -1,6 +1,6 @@
 """Evaluation generation: tuneloop's batched greedy decoding (KV cache, left padding) against one prompt at a time.
 
-Uses the demo's 60 held-out questions (tuneloop.demo_data, our own text) on smollm2-135m-instruct in the
+Uses the demo's 60 held-out questions (tuneloop.demos.quickstart, our own text) on smollm2-135m-instruct in the
 compute dtype the evaluate stage uses. Prints seconds for both ways, the speed-up and the share of replies
 that are identical (greedy decoding: batching should not change them; in bf16, padding can flip a
 near-tie now and then, so fp32 is also offered).
@@ -21,9 +21,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def main() -> int:
     from tuneloop.data.encode import render_prompt
-    from tuneloop.demo_data import demo_rows
-    from tuneloop.evaluate.generate import generate_replies
+    from tuneloop.demos.quickstart import demo_rows
     from tuneloop.models.device import pick_device, pick_dtype
+    from tuneloop.models.generate import generate_replies
     from tuneloop.models.load import load_causal_lm, load_tokenizer
     from tuneloop.models.registry import resolve_model
 

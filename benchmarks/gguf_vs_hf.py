@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from tuneloop.data.encode import render_prompt
-from tuneloop.evaluate.generate import generate_replies
-from tuneloop.evaluate.metrics import contains_answer, token_f1
+from tuneloop.data.text_match import contains_answer, token_f1
+from tuneloop.models.generate import generate_replies
 from tuneloop.models.load import quiet_transformers
 from tuneloop.workspace import open_run_dir, read_jsonl
 

@@ -1,6 +1,6 @@
 """Agreement of tuneloop's multiple-choice harness with EleutherAI's lm-evaluation-harness, same model, same run.
 
-Scores one model on ARC-Easy (dev, 570 questions, a local jsonl) with `tuneloop.evaluate.multiple_choice.bench`
+Scores one model on ARC-Easy (dev, 570 questions, a local jsonl) with `tuneloop.evaluate.bench.bench`
 and with `lm_eval.simple_evaluate` through a custom task equal to lm-eval's `arc_easy` (same prompt, choices and
 target) that reads the local file. Both run on CPU in fp32, offline. Prints one JSON line per tool (acc, acc_norm,
 n, seconds: model load included), then the differences in points; exits 1 when |diff| > 0.5 for acc or acc_norm.
@@ -25,7 +25,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from tuneloop.evaluate.multiple_choice import bench  # noqa: E402
+from tuneloop.evaluate.bench import bench  # noqa: E402
 from tuneloop.models.registry import resolve_model  # noqa: E402
 
 DEFAULT_FILE = "/work/shared/datasets/arc-easy-dev/ARC-Easy-Dev.jsonl"

@@ -94,7 +94,7 @@ def run_trl(model_path: str, method: str, train_file: Path, out: Path) -> dict:
 
 def run_tuneloop(model_name: str, method: str, train_file: Path, out: Path) -> dict:
     """tuneloop's SFT recipe with its defaults, through the same stages `tuneloop train` runs."""
-    from tuneloop.config import validate_config
+    from tuneloop.config.load import validate_config
     from tuneloop.models.load import load_tokenizer
     from tuneloop.models.registry import resolve_model
     from tuneloop.stages import data_stage, open_for_run, train_stage
@@ -142,9 +142,9 @@ def validation_loss_of(trained: str, model: str, method: str, workdir: Path) -> 
 
     from tuneloop.data.encode import encode_examples
     from tuneloop.data.templates import apply_template_choice
-    from tuneloop.evaluate.loss import validation_loss
     from tuneloop.models.load import load_causal_lm, load_tokenizer
     from tuneloop.models.registry import resolve_model
+    from tuneloop.train.validation_loss import validation_loss
     from tuneloop.workspace import read_jsonl
 
     base = resolve_model(model, lambda *a: None)

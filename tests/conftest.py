@@ -185,7 +185,7 @@ def preference_run_config(output_dir: Path, model_dir: Path, files: dict[str, Pa
 @pytest.fixture(scope="session")
 def tiny_reward_run(tmp_path_factory, tiny_model_dir, pair_files) -> Path:
     """A reward run on the tiny Llama (score head + LoRA, a few steps), trained and evaluated once: its directory."""
-    from tuneloop.config import validate_config
+    from tuneloop.config.load import validate_config
     from tuneloop.stages import run_all
 
     root = tmp_path_factory.mktemp("reward") / "run"

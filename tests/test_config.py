@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tuneloop.config import apply_override, generation_metrics, load_config
+from tuneloop.config.load import apply_override, load_config
+from tuneloop.config.schema import generation_metrics
 from tuneloop.errors import ConfigError
 
 MINIMAL = "data:\n  train_file: train.jsonl\n"

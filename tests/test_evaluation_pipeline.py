@@ -10,7 +10,7 @@ from conftest import write_config
 from typer.testing import CliRunner
 
 from tuneloop.cli import app
-from tuneloop.evaluate.stage import forgetting_report
+from tuneloop.evaluate.forgetting import forgetting_report
 from tuneloop.workspace import RunDir, read_json
 
 runner = CliRunner()

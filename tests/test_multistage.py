@@ -10,7 +10,7 @@ from conftest import FACTS, TEST_DEVICE, chat_row, write_config, write_jsonl
 from typer.testing import CliRunner
 
 from tuneloop.cli import app
-from tuneloop.config import load_config, read_config
+from tuneloop.config.load import load_config, read_config
 from tuneloop.errors import ConfigError, TuneloopError
 from tuneloop.multistage import deep_merge, preflight, validate_chain
 from tuneloop.workspace import RunDir, read_json

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from tuneloop.config import RunConfig
+from tuneloop.config.schema import RunConfig
 from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_tuned
 from tuneloop.models.registry import resolve_model

@@ -65,7 +65,7 @@ def init(
 @app.command()
 def validate(config: ConfigArg, set_: SetOption = None) -> None:
     """Check a config: every wrong key or value is listed with what is allowed."""
-    from tuneloop.config import read_config, validate_config
+    from tuneloop.config.load import read_config, validate_config
     from tuneloop.multistage import describe_chain, is_multi_stage, preflight, validate_chain
 
     raw, source = read_config(config, set_)
@@ -112,7 +112,7 @@ def run(
 ) -> None:
     """Run data -> train -> evaluate and print the baseline-vs-tuned table (every stage of a multi-stage config;
     --nproc: train in N processes)."""
-    from tuneloop.config import read_config, validate_config
+    from tuneloop.config.load import read_config, validate_config
     from tuneloop.stages import run_all
     from tuneloop.train.launch import Launch
 
@@ -146,7 +146,7 @@ def train(
     accelerate_config: AccelerateConfigOption = None,
 ) -> None:
     """Prepare the data and train (no evaluation); --nproc/--nnodes train in several processes via accelerate."""
-    from tuneloop.config import read_config, validate_config
+    from tuneloop.config.load import read_config, validate_config
     from tuneloop.stages import run_all
     from tuneloop.train.launch import Launch
 
@@ -206,7 +206,7 @@ def tune(
 ) -> None:
     """Search hyperparameters: an Optuna study over ordinary runs (the config's search block); Ctrl-C and the same
     command continues it. The winner and the default config are scored on the test set once, at the end."""
-    from tuneloop.config import read_config, validate_config
+    from tuneloop.config.load import read_config, validate_config
     from tuneloop.tune.command import tune as run_study
 
     raw, source = read_config(config, set_)
@@ -256,7 +256,8 @@ def evaluate(
     from tuneloop.workspace import open_run_dir
 
     opened = open_run_dir(run_dir)  # before the heavy imports: a wrong directory is reported at once
-    from tuneloop.stages import evaluate_stage, load_run_config
+    from tuneloop.config.load import load_run_config
+    from tuneloop.stages import evaluate_stage
 
     results = evaluate_stage(load_run_config(opened), opened, str(data) if data else None, say)
     print_metrics(results)
@@ -283,15 +284,15 @@ def retrain(
 ) -> None:
     """Train a new run on users' feedback from the served run's weights, and gate it against the served run
     (writes promotion.json: promote or reject, with the paired tests behind it)."""
-    from tuneloop.feedback.commands import export_store
     from tuneloop.feedback.gate import GateRule
     from tuneloop.feedback.retrain import retrain as retrain_run
+    from tuneloop.feedback.store_export import export_store
 
     out = out or _next_free(Path(f"{str(run_dir).rstrip('/')}-retrained"))
     export_dir = Path(feedback)
     if not export_dir.is_dir():  # a store: export it first, beside the new run
         export_dir = out.parent / f"{out.name}-feedback-export"
-        export_store(feedback, export_dir, run_dir, since, model)
+        export_store(feedback, export_dir, run_dir, since, model, console_print=say)
     decision = retrain_run(run_dir, export_dir, out, recipe, replay_ratio, holdout, overrides=set_,
                            rule=GateRule(max_regression=max_regression), overwrite=overwrite, console_print=say)
     _print_gate(decision)
@@ -379,7 +380,7 @@ def chat(
 
     opened = open_run_dir(run_dir)  # before the heavy imports: a wrong directory is reported at once
     from tuneloop.chat import interactive, load_chat_model, reply
-    from tuneloop.stages import load_run_config
+    from tuneloop.config.load import load_run_config
 
     if opened.data_format() in ("classification", "token_classification"):
         _classify_prompt(opened, prompt)
@@ -394,7 +395,7 @@ def chat(
 
 def _classify_prompt(run, prompt: str | None) -> None:
     from tuneloop.chat import classify_text, tag_text
-    from tuneloop.stages import load_run_config
+    from tuneloop.config.load import load_run_config
 
     tagger = run.data_format() == "token_classification"
     if prompt is None:
@@ -419,8 +420,8 @@ def export(
     from tuneloop.workspace import open_run_dir
 
     opened = open_run_dir(run_dir)  # before the heavy imports: a wrong directory is reported at once
+    from tuneloop.config.load import load_run_config
     from tuneloop.models.export import export_run
-    from tuneloop.stages import load_run_config
 
     written = export_run(load_run_config(opened), opened, out, merge, format_, quant, adapter, say)
     say(f"exported to {written}")
@@ -464,7 +465,7 @@ def bench(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")] = None,
 ) -> None:
     """Score a model on a multiple-choice benchmark file: acc and acc_norm (log-likelihood of each choice)."""
-    from tuneloop.evaluate.multiple_choice import bench as run_bench
+    from tuneloop.evaluate.bench import bench as run_bench
     from tuneloop.models.load import quiet_transformers
     from tuneloop.workspace import write_json
 
@@ -487,7 +488,7 @@ def judge(
 ) -> None:
     """Pairwise LLM-as-judge, both orders asked: tuned vs baseline, or this run vs --against."""
     from tuneloop.evaluate.judge import judge_run, judge_runs
-    from tuneloop.generators import LocalGenerator, OpenAIGenerator
+    from tuneloop.models.generators import LocalGenerator, OpenAIGenerator
     from tuneloop.stages import report_stage
     from tuneloop.workspace import open_run_dir, write_json
 
@@ -520,7 +521,8 @@ def _print_rows(columns: list[str], rows: list[list], title: str) -> None:
 @models_app.command("list")
 def models_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """The default models and whether they are in the local cache."""
-    from tuneloop.models.registry import cache_root, describe_models
+    from tuneloop.models.registry import describe_models
+    from tuneloop.workspace import cache_root
 
     rows = describe_models()
     if as_json:

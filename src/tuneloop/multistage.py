@@ -39,7 +39,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from tuneloop.config import RunConfig, describe_error, raise_problems
+from tuneloop.config.load import raise_problems
+from tuneloop.config.schema import RunConfig, describe_error
 from tuneloop.errors import ConfigError, DataError, TrainingInterrupted, TuneloopError
 from tuneloop.workspace import RunDir, read_json, write_json, write_text
 

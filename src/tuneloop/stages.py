@@ -9,9 +9,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import yaml
-
-from tuneloop.config import RunConfig, config_to_yaml, validate_config
+from tuneloop.config.load import load_run_config
+from tuneloop.config.schema import RunConfig, config_to_yaml
 from tuneloop.errors import ConfigError, TuneloopError
 from tuneloop.workspace import RunDir, build_manifest, flatten, read_json, sha256_file, write_json, write_text
 
@@ -54,12 +53,8 @@ def open_for_run(config: RunConfig, resume: bool = False, overwrite: bool = Fals
     return run
 
 
-def load_run_config(run: RunDir) -> RunConfig:
-    return validate_config(yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}, str(run.config))
-
-
 def data_stage(config: RunConfig, run: RunDir, console_print=print) -> dict:
-    from tuneloop.data.prepare import prepare_data
+    from tuneloop.data.stage import prepare_data
 
     return prepare_data(config.data, run, config.seed, console_print)
 
@@ -179,8 +174,9 @@ def _recipe_for(config: RunConfig, run: RunDir, data_format: str, console_print)
         from tuneloop.recipes.sft import train_sft
 
         return train_sft
+    from tuneloop.data.labels import is_multi_label
     from tuneloop.models.registry import resolve_model
-    from tuneloop.recipes.classify import check_classifier_choice, is_multi_label
+    from tuneloop.recipes.classify import check_classifier_choice
     from tuneloop.workspace import read_jsonl
 
     multi_label = is_multi_label(read_jsonl(run.split("train")))

@@ -1,4 +1,4 @@
-"""The run directory: where every stage reads and writes, the manifest, and atomic writes.
+"""The run directory: where every stage reads and writes, the manifest, atomic writes, and the cache folder.
 
 Layout of a run directory:
     config.yaml        the resolved config the run used
@@ -27,6 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from tuneloop.errors import TuneloopError
+
+
+def cache_root() -> Path:
+    """Where tuneloop keeps what outlives a run (imported models, WordNet, self-replay replies): $TUNELOOP_HOME."""
+    return Path(os.environ.get("TUNELOOP_HOME", Path.home() / ".cache" / "tuneloop"))
+
 
 TRACKED_PACKAGES = ("tuneloop", "torch", "transformers", "peft", "trl", "accelerate", "datasets")
 

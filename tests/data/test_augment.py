@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from tuneloop.data.augment import augment_file, augment_text, is_augmented
-from tuneloop.data.load import Row, read_rows
+from tuneloop.data.load import read_rows
+from tuneloop.data.rows import Row
 from tuneloop.data.wordnet import (
     LEXNAMES_MAN_PAGE,
     derive_lexnames,
@@ -23,8 +24,8 @@ from tuneloop.data.wordnet import (
     wordnet,
 )
 from tuneloop.errors import DataError, ModelError
-from tuneloop.generators import LocalGenerator, OpenAIGenerator
-from tuneloop.models.registry import cache_root
+from tuneloop.models.generators import LocalGenerator, OpenAIGenerator
+from tuneloop.workspace import cache_root
 
 SENTENCES = [
     "The happy dog quickly ran across the green field.",

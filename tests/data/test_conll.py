@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from tuneloop.config import validate_config
+from tuneloop.config.load import validate_config
 from tuneloop.data.audit import AuditOptions, audit_files
 from tuneloop.data.iob import normalize_file_tags, to_iob2
-from tuneloop.data.load import BadRow, Row, read_rows
-from tuneloop.data.prepare import load_examples, prepare_data
+from tuneloop.data.load import read_rows
+from tuneloop.data.prepare import load_examples
+from tuneloop.data.rows import BadRow, Row
+from tuneloop.data.stage import prepare_data
 from tuneloop.errors import DataError
 from tuneloop.workspace import RunDir, read_json, read_jsonl
 

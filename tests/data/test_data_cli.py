@@ -66,8 +66,8 @@ def test_split_and_clean_commands(tmp_path):
 
 
 def test_estimate_measures_a_few_steps_on_the_tiny_model(tmp_path, tiny_config):
-    from tuneloop.config import validate_config
-    from tuneloop.data.estimate import estimate_run
+    from tuneloop.config.load import validate_config
+    from tuneloop.train.estimate import estimate_run
 
     report = estimate_run(validate_config(tiny_config), console_print=lambda *_: None)
     assert report["examples"] > 0 and report["tokens_per_epoch"] > report["target_tokens_per_epoch"] > 0

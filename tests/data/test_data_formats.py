@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tuneloop.data.formats import detect_format, to_example
-from tuneloop.data.load import BadRow, Row
+from tuneloop.data.rows import BadRow, Row
 from tuneloop.errors import DataError
 
 WHERE = "d.jsonl:7"

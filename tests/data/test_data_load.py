@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tuneloop.data.load import BadRow, Row, read_rows
+from tuneloop.data.load import read_rows
+from tuneloop.data.rows import BadRow, Row
 from tuneloop.errors import DataError
 
 

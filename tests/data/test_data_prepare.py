@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tuneloop.config import DataConfig
-from tuneloop.data.prepare import load_examples, prepare_data, split_validation
+from tuneloop.config.schema import DataConfig
+from tuneloop.data.prepare import load_examples, split_validation
+from tuneloop.data.stage import prepare_data
 from tuneloop.errors import DataError
 from tuneloop.workspace import RunDir
 

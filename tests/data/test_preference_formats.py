@@ -10,8 +10,8 @@ from conftest import write_jsonl
 
 from tuneloop.data.audit import AuditOptions, audit_files
 from tuneloop.data.formats import detect_format, to_example
-from tuneloop.data.load import BadRow, Row
 from tuneloop.data.prepare import load_examples
+from tuneloop.data.rows import BadRow, Row
 from tuneloop.data.split import split_file
 from tuneloop.errors import DataError
 
@@ -134,8 +134,8 @@ def test_the_audit_flags_identical_replies_and_prompts_leaking_into_the_test_fil
 
 
 def test_the_test_rows_split_off_train_are_audited_for_prompt_leakage(tmp_path):
-    from tuneloop.config import DataConfig
-    from tuneloop.data.prepare import prepare_data
+    from tuneloop.config.schema import DataConfig
+    from tuneloop.data.stage import prepare_data
     from tuneloop.workspace import RunDir, read_json, read_jsonl
 
     rows = [{"prompt": f"Question {i} about the shop opening hours on day {i % 7} of week {i}", "chosen": f"Yes {i}",

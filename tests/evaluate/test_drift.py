@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tuneloop.evaluate.drift import document_kl, drift_documents, ratio_interval
+from tuneloop.evaluate.drift import ratio_interval
 from tuneloop.models.load import load_causal_lm, load_tokenizer
+from tuneloop.train.guard.drift import document_kl, drift_documents
 
 
 def test_drift_interval_resamples_documents():

@@ -7,20 +7,17 @@ import math
 
 import pytest
 
+from tuneloop.data.text_match import contains_answer, exact_match, normalize, token_f1
 from tuneloop.evaluate.metrics import (
-    contains_answer,
     corpus_bleu,
     corpus_chrf,
-    exact_match,
     generation_scores,
     length_statistics,
-    normalize,
     perplexity_from_loss,
     rouge_1,
     rouge_2,
     rouge_l,
     rouge_scores,
-    token_f1,
 )
 
 ALL_METRICS = ["exact_match", "contains_answer", "rouge_l", "bleu"]

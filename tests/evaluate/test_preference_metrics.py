@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tuneloop.config import SafetyConfig
+from tuneloop.config.schema import SafetyConfig
 from tuneloop.evaluate.preference import (
     implicit_rewards,
     preference_correct,

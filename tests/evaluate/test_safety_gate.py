@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tuneloop.config import validate_config
+from tuneloop.config.load import validate_config
 from tuneloop.stages import run_all
 from tuneloop.workspace import read_json
 

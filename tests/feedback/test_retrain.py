@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import FACTS, chat_row
 
-from tuneloop.config import validate_config
+from tuneloop.config.load import validate_config
 from tuneloop.errors import TuneloopError
 from tuneloop.feedback.export import Feedback, export_feedback
 from tuneloop.feedback.retrain import choose_recipe, retrain, split_feedback

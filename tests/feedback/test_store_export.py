@@ -9,7 +9,7 @@ import pytest
 from conftest import chat_row, write_jsonl
 
 from tuneloop.errors import TuneloopError
-from tuneloop.feedback.commands import export_store
+from tuneloop.feedback.store_export import export_store
 from tuneloop.serve.store import Store, utcnow
 
 SYSTEM = {"role": "system", "content": "You help customers."}

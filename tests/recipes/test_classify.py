@@ -13,8 +13,9 @@ from conftest import write_config
 from typer.testing import CliRunner
 
 from tuneloop.cli import app
+from tuneloop.data.labels import check_known_labels
 from tuneloop.errors import TuneloopError
-from tuneloop.recipes.classify import check_known_labels, class_weights, weighted_loss
+from tuneloop.recipes.classify import class_weights, weighted_loss
 from tuneloop.workspace import RunDir, read_json
 
 runner = CliRunner()
@@ -188,7 +189,7 @@ def test_multi_label_rows_train_with_a_sigmoid_per_label(tmp_path, tiny_bert_dir
 
 
 def test_classification_settings_do_not_apply_to_preference_data(tmp_path, tiny_bert_dir):
-    from tuneloop.config import validate_config
+    from tuneloop.config.load import validate_config
     from tuneloop.errors import ConfigError
     from tuneloop.stages import train_stage
     from tuneloop.workspace import write_json

@@ -12,7 +12,7 @@ import torch
 from conftest import write_config
 from test_classify import invoke, toy_rows, write_csv
 
-from tuneloop.config import validate_config
+from tuneloop.config.load import validate_config
 from tuneloop.errors import ConfigError
 from tuneloop.workspace import RunDir, read_json, read_jsonl, write_json, write_jsonl
 
@@ -123,9 +123,9 @@ def test_label_scores_match_one_unpadded_forward_pass_per_label(tiny_model_dir):
     """Left padding, position ids and logits_to_keep must not change a label's log-likelihood."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from tuneloop.data.classification_prompt import classification_messages
     from tuneloop.data.encode import render_prompt
     from tuneloop.evaluate.classification_generative import label_endings, label_log_likelihoods, label_probabilities
-    from tuneloop.recipes.classify_generative import classification_messages
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -151,8 +151,8 @@ def test_label_scores_match_one_unpadded_forward_pass_per_label(tiny_model_dir):
 def test_long_texts_are_cut_but_the_label_is_kept(tiny_model_dir):
     from transformers import AutoTokenizer
 
+    from tuneloop.data.classification_prompt import classification_messages, fit_texts
     from tuneloop.data.encode import IGNORE_INDEX, EncodeStats, encode_example
-    from tuneloop.recipes.classify_generative import classification_messages, fit_texts
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     texts, cut = fit_texts(tokenizer, ["short", "word " * 200], ["neg", "pos"], max_length=128)

@@ -8,7 +8,7 @@ import torch
 from conftest import FACTS, chat_row, preference_run_config, write_jsonl
 from transformers import AutoModelForCausalLM
 
-from tuneloop.config import validate_config
+from tuneloop.config.load import validate_config
 from tuneloop.errors import ConfigError
 from tuneloop.stages import data_stage, open_for_run, run_all, train_stage
 from tuneloop.workspace import RunDir, read_json, read_jsonl

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import FACTS, chat_row, write_jsonl
 
-from tuneloop.config import validate_config
+from tuneloop.config.load import validate_config
 from tuneloop.errors import ConfigError, TuneloopError
 from tuneloop.multistage import preflight, run_chain, validate_chain
 from tuneloop.stages import run_all

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tuneloop.errors import TuneloopError
-from tuneloop.evaluate.reward_model import load_reward_scorer
+from tuneloop.models.reward_scorer import load_reward_scorer
 from tuneloop.workspace import read_json
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import write_jsonl
 
-from tuneloop.config import validate_config
+from tuneloop.config.load import validate_config
 from tuneloop.data.pairs import encode_pairs, source_and_target
 from tuneloop.errors import DataError
 from tuneloop.stages import run_all, train_stage
@@ -124,7 +124,7 @@ def test_summary_lengths_are_measured_and_reported(summary_run):
 
 def test_chat_with_the_tuned_encoder_decoder_reads_the_request_as_its_source(summary_run):
     from tuneloop.chat import load_chat_model, reply
-    from tuneloop.stages import load_run_config
+    from tuneloop.config.load import load_run_config
 
     run, _ = summary_run
     model, tokenizer = load_chat_model(load_run_config(run), run)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from conftest import write_jsonl
 
-from tuneloop.config import validate_config
+from tuneloop.config.load import validate_config
 from tuneloop.stages import run_all
 from tuneloop.workspace import read_json, read_jsonl
 

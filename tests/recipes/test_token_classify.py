@@ -14,12 +14,12 @@ from conftest import write_config
 from typer.testing import CliRunner
 
 from tuneloop.cli import app
-from tuneloop.config import validate_config
+from tuneloop.config.load import validate_config
+from tuneloop.data.labels import check_known_types
 from tuneloop.errors import ConfigError, TuneloopError
 from tuneloop.recipes.token_classify import (
     IGNORED,
     aligned_labels,
-    check_known_types,
     encode_words,
     load_word_tokenizer,
     tag_set,

@@ -9,7 +9,7 @@ import torch
 from tuneloop.serve import decode
 from tuneloop.serve.engine import Finished, GenerationRequest
 from tuneloop.serve.local_engine import LocalEngine
-from tuneloop.serve.routing import read_run
+from tuneloop.serve.run_weights import read_run
 
 PROMPT = [{"role": "user", "content": "How long is the warranty?"}]
 

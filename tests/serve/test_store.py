@@ -8,8 +8,7 @@ import pytest
 from sqlalchemy import inspect
 
 from tuneloop.errors import ConfigError
-from tuneloop.serve.commands import parse_since
-from tuneloop.serve.store import Store, UnknownRequest, read_tables, store_url, utcnow
+from tuneloop.serve.store import Store, UnknownRequest, parse_since, read_tables, store_url, utcnow
 
 
 def record(store: Store, request_id: str, text: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tuneloop.config import validate_config
+from tuneloop.config.load import validate_config
 from tuneloop.stages import data_stage, open_for_run, train_stage
 from tuneloop.train import chunked_loss
 from tuneloop.train.chunked_loss import install_chunked_loss, linear_cross_entropy_sum

@@ -11,7 +11,8 @@ from conftest import write_config, write_jsonl
 from typer.testing import CliRunner
 
 from tuneloop.cli import app
-from tuneloop.config import TrainConfig, validate_config
+from tuneloop.config.load import validate_config
+from tuneloop.config.schema import TrainConfig
 from tuneloop.errors import TuneloopError
 from tuneloop.report.html import render_report
 from tuneloop.train import few_shot

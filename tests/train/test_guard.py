@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import FACTS, chat_row, write_jsonl
 
-from tuneloop.config import validate_config
+from tuneloop.config.load import validate_config
 from tuneloop.errors import ConfigError
 from tuneloop.models.load import load_causal_lm
 from tuneloop.stages import data_stage, evaluate_stage, open_for_run, report_stage, train_stage

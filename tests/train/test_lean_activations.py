@@ -8,9 +8,9 @@ import sys
 import pytest
 import torch
 
-from tuneloop.recipes.sft import keep_adapter_inputs_in_compute_dtype
 from tuneloop.train import memory_trim
 from tuneloop.train.lean_activations import recompute_cheap_activations
+from tuneloop.train.model_setup import keep_adapter_inputs_in_compute_dtype
 
 
 def _tiny_llama(dtype=torch.float32):

@@ -46,8 +46,8 @@ def test_method_trains_saves_reloads_and_merges_where_it_can(name, tmp_path, tin
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tuneloop.errors import ModelError
-    from tuneloop.evaluate.loss import validation_loss
     from tuneloop.models.load import load_tuned, merged_tuned_model
+    from tuneloop.train.validation_loss import validation_loss
 
     method = METHODS[name]["method"]
     result, run = _train(tmp_path, tiny_model_dir, method_data, METHODS[name])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tuneloop.config import validate_config
+from tuneloop.config.load import validate_config
 from tuneloop.errors import TuneloopError
 from tuneloop.stages import run_all
 from tuneloop.train.launch import Launch, accelerate_config_file, launch_command
@@ -37,7 +37,7 @@ def test_launch_command_uses_accelerate_with_the_shipped_strategy_files(tmp_path
     assert command[1:3] == ["-m", "accelerate.commands.launch"]
     assert command[command.index("--num_processes") + 1] == "8"
     assert command[command.index("--machine_rank") + 1] == "1"
-    assert command[-3:] == ["tuneloop.train.worker", str(run.root), "--resume"]
+    assert command[-3:] == ["tuneloop.worker", str(run.root), "--resume"]
     for name in ("ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"):
         assert accelerate_config_file(name).is_file()
     with pytest.raises(TuneloopError, match="neither a shipped config"):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tuneloop.config import RewardSpec, validate_config
+from tuneloop.config.load import validate_config
+from tuneloop.config.schema import RewardSpec
 from tuneloop.errors import ConfigError
 from tuneloop.train.rewards import (
     RewardFunctionError,

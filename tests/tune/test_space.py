@@ -8,9 +8,10 @@ import itertools
 import optuna
 import pytest
 
-from tuneloop.config import validate_config
+from tuneloop.config.load import validate_config
+from tuneloop.config.search_space import parse_space
 from tuneloop.errors import ConfigError
-from tuneloop.tune.space import grid_size, parse_space, suggest
+from tuneloop.tune.space import grid_size, suggest
 from tuneloop.tune.study import make_sampler, plan_study
 
 BASE = {"data": {"train_file": "train.jsonl"}}

@@ -18,7 +18,7 @@ from study_configs import study_raw
 from typer.testing import CliRunner
 
 from tuneloop.cli import app
-from tuneloop.config import validate_config
+from tuneloop.config.load import validate_config
 from tuneloop.errors import TuneloopError
 from tuneloop.tune import command as command_module
 from tuneloop.tune.cv import cluster_folds

@@ -15,7 +15,7 @@ from conftest import write_config
 from study_configs import study_raw
 
 import tuneloop
-from tuneloop.config import validate_config
+from tuneloop.config.load import validate_config
 from tuneloop.tune.study import open_study, plan_study
 
 SRC = str(Path(tuneloop.__file__).resolve().parents[1])

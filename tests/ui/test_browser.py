@@ -11,7 +11,7 @@ import sys
 import httpx
 from ui_helpers import browser, page, ui_env, ui_server, ui_workspace
 
-from tuneloop.feedback.commands import export_store
+from tuneloop.feedback.store_export import export_store
 
 # How many train-loss points the live chart shows (the SVG's data attribute), as a JavaScript expression.
 CHART_POINTS = "+(document.querySelector('#live-chart svg')?.dataset.trainLossPoints ?? -1)"

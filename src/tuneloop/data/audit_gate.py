@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tuneloop.config import AuditConfig
+from tuneloop.config.schema import AuditConfig
 from tuneloop.data.audit import AuditOptions, audit_loaded
 from tuneloop.data.audit_html import render_audit_html
 from tuneloop.data.prepare import LoadedFile

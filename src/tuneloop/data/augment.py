@@ -29,12 +29,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from tuneloop.data.formats import FORMAT_FIELDS, column_names, detect_format, to_example
-from tuneloop.data.load import BadRow, Row, read_rows
+from tuneloop.data.load import read_rows
+from tuneloop.data.rows import BadRow, Row
 from tuneloop.data.save import ROW_SUFFIXES, write_rows
 from tuneloop.data.sharegpt import is_sharegpt
+from tuneloop.data.text_generator import TextGenerator
 from tuneloop.data.wordnet import synonyms, wordnet
 from tuneloop.errors import DataError
-from tuneloop.generators import LocalGenerator, TextGenerator
 
 METHODS = ("eda", "synonym", "paraphrase", "back-translate")
 MODEL_METHODS = ("paraphrase", "back-translate")
@@ -223,6 +224,14 @@ def _keep_source_if_blank(texts: list[str], replies: list[str]) -> list[str]:
     return [reply if reply.strip() else text for text, reply in zip(texts, replies, strict=True)]
 
 
+def _required(generator: TextGenerator | None, method: str) -> TextGenerator:
+    if generator is None:
+        raise DataError(f"augmentation method {method!r} writes with a model: pass generator= (a "
+                        "tuneloop.models.generators.LocalGenerator or OpenAIGenerator; `tuneloop data augment` "
+                        "builds one from --model or --endpoint).")
+    return generator
+
+
 def _check_method(method: str) -> None:
     if method not in METHODS:
         raise DataError(f"unknown augmentation method {method!r}; choose one of: {', '.join(METHODS)}.")
@@ -233,7 +242,7 @@ def augment_text(text: str, method: str, rng: random.Random, generator: TextGene
     """One augmented version of a text; EDA and synonym draw from `rng`, model methods ask `generator`."""
     _check_method(method)
     if method in MODEL_METHODS:
-        generator = generator or LocalGenerator()
+        generator = _required(generator, method)
         if method == "paraphrase":
             return _paraphrase([text], generator)[0]
         return _back_translate([text], generator, pivot)[0]
@@ -290,9 +299,9 @@ def augment_file(src: str | Path, dst: str | Path, method: str, n: int, seed: in
 def _augment_texts(texts: list[str], method: str, seed: int, generator: TextGenerator | None,
                    pivot: str) -> list[str]:
     if method == "paraphrase":
-        return _paraphrase(texts, generator or LocalGenerator())
+        return _paraphrase(texts, _required(generator, method))
     if method == "back-translate":
-        return _back_translate(texts, generator or LocalGenerator(), pivot)
+        return _back_translate(texts, _required(generator, method), pivot)
     wordnet()  # fail now if it is missing, not on whichever text first draws an insertion
     rng = random.Random(seed)  # one stream for the whole file, so the output depends only on the seed
     return [_edit_text(text, method, rng) for text in texts]

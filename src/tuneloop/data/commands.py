@@ -129,7 +129,7 @@ def augment(
 ) -> None:
     """Add augmented copies of each row, tagged so splits keep them out of evaluation."""
     from tuneloop.data.augment import MODEL_METHODS, augment_file
-    from tuneloop.generators import LocalGenerator, OpenAIGenerator
+    from tuneloop.models.generators import LocalGenerator, OpenAIGenerator
 
     generator = None
     if method in MODEL_METHODS:
@@ -145,9 +145,9 @@ def estimate(
     calibrate: Annotated[bool, typer.Option(help="Measure a few real training steps on this machine.")] = True,
 ) -> None:
     """Tokens per epoch, truncated rows, training time and peak memory here, and GPU memory needed."""
-    from tuneloop.config import load_config
-    from tuneloop.data.estimate import estimate_run
+    from tuneloop.config.load import load_config
     from tuneloop.models.load import quiet_transformers
+    from tuneloop.train.estimate import estimate_run
 
     quiet_transformers()
     report = estimate_run(load_config(config, set_), calibrate, _say)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tuneloop.data.iob import tag_problem
-from tuneloop.data.load import BadRow, Row, _decode_line, _open_binary
+from tuneloop.data.rows import BadRow, Row, decode_line, open_binary
 
 DOCUMENT_MARKER = "-DOCSTART-"
 SNIFFED_LINES = 50
@@ -36,9 +36,9 @@ def read_conll(path: Path) -> Iterator[Row | BadRow]:
             return problem
         return Row(f"{path}:{start}", {"tokens": tokens, "tags": tags}) if tokens else None
 
-    with _open_binary(path) as handle:
+    with open_binary(path) as handle:
         for number, raw in enumerate(handle, start=1):
-            parts = _decode_line(path, number, raw).split()
+            parts = decode_line(path, number, raw).split()
             if not parts or parts[0] == DOCUMENT_MARKER:
                 sentence = finish()
                 if sentence is not None:
@@ -75,9 +75,9 @@ def looks_like_conll(path: Path) -> bool:
     """True when the first non-blank lines of a .txt file are CoNLL columns (word first, an IOB tag last);
     other .txt files are plain-text documents (data/load.py)."""
     seen = 0
-    with _open_binary(path) as handle:
+    with open_binary(path) as handle:
         for number, raw in enumerate(handle, start=1):
-            parts = _decode_line(path, number, raw).split()
+            parts = decode_line(path, number, raw).split()
             if not parts or parts[0] == DOCUMENT_MARKER:
                 continue
             if len(parts) < 2 or tag_problem(parts[-1]):

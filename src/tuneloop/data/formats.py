@@ -29,10 +29,11 @@ as read>} for prompt_only (the columns reach the reward functions by name, as TR
 
 from __future__ import annotations
 
+from tuneloop.config.schema import DEFAULT_SUMMARY_INSTRUCTION
 from tuneloop.data.iob import TAG_COLUMNS, checked_token_row
-from tuneloop.data.load import BadRow, Row
 from tuneloop.data.openai_chat import chat_example
 from tuneloop.data.preference_rows import preference_example, unpaired_example
+from tuneloop.data.rows import BadRow, Row
 from tuneloop.errors import DataError
 
 TEXT_NAMES = ("text", "sentence", "content")
@@ -40,7 +41,6 @@ LABEL_NAMES = ("label", "labels", "category", "intent", "class", "sentiment")
 DOCUMENT_NAMES = ("document", "dialogue", "article", "source")
 # summary1: the first of several reference summaries (DialogSum's test split); the others are not used.
 SUMMARY_NAMES = ("summary", "target", "highlights", "summary1")
-DEFAULT_SUMMARY_INSTRUCTION = "Summarize the following text in a few sentences."
 # Each format's required fields; a field may go by any of several column names.
 FORMAT_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "unpaired": (("prompt", "messages"), ("completion",), ("label",)),  # before chat and prompt_completion

@@ -1,5 +1,9 @@
 """Read rows from jsonl, json, csv, tsv, parquet, CoNLL and plain-text files, each row tagged with its `file:line`;
-and from directories: a Hugging Face dataset saved with save_to_disk, or a folder of shards (data/hf_datasets.py).
+and from directories: a Hugging Face dataset saved with save_to_disk (data/hf_datasets.py), or a folder of shards.
+
+    data.train_file: data/shards              # *.parquet / *.jsonl(.gz) / *.json / *.csv files, in name order
+
+A folder of shards (all of one type) is read shard by shard, each row tagged with its shard's own `file:line`.
 
 A .txt file in CoNLL columns (one word per line, its IOB tag last; see data/conll.py) is read as
 tagged sentences. Any other .txt file holds plain-text documents separated by blank lines (a line
@@ -8,39 +12,25 @@ it starts on, its lines joined with "\n" as written. This is the paragraph rule 
 loader (sample_by="paragraph"); to keep whole files with blank lines inside as single documents, write
 them as jsonl rows with a "text" field instead.
 
-Rows that cannot be read (bad JSON, ragged CSV rows, non-objects) come back as `BadRow`s instead of
-raising, so the caller can either stop with every problem listed or skip them and say how many.
+Rows that cannot be read (bad JSON, ragged CSV rows, non-objects) come back as `BadRow`s (data/rows.py)
+instead of raising, so the caller can either stop with every problem listed or skip them and say how many.
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
+from tuneloop.data.conll import looks_like_conll, read_conll
+from tuneloop.data.hf_datasets import is_saved_dataset, read_saved_dataset
+from tuneloop.data.rows import BadRow, Row, decode_line, open_binary
 from tuneloop.errors import DataError
 
 SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet",
             ".conll": "conll", ".iob": "conll", ".txt": "txt"}  # CoNLL: one sentence per row (data/conll.py)
-
-
-@dataclass(frozen=True)
-class Row:
-    where: str  # "file:line" (or "file:row N" for parquet)
-    fields: dict
-
-
-@dataclass(frozen=True)
-class BadRow:
-    where: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.reason}"
 
 
 def read_rows(path: str | Path) -> Iterator[Row | BadRow]:
@@ -48,10 +38,8 @@ def read_rows(path: str | Path) -> Iterator[Row | BadRow]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file. Check the path (relative paths start at the current directory).")
-    if path.is_dir():  # a saved HF dataset or a folder of shards (data/hf_datasets.py)
-        from tuneloop.data.hf_datasets import read_directory
-
-        yield from read_directory(path)
+    if path.is_dir():  # a saved HF dataset (data/hf_datasets.py) or a folder of shards
+        yield from _read_directory(path)
         return
     kind = file_kind(path)
     if kind is None:
@@ -64,14 +52,10 @@ def read_rows(path: str | Path) -> Iterator[Row | BadRow]:
         return
     _reject_binary(path)
     if kind == "conll":
-        from tuneloop.data.conll import read_conll
-
         yield from read_conll(path)
     elif kind == "jsonl":
         yield from _read_jsonl(path)
     elif kind == "txt":
-        from tuneloop.data.conll import looks_like_conll, read_conll
-
         yield from (read_conll(path) if looks_like_conll(path) else _read_text_documents(path))
     elif kind == "json":
         yield from _read_json(path)
@@ -88,15 +72,25 @@ def file_kind(path: Path) -> str | None:
     return SUFFIXES.get(suffixes[-1]) if suffixes else None
 
 
-def _open_binary(path: Path):
-    if path.suffix.lower() == ".gz":
-        return gzip.open(path, "rb")
-    return path.open("rb")
+def _read_directory(path: Path, split: str = "train") -> Iterator[Row | BadRow]:
+    """Rows of a saved HF dataset (the given split of a DatasetDict) or of every shard in the folder."""
+    if is_saved_dataset(path):
+        yield from read_saved_dataset(path, split)
+        return
+    shards = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".") and file_kind(p))
+    kinds = {file_kind(p) for p in shards}
+    if not shards:
+        raise DataError(f"{path}: a directory with neither a saved Hugging Face dataset (state.json) nor data files "
+                        "(.parquet, .jsonl, .json, .csv, .tsv); point data.train_file at a file or such a folder.")
+    if len(kinds) > 1:
+        raise DataError(f"{path}: shards of several types ({', '.join(sorted(kinds))}); keep one type per folder.")
+    for shard in shards:
+        yield from read_rows(shard)
 
 
 def _reject_binary(path: Path) -> None:
     try:
-        with _open_binary(path) as handle:
+        with open_binary(path) as handle:
             head = handle.read(8192)
     except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
         raise DataError(f"{path}: cannot be read ({exc}).") from None
@@ -104,21 +98,11 @@ def _reject_binary(path: Path) -> None:
         raise DataError(f"{path}: looks like a binary file (it contains NUL bytes); expected UTF-8 text.")
 
 
-def _decode_line(path: Path, number: int, raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8-sig" if number == 1 else "utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{path}:{number}: not valid UTF-8 (byte {exc.start} of the line). "
-            "Re-save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8 IN > OUT`."
-        ) from None
-
-
 def _read_jsonl(path: Path) -> Iterator[Row | BadRow]:
     # Read bytes line by line so a 2 GB file streams instead of being loaded whole.
-    with _open_binary(path) as handle:
+    with open_binary(path) as handle:
         for number, raw in enumerate(handle, start=1):
-            line = _decode_line(path, number, raw).strip()
+            line = decode_line(path, number, raw).strip()
             if not line:
                 continue
             where = f"{path}:{number}"
@@ -137,9 +121,9 @@ def _read_text_documents(path: Path) -> Iterator[Row]:
     """One row per blank-line-separated document, tagged with the line the document starts on."""
     lines: list[str] = []
     start = 0
-    with _open_binary(path) as handle:
+    with open_binary(path) as handle:
         for number, raw in enumerate(handle, start=1):
-            line = _decode_line(path, number, raw).rstrip("\r\n")
+            line = decode_line(path, number, raw).rstrip("\r\n")
             if line.strip():
                 if not lines:
                     start = number
@@ -152,7 +136,7 @@ def _read_text_documents(path: Path) -> Iterator[Row]:
 
 
 def _read_json(path: Path) -> Iterator[Row | BadRow]:
-    with _open_binary(path) as handle:
+    with open_binary(path) as handle:
         raw = handle.read()
     try:
         text = raw.decode("utf-8-sig")
@@ -204,9 +188,9 @@ def _array_item_lines(text: str) -> list[int]:
 
 
 def _read_delimited(path: Path, delimiter: str) -> Iterator[Row | BadRow]:
-    with _open_binary(path) as handle:
+    with open_binary(path) as handle:
         # Decode line by line (not in big chunks) so an encoding error names its own line.
-        lines = (_decode_line(path, number, raw) for number, raw in enumerate(handle, start=1))
+        lines = (decode_line(path, number, raw) for number, raw in enumerate(handle, start=1))
         reader = csv.reader(lines, delimiter=delimiter)
         try:
             header = next(reader, None)

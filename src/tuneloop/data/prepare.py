@@ -1,7 +1,7 @@
-"""The data stage: read the configured files, validate every row, split off validation, write the splits.
+"""Read a data file into validated examples in canonical form (load_examples), and split validation off.
 
-Output (in the run directory): data/train.jsonl, data/validation.jsonl, data/test.jsonl (when a
-test file is given) in the canonical format of `tuneloop.data.formats`, and data/data_report.json.
+Each example is in the canonical format of `tuneloop.data.formats` and keeps the `file:line` it was read
+from. The data stage of a run, which writes the splits, is data/stage.py.
 """
 
 from __future__ import annotations
@@ -10,11 +10,10 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuneloop.config import DataConfig
 from tuneloop.data.formats import DEFAULT_SUMMARY_INSTRUCTION, detect_format, to_example
-from tuneloop.data.load import BadRow, Row, file_kind, read_rows
+from tuneloop.data.load import file_kind, read_rows
+from tuneloop.data.rows import BadRow, Row
 from tuneloop.errors import DataError
-from tuneloop.workspace import RunDir, write_json, write_jsonl
 
 SHOWN_PROBLEMS = 10
 
@@ -93,98 +92,3 @@ def split_validation(examples: list[dict], share: float, seed: int) -> tuple[lis
     train = [ex for i, ex in enumerate(examples) if i not in held]
     validation = [ex for i, ex in enumerate(examples) if i in held]
     return train, validation
-
-
-def split_test_off(examples: list[dict], share: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """A held-out test set that shares no near-duplicate cluster (for preference rows: no prompt) with what
-    stays for training."""
-    keep, test = split_test_indices(examples, share, seed)
-    return [examples[i] for i in keep], [examples[i] for i in test]
-
-
-def split_test_indices(examples: list[dict], share: float, seed: int) -> tuple[list[int], list[int]]:
-    from tuneloop.data.split import split_rows, splitting_texts
-
-    texts, links = splitting_texts(examples)
-    keep, test = split_rows(texts, share, seed, links=links)
-    if not test:
-        raise DataError(f"data.test_size={share}: too few examples to split a test set off; add data.test_file.")
-    return keep, test
-
-
-def prepare_data(config: DataConfig, run: RunDir, seed: int, console_print=print) -> dict:
-    """Run the data stage and return its report (also written to data/data_report.json)."""
-    train = load_examples(config.train_file, config.format, config.skip_invalid,
-                          summary_instruction=config.summary_instruction)
-    report: dict = {"format": train.format, "files": {}}
-    report["files"]["train"] = _file_report(train)
-    pool = train.examples
-    split_test: list[dict] = []
-    audited_split = None  # the test rows split off train, audited for leakage like a test file
-    if config.test_size:
-        keep, held = split_test_indices(pool, config.test_size, seed)
-        audited_split = LoadedFile(f"{train.path} (test split)", train.format, [pool[i] for i in held],
-                                   locations=[train.locations[i] for i in held],
-                                   raw_rows=[train.raw_rows[i] for i in held])
-        pool, split_test = [pool[i] for i in keep], audited_split.examples
-        train = LoadedFile(train.path, train.format, pool, train.bad_rows, [train.locations[i] for i in keep],
-                           [train.raw_rows[i] for i in keep], train.stopped_early, train.notes)
-        report["test_split"] = f"{config.test_size:.0%} of train, near-duplicate clusters kept together, seed {seed}"
-    if config.max_train_examples and len(pool) > config.max_train_examples:
-        pool = random.Random(seed).sample(pool, config.max_train_examples)
-        report["train_subsample"] = f"{config.max_train_examples} examples drawn with seed {seed}"
-
-    if config.validation_file:
-        validation = load_examples(config.validation_file, config.format, config.skip_invalid,
-                                   summary_instruction=config.summary_instruction)
-        report["files"]["validation"] = _file_report(validation)
-        train_examples, validation_examples = pool, validation.examples
-        report["validation_split"] = "file"
-    else:
-        train_examples, validation_examples = split_validation(pool, config.validation_size, seed)
-        report["validation_split"] = f"{config.validation_size:.0%} of train, seed {seed}"
-
-    if config.max_validation_examples and len(validation_examples) > config.max_validation_examples:
-        validation_examples = random.Random(seed).sample(validation_examples, config.max_validation_examples)
-        report["validation_subsample"] = f"{config.max_validation_examples} examples drawn with seed {seed}"
-
-    splits = {"train": train_examples, "validation": validation_examples}
-    if config.test_file:
-        test = load_examples(config.test_file, config.format, config.skip_invalid,
-                             summary_instruction=config.summary_instruction)
-        report["files"]["test"] = _file_report(test)
-        splits["test"] = test.examples
-    elif split_test:
-        splits["test"] = split_test
-
-    if config.audit.enabled:
-        from tuneloop.data.audit_gate import audit_run_data
-
-        files = ([train] + ([validation] if config.validation_file else []) + ([test] if config.test_file else [])
-                 + ([audited_split] if audited_split else []))
-        audit_run_data(config.audit, files, run, console_print)
-
-    for name, examples in splits.items():
-        write_jsonl(run.split(name), examples)
-    report["examples"] = {name: len(examples) for name, examples in splits.items()}
-    write_json(run.data / "data_report.json", report)
-
-    skipped = sum(info["skipped_rows"] for info in report["files"].values())
-    summary = ", ".join(f"{n} {name}" for name, n in report["examples"].items())
-    console_print(f"data: {train.format} format; {summary} examples" + (f"; skipped {skipped} malformed row(s)"
-                                                                        if skipped else ""))
-    for info in report["files"].values():
-        for note in info.get("notes", []):
-            console_print(f"data: {note}")
-        for problem in info["skipped_examples"]:
-            console_print(f"  skipped {problem}")
-    return report
-
-
-def _file_report(loaded: LoadedFile) -> dict:
-    return {
-        "path": loaded.path,
-        "examples": len(loaded.examples),
-        "skipped_rows": len(loaded.bad_rows),
-        "skipped_examples": [str(bad) for bad in loaded.bad_rows[:SHOWN_PROBLEMS]],
-    } | ({"notes": loaded.notes} if loaded.notes else {})

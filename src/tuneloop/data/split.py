@@ -90,6 +90,21 @@ def split_rows(
     return [i for i in range(len(texts)) if i not in test_set], sorted(test_set)
 
 
+def split_test_off(examples: list[dict], share: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """A held-out test set that shares no near-duplicate cluster (for preference rows: no prompt) with what
+    stays for training."""
+    keep, test = split_test_indices(examples, share, seed)
+    return [examples[i] for i in keep], [examples[i] for i in test]
+
+
+def split_test_indices(examples: list[dict], share: float, seed: int) -> tuple[list[int], list[int]]:
+    texts, links = splitting_texts(examples)
+    keep, test = split_rows(texts, share, seed, links=links)
+    if not test:
+        raise DataError(f"data.test_size={share}: too few examples to split a test set off; add data.test_file.")
+    return keep, test
+
+
 def split_file(
     path: str | Path, out_dir: str | Path, test_size: float = 0.1, stratify: str | None = None,
     seed: int = 0, fmt: str = "auto", threshold: float = 0.8, skip_invalid: bool = False,

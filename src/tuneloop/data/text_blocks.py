@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
-from tuneloop.data.encode import IGNORE_INDEX
 from tuneloop.errors import DataError
 
 TOKENIZE_BATCH = 1000  # documents per tokenizer call: fast tokenizers parallelize within a batch
@@ -86,15 +85,7 @@ class BlockCollator:
         self.pad_token_id = pad_token_id
 
     def __call__(self, features: list[dict]) -> dict:
-        import torch
+        from tuneloop.data.batching import padded_batch
 
-        width = max(len(feature["input_ids"]) for feature in features)
-        input_ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
-        attention = torch.zeros((len(features), width), dtype=torch.long)
-        for row, feature in enumerate(features):
-            ids = torch.as_tensor(feature["input_ids"], dtype=torch.long)
-            input_ids[row, :len(ids)] = ids
-            labels[row, :len(ids)] = ids
-            attention[row, :len(ids)] = 1
-        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
+        rows = [feature["input_ids"] for feature in features]
+        return padded_batch(rows, self.pad_token_id, labels=rows)

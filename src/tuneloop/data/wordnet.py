@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from tuneloop.errors import DataError
-from tuneloop.models.registry import cache_root
+from tuneloop.workspace import cache_root
 
 WORDNET_DIR = Path("/usr/share/wordnet")
 LEXNAMES_MAN_PAGE = Path("/usr/share/man/man5/lexnames.5WN.gz")

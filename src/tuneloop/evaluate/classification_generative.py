@@ -18,16 +18,16 @@ import gc
 
 import numpy as np
 
-from tuneloop.config import RunConfig
+from tuneloop.config.schema import RunConfig
+from tuneloop.data.classification_prompt import classification_messages, fit_texts, read_labels
 from tuneloop.data.encode import render_prompt
+from tuneloop.data.labels import check_known_labels
 from tuneloop.errors import DataError
 from tuneloop.evaluate.classification_stage import write_classification_results
-from tuneloop.evaluate.stage import _heldout_examples
+from tuneloop.evaluate.heldout import heldout_examples
 from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_causal_lm, load_tuned
 from tuneloop.models.registry import resolve_model
-from tuneloop.recipes.classify import check_known_labels
-from tuneloop.recipes.classify_generative import classification_messages, fit_texts, read_labels
 from tuneloop.workspace import RunDir
 
 
@@ -39,7 +39,7 @@ def evaluate_generative_classifier(config: RunConfig, run: RunDir, data_file: st
     model, tokenizer = load_tuned(run, base_path, dtype, device)
     labels = read_labels(run.trained_weights())
 
-    heldout, heldout_name = _heldout_examples(config, run, data_file)
+    heldout, heldout_name = heldout_examples(config, run, data_file)
     check_known_labels(heldout, labels, heldout_name.split(" ")[0])
     texts = [row["text"] for row in heldout]
     truth = [row["label"] for row in heldout]

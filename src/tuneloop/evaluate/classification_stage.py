@@ -16,14 +16,14 @@ from collections import Counter
 
 import numpy as np
 
-from tuneloop.config import RunConfig
+from tuneloop.config.schema import RunConfig
+from tuneloop.data.labels import check_known_labels, row_labels
 from tuneloop.evaluate.classification import classification_scores, multilabel_scores
-from tuneloop.evaluate.stage import _heldout_examples
+from tuneloop.evaluate.heldout import heldout_examples
 from tuneloop.evaluate.stats import bootstrap_interval, compare
 from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_tuned_classifier
 from tuneloop.models.registry import resolve_model
-from tuneloop.recipes.classify import check_known_labels, row_labels
 from tuneloop.workspace import RunDir, read_jsonl, write_json, write_jsonl
 
 # The headline numbers, all 0-100; the rest of classification_scores goes under "classification".
@@ -38,7 +38,7 @@ def evaluate_classifier(config: RunConfig, run: RunDir, data_file: str | None = 
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     multi_label = model.config.problem_type == "multi_label_classification"
 
-    heldout, heldout_name = _heldout_examples(config, run, data_file)
+    heldout, heldout_name = heldout_examples(config, run, data_file)
     check_known_labels(heldout, labels, heldout_name.split(" ")[0])
     train_rows = read_jsonl(run.split("train"))
     texts = [row["text"] for row in heldout]

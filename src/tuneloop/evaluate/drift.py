@@ -17,54 +17,7 @@ import gc
 
 import numpy as np
 
-from tuneloop.data.prepare import load_examples
-from tuneloop.data.text_fields import example_text
-from tuneloop.evaluate.loss import right_padded
-from tuneloop.train.guard.kl import token_kl
-
-TOKENS_PER_FORWARD = 2048
-
-
-def drift_documents(paths: list[str], tokenizer, max_length: int, max_documents: int) -> list[list[int]]:
-    """Token ids of the first max_documents documents (each at most max_length tokens, at least 2)."""
-    documents: list[list[int]] = []
-    for path in paths:
-        for example in load_examples(path, "auto", skip_invalid=True).examples:
-            ids = tokenizer(example_text(example), add_special_tokens=True)["input_ids"][:max_length]
-            if len(ids) >= 2:
-                documents.append(ids)
-            if len(documents) >= max_documents:
-                return documents
-    return documents
-
-
-def document_kl(model, reference, documents: list[list[int]], pad_token_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Summed KL(model || reference) over each document's predicted tokens, and their counts.
-
-    reference(input_ids, attention_mask) returns the base logits (an adapter switched off, or another model).
-    """
-    import torch
-
-    device = next(model.parameters()).device
-    sums, counts = np.zeros(len(documents)), np.zeros(len(documents))
-    order = sorted(range(len(documents)), key=lambda i: len(documents[i]))
-    start = 0
-    with torch.inference_mode():
-        while start < len(order):
-            end = start + 1
-            while end < len(order) and (end - start + 1) * len(documents[order[end]]) <= TOKENS_PER_FORWARD:
-                end += 1
-            batch = order[start:end]
-            ids = right_padded([documents[i] for i in batch], pad_token_id).to(device)
-            mask = right_padded([[1] * len(documents[i]) for i in batch], 0).to(device)
-            tuned = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-            base = reference(ids, mask)[:, :-1]
-            kl = token_kl(tuned.reshape(-1, tuned.size(-1)), base.reshape(-1, base.size(-1))).view(len(batch), -1)
-            predicted = mask[:, 1:].float()
-            sums[batch] = (kl * predicted).sum(dim=1).cpu().numpy()
-            counts[batch] = predicted.sum(dim=1).cpu().numpy()
-            start = end
-    return sums, counts
+from tuneloop.train.guard.drift import document_kl, drift_documents
 
 
 def ratio_interval(sums: np.ndarray, counts: np.ndarray, resamples: int = 2000, seed: int = 0) -> list[float]:

@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from tuneloop.data.text_generator import TextGenerator
 from tuneloop.errors import DataError, TuneloopError
 from tuneloop.evaluate.stats import bootstrap_interval
-from tuneloop.generators import LocalGenerator, TextGenerator
+from tuneloop.models.generators import LocalGenerator
 from tuneloop.workspace import RunDir, read_jsonl, write_json
 
 DEFAULT_JUDGE_MODEL = "smollm2-135m-instruct"

@@ -1,5 +1,5 @@
-"""Generation metrics on held-out rows (0-100 scale): exact match, contains-answer, SQuAD token F1,
-ROUGE-1/2/L, corpus BLEU and chrF; plus perplexity from a mean token loss and reply length statistics.
+"""Generation metrics on held-out rows (0-100 scale): exact match, contains-answer, SQuAD token F1 (the word matches
+of tuneloop.data.text_match), ROUGE-1/2/L, corpus BLEU and chrF; perplexity from a mean token loss; reply lengths.
 
 ROUGE comes from rouge-score and BLEU/chrF from sacrebleu, computed locally: `evaluate.load` would
 fetch metric code from a hub, which a machine without network cannot do.
@@ -12,16 +12,10 @@ chrf) are defined over the whole corpus and give one number.
 from __future__ import annotations
 
 import math
-import re
 import statistics
-import string
-import unicodedata
-from collections import Counter
 from functools import cache
 
-# Punctuation goes, except between digits: "14.50" must not become "14 50" (which would contain "14").
-_PUNCTUATION = re.compile(f"(?<!\\d)[{re.escape(string.punctuation)}]|[{re.escape(string.punctuation)}](?!\\d)")
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
+from tuneloop.data.text_match import contains_answer, exact_match, token_f1
 
 # Metric name in configs -> rouge-score's name for it.
 _ROUGE_TYPES = {"rouge_1": "rouge1", "rouge_2": "rouge2", "rouge_l": "rougeL"}
@@ -30,45 +24,6 @@ CORPUS_METRICS = ("bleu", "chrf")
 
 # Same cap as the validation loss: exp(50) is already meaningless, and exp(800) overflows.
 _MAX_LOSS_FOR_PERPLEXITY = 50.0
-
-
-def normalize(text: str) -> str:
-    """SQuAD-style: Unicode NFKC, lower case, no punctuation or articles, single spaces."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = _ARTICLES.sub(" ", _PUNCTUATION.sub(" ", text))
-    return " ".join(text.split())
-
-
-def exact_match(predictions: list[str], references: list[str]) -> list[float]:
-    return [float(normalize(p) == normalize(r)) for p, r in zip(predictions, references, strict=True)]
-
-
-def contains_answer(predictions: list[str], answers: list[str]) -> list[float]:
-    """1 when the normalized answer appears, as whole words, inside the normalized prediction."""
-    scores = []
-    for prediction, answer in zip(predictions, answers, strict=True):
-        needle = normalize(answer)
-        scores.append(float(bool(needle) and f" {needle} " in f" {normalize(prediction)} "))
-    return scores
-
-
-def token_f1(predictions: list[str], references: list[str]) -> list[float]:
-    """SQuAD token F1 per row (0-100): F1 of the bag-of-tokens overlap after `normalize`.
-
-    As in the SQuAD script, a row where either side normalizes to nothing scores 100 if both do, else 0.
-    """
-    return [_token_f1(p, r) for p, r in zip(predictions, references, strict=True)]
-
-
-def _token_f1(prediction: str, reference: str) -> float:
-    predicted_tokens, reference_tokens = normalize(prediction).split(), normalize(reference).split()
-    if not predicted_tokens or not reference_tokens:
-        return 100.0 * (predicted_tokens == reference_tokens)
-    overlap = sum((Counter(predicted_tokens) & Counter(reference_tokens)).values())
-    if overlap == 0:
-        return 0.0
-    precision, recall = overlap / len(predicted_tokens), overlap / len(reference_tokens)
-    return 100 * 2 * precision * recall / (precision + recall)
 
 
 def rouge_scores(predictions: list[str], references: list[str], metrics: list[str]) -> dict[str, list[float]]:

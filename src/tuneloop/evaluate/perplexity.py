@@ -19,47 +19,16 @@ import math
 
 import numpy as np
 
-from tuneloop.config import RunConfig
+from tuneloop.config.schema import RunConfig
 from tuneloop.data.prepare import load_examples
 from tuneloop.data.text_blocks import first_tokens, pack_texts
 from tuneloop.data.text_fields import example_text
 from tuneloop.evaluate.stats import bootstrap_interval, compare
+from tuneloop.train.validation_loss import block_losses, perplexity_scores
 from tuneloop.workspace import RunDir, write_json
 
-# Logits of batch x block x vocabulary floats are the memory peak; keep a forward pass near this many tokens.
-TOKENS_PER_FORWARD = 4096
 # A bootstrap over fewer blocks than this gives intervals and p-values that look sure and mean little.
 MIN_BLOCKS_FOR_INTERVALS = 10
-
-
-def block_losses(model, blocks: list[list[int]], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Summed next-token cross-entropy and the number of predicted tokens of each block."""
-    import torch
-    import torch.nn.functional as F
-
-    device = next(model.parameters()).device
-    per_forward = max(1, min(batch_size, TOKENS_PER_FORWARD // max(len(block) for block in blocks)))
-    sums, counts = np.zeros(len(blocks)), np.zeros(len(blocks))
-    start = 0
-    with torch.inference_mode():
-        while start < len(blocks):
-            # A batch holds blocks of one length: all are full but the last, so no padding is needed.
-            end = start + 1
-            while end < len(blocks) and end - start < per_forward and len(blocks[end]) == len(blocks[start]):
-                end += 1
-            ids = torch.tensor(blocks[start:end], dtype=torch.long, device=device)
-            logits = model(input_ids=ids).logits.float()
-            losses = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1),
-                                     reduction="none").view(end - start, -1)
-            sums[start:end] = losses.sum(dim=1).cpu().numpy()
-            counts[start:end] = losses.size(1)
-            start = end
-    return sums, counts
-
-
-def perplexity_scores(sums: np.ndarray, counts: np.ndarray, name: str) -> dict[str, float]:
-    loss = float(sums.sum() / max(counts.sum(), 1))
-    return {f"{name}_perplexity": math.exp(min(loss, 50.0)), f"{name}_loss": loss}
 
 
 def general_text_blocks(config: RunConfig, tokenizer) -> tuple[list[list[int]], dict] | None:
@@ -82,7 +51,7 @@ def _capped(tokenizer, texts: list[str], config: RunConfig, **described) -> tupl
 
 def evaluate_pretraining(config: RunConfig, run: RunDir, data_file: str | None = None, console_print=print) -> dict:
     """Domain and general perplexity of the base and the tuned model; writes and returns metrics.json."""
-    from tuneloop.evaluate.stage import _heldout_examples, _score_baseline
+    from tuneloop.evaluate.heldout import heldout_examples, score_baseline
     from tuneloop.models.device import pick_device, pick_dtype
     from tuneloop.models.load import load_tuned
     from tuneloop.models.registry import resolve_model
@@ -91,7 +60,7 @@ def evaluate_pretraining(config: RunConfig, run: RunDir, data_file: str | None =
     device = pick_device(config.model.device)
     dtype = pick_dtype(device, config.model.dtype)
     base_path = resolve_model(config.model.name, console_print)
-    heldout, heldout_name = _heldout_examples(config, run, data_file)
+    heldout, heldout_name = heldout_examples(config, run, data_file)
 
     tuned_model, tokenizer = load_tuned(run, base_path, dtype, device)
     sets = {"domain": _capped(tokenizer, [example_text(ex) for ex in heldout], config, split=heldout_name)}
@@ -113,7 +82,7 @@ def evaluate_pretraining(config: RunConfig, run: RunDir, data_file: str | None =
         return {"totals": totals, "per_block": per_block}
 
     tuned = score(tuned_model, "tuned")
-    baseline = _score_baseline(run, base_path, tuned_model, dtype, device, score) if config.evaluate.baseline else None
+    baseline = score_baseline(run, base_path, tuned_model, dtype, device, score) if config.evaluate.baseline else None
     results: dict = {
         "task": "continued pretraining",
         "heldout": {"split": heldout_name, "rows": len(heldout), "rows_with_answer": 0},

@@ -26,14 +26,14 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from tuneloop.config import RunConfig
-from tuneloop.data.prepare import load_examples
-from tuneloop.evaluate.generate import generate_replies
-from tuneloop.evaluate.multiple_choice import load_questions, score_multiple_choice
-from tuneloop.evaluate.stage import forgetting_failures, forgetting_report
+from tuneloop.config.schema import RunConfig
+from tuneloop.evaluate.forgetting import forgetting_failures, forgetting_report
+from tuneloop.evaluate.heldout import heldout_examples
 from tuneloop.evaluate.stats import bootstrap_interval, compare
 from tuneloop.models.device import pick_device, pick_dtype
+from tuneloop.models.generate import generate_replies
 from tuneloop.models.load import load_causal_lm, load_tuned
+from tuneloop.models.multiple_choice import load_questions, score_multiple_choice
 from tuneloop.models.registry import resolve_model
 from tuneloop.workspace import RunDir, read_jsonl, write_json, write_jsonl
 
@@ -63,6 +63,8 @@ def reply_log_probs(model, tokenizer, prompts: list[list[dict]], replies: list[s
     import torch
     from tqdm.auto import tqdm
 
+    from tuneloop.data.batching import padded_batch
+
     encoded = [reply_token_ids(tokenizer, p, r, max_length) for p, r in zip(prompts, replies, strict=True)]
     sums, counts = np.zeros(len(encoded)), np.zeros(len(encoded), dtype=int)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
@@ -72,14 +74,11 @@ def reply_log_probs(model, tokenizer, prompts: list[list[dict]], replies: list[s
     with torch.no_grad(), tqdm(total=len(order), desc=desc, unit="row", leave=False) as bar:
         for begin in range(0, len(order), batch_size):
             batch = order[begin:begin + batch_size]
-            width = max(len(encoded[i][0]) for i in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            scored = torch.zeros((len(batch), width), dtype=torch.bool)
+            padded = padded_batch([encoded[i][0] for i in batch], pad)
+            ids, mask = padded["input_ids"], padded["attention_mask"]
+            scored = torch.zeros(ids.shape, dtype=torch.bool)
             for row, index in enumerate(batch):
                 tokens, start = encoded[index]
-                ids[row, :len(tokens)] = torch.tensor(tokens)
-                mask[row, :len(tokens)] = 1
                 scored[row, start:len(tokens)] = True
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].float()
             targets = ids[:, 1:].to(device)
@@ -134,7 +133,7 @@ def evaluate_preference_run(config: RunConfig, run: RunDir, data_file: str | Non
     device = pick_device(config.model.device)
     dtype = pick_dtype(device, config.model.dtype)
     base_path = resolve_model(config.model.name, console_print)
-    heldout, heldout_name = heldout_rows(config, run, data_file)
+    heldout, heldout_name = heldout_examples(config, run, data_file, preference_file_format(config))
     evaluate = config.evaluate
     beta = config.train.preference.beta
     scored_pairs = evaluate.max_pairs or evaluate.max_samples
@@ -196,7 +195,7 @@ def evaluate_preference_run(config: RunConfig, run: RunDir, data_file: str | Non
                                   np.array([len(r.split()) for r in tuned["replies"]], dtype=float))
         per_row["kl_from_base"] = (np.zeros(len(prompts)), tuned["tuned_reply_logp"] - baseline["tuned_reply_logp"])
         if evaluate.reward_model:
-            from tuneloop.evaluate.reward_model import load_reward_scorer
+            from tuneloop.models.reward_scorer import load_reward_scorer
 
             scorer = load_reward_scorer(evaluate.reward_model, device=device, max_length=max_length)
             per_row["reward_score"] = (np.asarray(scorer.score(prompts, baseline["replies"])),
@@ -262,16 +261,6 @@ def base_model(run: RunDir, tuned_model, base_path: str, dtype, device: str):
         gc.collect()
 
 
-def heldout_rows(config: RunConfig, run: RunDir, data_file: str | None) -> tuple[list[dict], str]:
-    """The rows to score: data_file if given, else the test split, else validation (which early stopping saw)."""
-    if data_file:
-        return load_examples(data_file, config.data.format if config.data.format in ("preference", "unpaired")
-                             else "auto", config.data.skip_invalid).examples, str(data_file)
-    if run.split("test").is_file():
-        return read_jsonl(run.split("test")), "test"
-    return read_jsonl(run.split("validation")), "validation (seen by early stopping; add data.test_file)"
-
-
 def _unique_prompts(rows: list[dict]) -> list[list[dict]]:
     seen, prompts = set(), []
     for row in rows:
@@ -287,3 +276,9 @@ def _first_row_per_prompt(rows: list[dict], prompts: list[list[dict]]) -> list[d
     for row in rows:
         first.setdefault(repr(row["prompt"]), row)
     return [first[repr(p)] for p in prompts]
+
+
+def preference_file_format(config: RunConfig) -> str:
+    """How to read an explicit held-out file of a preference run: as data.format when that is a preference
+    format, else by detection (a KTO run trained on unpaired rows may be scored on pairs)."""
+    return config.data.format if config.data.format in ("preference", "unpaired") else "auto"

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
+from tuneloop.data.text_match import contains_answer
 from tuneloop.errors import TuneloopError
 from tuneloop.evaluate.judge import JUDGE_FILE
-from tuneloop.evaluate.metrics import contains_answer
 from tuneloop.workspace import RunDir, read_json, read_jsonl, write_text
 
 REVIEW_FILE = "review.html"

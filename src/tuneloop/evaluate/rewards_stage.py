@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import gc
 
-from tuneloop.config import RunConfig
-from tuneloop.data.prepare import load_examples
-from tuneloop.evaluate.generate import generate_replies
+from tuneloop.config.schema import RunConfig
+from tuneloop.evaluate.heldout import heldout_examples
 from tuneloop.evaluate.stats import bootstrap_interval, compare
 from tuneloop.models.device import pick_device, pick_dtype
+from tuneloop.models.generate import generate_replies
 from tuneloop.models.load import load_generator, load_tuned
 from tuneloop.models.registry import resolve_model
 from tuneloop.train.rewards import (
@@ -30,7 +30,7 @@ from tuneloop.train.rewards import (
     answer_match,
     resolve_rewards,
 )
-from tuneloop.workspace import RunDir, read_jsonl, write_json, write_jsonl
+from tuneloop.workspace import RunDir, write_json, write_jsonl
 
 BINARY_METRICS = ("accuracy",)
 
@@ -40,7 +40,8 @@ def evaluate_grpo(config: RunConfig, run: RunDir, data_file: str | None = None, 
     dtype = pick_dtype(device, config.model.dtype)
     base_path = resolve_model(config.model.name, console_print)
     rewards = resolve_rewards(config.train.rewards) if config.train.rewards else []
-    rows, split = _heldout_rows(config, run, data_file)
+    rows, split = heldout_examples(config, run, data_file, "prompt_only",
+                                   "validation (not trained on; add data.test_file for a fixed set)")
     rows = rows[: config.evaluate.max_samples]
     answer_column, answer_pattern = _answer_check(rewards, rows)
 
@@ -137,14 +138,6 @@ def _answer_check(rewards: list[RewardFunction], rows: list[dict]) -> tuple[str 
         if reward.function is answer_match:
             return reward.options.get("column", DEFAULT_ANSWER_COLUMN), reward.options.get("pattern")
     return (DEFAULT_ANSWER_COLUMN if any(DEFAULT_ANSWER_COLUMN in row for row in rows) else None), None
-
-
-def _heldout_rows(config: RunConfig, run: RunDir, data_file: str | None) -> tuple[list[dict], str]:
-    if data_file:
-        return load_examples(data_file, "prompt_only", config.data.skip_invalid).examples, str(data_file)
-    if run.split("test").is_file():
-        return read_jsonl(run.split("test")), "test"
-    return read_jsonl(run.split("validation")), "validation (not trained on; add data.test_file for a fixed set)"
 
 
 def _mean(values: list[float]) -> float:

@@ -20,12 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from tuneloop.config import EvaluateConfig, SafetyConfig
-from tuneloop.data.load import BadRow, read_rows
+from tuneloop.config.schema import EvaluateConfig, SafetyConfig
+from tuneloop.data.load import read_rows
 from tuneloop.data.preference_rows import hh_turns, is_hh_transcript, prompt_messages
+from tuneloop.data.rows import BadRow
 from tuneloop.errors import DataError
-from tuneloop.evaluate.generate import generate_replies
 from tuneloop.evaluate.stats import SIGNIFICANCE_LEVEL, bootstrap_interval, compare
+from tuneloop.models.generate import generate_replies
 
 
 def safety_prompts(path: str | Path, limit: int) -> list[list[dict]]:
@@ -79,7 +80,7 @@ class SafetyGate:
                                                self.evaluate.batch_size, desc=f"safety {label}")
 
     def verdict(self, device: str, console_print=print) -> dict:
-        from tuneloop.evaluate.reward_model import load_reward_scorer
+        from tuneloop.models.reward_scorer import load_reward_scorer
 
         scorer = load_reward_scorer(self.config.scorer, device=device)
         scores = {label: np.asarray(scorer.score(self.prompts, replies)) for label, replies in self.replies.items()}

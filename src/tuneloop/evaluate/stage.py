@@ -19,22 +19,22 @@ plain-text runs to `tuneloop.evaluate.perplexity`. evaluate.general_text adds ge
 from __future__ import annotations
 
 import gc
-from pathlib import Path
 
-from tuneloop.config import RunConfig, generation_metrics
+from tuneloop.config.schema import RunConfig, generation_metrics
 from tuneloop.data.encode import encode_examples, render_prompt
 from tuneloop.data.pairs import encode_pairs, source_text
-from tuneloop.data.prepare import load_examples
 from tuneloop.evaluate.drift import add_drift_and_guard
-from tuneloop.evaluate.generate import generate_replies
-from tuneloop.evaluate.loss import validation_loss
+from tuneloop.evaluate.forgetting import forgetting_failures, forgetting_report
+from tuneloop.evaluate.heldout import heldout_examples, score_baseline
 from tuneloop.evaluate.metrics import corpus_bleu, corpus_chrf, generation_scores, length_statistics
-from tuneloop.evaluate.multiple_choice import load_questions, score_multiple_choice
-from tuneloop.evaluate.perplexity import block_losses, general_text_blocks, perplexity_scores
+from tuneloop.evaluate.perplexity import general_text_blocks
 from tuneloop.evaluate.stats import bootstrap_interval, compare, corpus_bootstrap_interval
 from tuneloop.models.device import pick_device, pick_dtype
-from tuneloop.models.load import is_encoder_decoder, load_generator, load_tuned
+from tuneloop.models.generate import generate_replies
+from tuneloop.models.load import is_encoder_decoder, load_tuned
+from tuneloop.models.multiple_choice import load_questions, score_multiple_choice
 from tuneloop.models.registry import resolve_model
+from tuneloop.train.validation_loss import block_losses, perplexity_scores, validation_loss
 from tuneloop.workspace import RunDir, read_jsonl, write_json, write_jsonl
 
 RIGHT_OR_WRONG_METRICS = ("exact_match", "contains_answer")
@@ -73,7 +73,7 @@ def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, c
     dtype = pick_dtype(device, config.model.dtype)
     base_path = resolve_model(config.model.name, console_print)
 
-    heldout, heldout_name = _heldout_examples(config, run, data_file)
+    heldout, heldout_name = heldout_examples(config, run, data_file)
     validation = read_jsonl(run.split("validation"))
     scored = [ex for ex in heldout if "messages" in ex][: config.evaluate.max_samples]
     if not scored:
@@ -137,7 +137,7 @@ def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, c
     tuned = score(tuned_model, "tuned")
     baseline = None
     if config.evaluate.baseline:
-        baseline = _score_baseline(run, base_path, tuned_model, dtype, device, score)
+        baseline = score_baseline(run, base_path, tuned_model, dtype, device, score)
         results["baseline"] = baseline["totals"]
     results["tuned"] = tuned["totals"]
     if baseline:
@@ -181,30 +181,6 @@ def evaluate_run(config: RunConfig, run: RunDir, data_file: str | None = None, c
     return results
 
 
-def _heldout_examples(config: RunConfig, run: RunDir, data_file: str | None) -> tuple[list[dict], str]:
-    if data_file:
-        loaded = load_examples(data_file, config.data.format, config.data.skip_invalid,
-                               summary_instruction=config.data.summary_instruction)
-        return loaded.examples, str(data_file)
-    if run.split("test").is_file():
-        return read_jsonl(run.split("test")), "test"
-    return read_jsonl(run.split("validation")), "validation (seen by early stopping; add data.test_file)"
-
-
-def _score_baseline(run, base_path, tuned_model, dtype, device, score) -> dict:
-    if run.trained_weights() == run.adapter:
-        # The LoRA base is already loaded: switching the adapter off gives the untuned model exactly.
-        with tuned_model.disable_adapter():
-            return score(tuned_model, "baseline")
-    base = load_generator(base_path, dtype, device)
-    base.eval()
-    try:
-        return score(base, "baseline")
-    finally:
-        del base
-        gc.collect()
-
-
 def _intervals_and_tests(tuned: dict, baseline: dict | None, references: list[str]) -> dict:
     """95% bootstrap intervals for every generation metric, and a paired test against the baseline."""
     corpus_metrics = {"bleu": corpus_bleu, "chrf": corpus_chrf}
@@ -223,34 +199,3 @@ def _intervals_and_tests(tuned: dict, baseline: dict | None, references: list[st
             for metric, values in tuned["per_row"].items()
         }
     return found
-
-
-def forgetting_failures(results: dict, limit: float | None) -> list[str]:
-    """The failure message of each forgetting file whose accuracy fell by more than evaluate.max_forgetting."""
-    return [f"forgetting: {Path(path).name} lost {-found['change']:.1f} points of accuracy, more than "
-            f"evaluate.max_forgetting={limit}"
-            for path, found in results.get("forgetting", {}).items() if found["exceeded"]]
-
-
-def forgetting_report(tuned: dict, baseline: dict | None, limit: float | None) -> dict:
-    """Accuracy on each general-knowledge file, base vs tuned; a drop beyond the limit fails the run."""
-    report = {}
-    for path, after in tuned["forgetting"].items():
-        before = baseline["forgetting"][path] if baseline else None
-        # Per-question correctness (0/1) lets a later comparison pair runs question by question.
-        entry = {"n": after["n"], "tuned": {"acc": after["acc"], "acc_norm": after["acc_norm"],
-                                            "correct": [int(c) for c in after["correct"]]}}
-        if before:
-            change = after["acc"] - before["acc"]
-            entry.update(
-                baseline={"acc": before["acc"], "acc_norm": before["acc_norm"],
-                          "correct": [int(c) for c in before["correct"]]},
-                change=change,
-                test=compare([float(c) for c in before["correct"]], [float(c) for c in after["correct"]], binary=True),
-                limit=limit,
-                exceeded=limit is not None and -change > limit,
-            )
-        else:
-            entry.update(baseline={"acc": float("nan"), "acc_norm": float("nan")}, change=0.0, exceeded=False)
-        report[path] = entry
-    return report

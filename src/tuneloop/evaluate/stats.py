@@ -43,7 +43,7 @@ def bootstrap_interval(
         single = float(statistic(data[None, :], axis=1)[0])
         return (single, single)
     replicates = _bootstrap_replicates(data, statistic, resamples, np.random.default_rng(seed))
-    return _percentile_interval(replicates, confidence)
+    return percentile_interval(replicates, confidence)
 
 
 def _bootstrap_replicates(
@@ -58,7 +58,8 @@ def _bootstrap_replicates(
     return np.concatenate(replicates)
 
 
-def _percentile_interval(replicates: np.ndarray, confidence: float) -> tuple[float, float]:
+def percentile_interval(replicates: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The central `confidence` share of bootstrap replicates: (low, high)."""
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(replicates, [tail, 100 - tail])
     return (float(low), float(high))
@@ -92,7 +93,7 @@ def corpus_bootstrap_interval(
     for i in range(resamples):
         rows = rng.integers(0, n, size=n)
         replicates[i] = corpus_metric([predictions[r] for r in rows], [references[r] for r in rows])
-    return _percentile_interval(replicates, confidence)
+    return percentile_interval(replicates, confidence)
 
 
 def paired_bootstrap_test(
@@ -116,8 +117,8 @@ def paired_bootstrap_test(
     if differences.size == 1:
         return {"difference": observed, "low": observed, "high": observed, "p_value": 1.0}
     replicates = _bootstrap_replicates(differences, np.mean, resamples, np.random.default_rng(seed))
-    low, high = _percentile_interval(replicates, confidence)
-    return {"difference": observed, "low": low, "high": high, "p_value": _two_sided_p_value(replicates, observed)}
+    low, high = percentile_interval(replicates, confidence)
+    return {"difference": observed, "low": low, "high": high, "p_value": two_sided_p_value(replicates, observed)}
 
 
 def _paired_differences(baseline_values: Sequence[float], tuned_values: Sequence[float]) -> np.ndarray:
@@ -130,7 +131,8 @@ def _paired_differences(baseline_values: Sequence[float], tuned_values: Sequence
     return tuned - baseline
 
 
-def _two_sided_p_value(replicates: np.ndarray, observed: float) -> float:
+def two_sided_p_value(replicates: np.ndarray, observed: float) -> float:
+    """Bootstrap p-value of observed against 0: twice the share of replicates on the far side of 0."""
     if observed == 0:
         return 1.0
     crossed = replicates <= 0 if observed > 0 else replicates >= 0

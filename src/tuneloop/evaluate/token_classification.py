@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from tuneloop.data.iob import OUTSIDE
-from tuneloop.evaluate.stats import DEFAULT_CONFIDENCE, SIGNIFICANCE_LEVEL, _percentile_interval, _two_sided_p_value
+from tuneloop.evaluate.stats import DEFAULT_CONFIDENCE, SIGNIFICANCE_LEVEL, percentile_interval, two_sided_p_value
 
 SUMMARY_METRICS = ("entity_f1", "entity_precision", "entity_recall", "entity_f1_macro", "token_accuracy")
 # Resample index matrices are built in chunks of about this many entries to bound memory.
@@ -121,11 +121,11 @@ def f1_intervals(baseline_counts: list[tuple[int, int, int]], tuned_counts: list
             out.append(f1_from_counts(summed[:, 0], summed[:, 1], summed[:, 2]))
     baseline_f1, tuned_f1 = np.concatenate(baseline_f1), np.concatenate(tuned_f1)
     differences = tuned_f1 - baseline_f1
-    low, high = _percentile_interval(differences, confidence)
-    p_value = _two_sided_p_value(differences, observed)
+    low, high = percentile_interval(differences, confidence)
+    p_value = two_sided_p_value(differences, observed)
     return {
-        "intervals": {"baseline": list(_percentile_interval(baseline_f1, confidence)),
-                      "tuned": list(_percentile_interval(tuned_f1, confidence))},
+        "intervals": {"baseline": list(percentile_interval(baseline_f1, confidence)),
+                      "tuned": list(percentile_interval(tuned_f1, confidence))},
         "comparison": {"difference": observed, "low": low, "high": high, "p_value": p_value,
                        "test": "paired bootstrap", "significant": bool(p_value < SIGNIFICANCE_LEVEL)},
     }

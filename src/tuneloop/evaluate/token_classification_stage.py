@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import gc
 
-from tuneloop.config import RunConfig
-from tuneloop.evaluate.stage import _heldout_examples
+from tuneloop.config.schema import RunConfig
+from tuneloop.data.labels import check_known_types
+from tuneloop.evaluate.heldout import heldout_examples
 from tuneloop.evaluate.token_classification import (
     SUMMARY_METRICS,
     entities_text,
@@ -27,7 +28,6 @@ from tuneloop.evaluate.token_classification import (
 from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_tuned_classifier
 from tuneloop.models.registry import resolve_model
-from tuneloop.recipes.token_classify import check_known_types
 from tuneloop.workspace import RunDir, read_jsonl, write_json, write_jsonl
 
 BASELINE_KIND = "most frequent training tag per word (unseen words: O)"
@@ -40,7 +40,7 @@ def evaluate_token_classifier(config: RunConfig, run: RunDir, data_file: str | N
     model, tokenizer = load_tuned_classifier(run, resolve_model(config.model.name, console_print), dtype, device)
     tags = [model.config.id2label[i] for i in range(model.config.num_labels)]
 
-    heldout, heldout_name = _heldout_examples(config, run, data_file)
+    heldout, heldout_name = heldout_examples(config, run, data_file)
     check_known_types(heldout, tags, heldout_name.split(" ")[0])
     sentences = [row["tokens"] for row in heldout]
     gold = [row["tags"] for row in heldout]

@@ -4,7 +4,7 @@ adversarial user's lies.
 
 Everything goes through the real parts: `tuneloop serve` in a subprocess on a free loopback port, the official
 `openai` client for questions, HTTP for feedback and promotion, the store on disk, and the loop's own cycle
-(tuneloop.feedback.loop.run_cycle). The users are tuneloop.loop_demo_data's; no user sends a paraphrase used
+(tuneloop.feedback.loop.run_cycle). The users come from tuneloop.demos.loop_users; no user sends a paraphrase used
 for scoring, and the curious user's copies of the frozen test set are dropped at export.
 
     python -m tuneloop.feedback.demo [--workdir runs/loop-demo] [--quickstart runs/quickstart]
@@ -76,7 +76,7 @@ def ask(client, questions: list[tuple[str, str]], system: str, max_tokens: int =
 
 
 def contains_score(replies: list[str], answers: list[str]) -> float:
-    from tuneloop.evaluate.metrics import contains_answer
+    from tuneloop.data.text_match import contains_answer
 
     return 100 * sum(contains_answer(replies, answers)) / max(1, len(replies))
 
@@ -119,8 +119,8 @@ def play_users(client, url: str, questions, system: str) -> dict:
 
 def ensure_quickstart(run_dir: Path, console_print) -> None:
     """Train the quickstart (as `make demo` does) unless run_dir already holds a trained run."""
-    from tuneloop.config import load_config
-    from tuneloop.demo_data import write_demo_data
+    from tuneloop.config.load import load_config
+    from tuneloop.demos.quickstart import write_demo_data
     from tuneloop.stages import run_all
     from tuneloop.workspace import RunDir
 
@@ -137,9 +137,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import openai
 
-    from tuneloop.demo_data import SYSTEM_PROMPT
+    from tuneloop.demos.loop_users import adversarial_user, curious_user, helpful_users, paraphrase_rows
+    from tuneloop.demos.quickstart import SYSTEM_PROMPT
     from tuneloop.feedback.loop import LoopSettings, run_cycle
-    from tuneloop.loop_demo_data import adversarial_user, curious_user, helpful_users, paraphrase_rows
     from tuneloop.workspace import RunDir, read_jsonl, write_json
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

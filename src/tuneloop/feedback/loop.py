@@ -57,7 +57,8 @@ class LoopSettings(BaseModel):
 
 
 def load_loop_config(path: Path) -> LoopSettings:
-    from tuneloop.config import describe_error, raise_problems
+    from tuneloop.config.load import raise_problems
+    from tuneloop.config.schema import describe_error
 
     if not Path(path).is_file():
         raise ConfigError(f"{path}: no such loop config.")
@@ -79,10 +80,10 @@ def count_feedback(store_url: str, since: datetime | None) -> int:
 
 def run_cycle(settings: LoopSettings, state: dict, console_print=print) -> dict:
     """One cycle: export the feedback since the last cycle, retrain, gate, and promote a passing run."""
-    from tuneloop.feedback.commands import export_store
     from tuneloop.feedback.gate import GateRule
     from tuneloop.feedback.promote import promote, read_api_key
     from tuneloop.feedback.retrain import retrain
+    from tuneloop.feedback.store_export import export_store
 
     out = Path(settings.out)
     number = len(state["cycles"]) + 1
@@ -109,7 +110,7 @@ def run_cycle(settings: LoopSettings, state: dict, console_print=print) -> dict:
 
 def run_loop(settings: LoopSettings, console_print=print, sleep=time.sleep) -> dict:
     """Cycle whenever min_feedback new rows arrived, checking every `every` seconds, up to `cycles` cycles."""
-    from tuneloop.feedback.commands import store_url_of
+    from tuneloop.feedback.store_export import store_url_of
 
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)

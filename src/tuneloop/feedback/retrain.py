@@ -112,7 +112,7 @@ def drop_validation_copies(rows: list[dict], served: RunDir) -> tuple[list[dict]
 
 def retrain_config(served: RunDir, data: dict, out: Path, recipe: str, overrides: list[str] | None = None) -> dict:
     """The new run's raw config: the served run's, training on the feedback from the served weights."""
-    from tuneloop.config import apply_override
+    from tuneloop.config.load import apply_override
 
     raw = copy.deepcopy(yaml.safe_load(served.config.read_text(encoding="utf-8")) or {})
     raw["output_dir"] = str(out)
@@ -142,7 +142,7 @@ def retrain_config(served: RunDir, data: dict, out: Path, recipe: str, overrides
 
 def gate_checks(served: RunDir, candidate: RunDir, holdout_rows: list[dict], console_print=print) -> list[GateCheck]:
     """Score both models on the same rows: frozen test set, forgetting files, feedback slice."""
-    from tuneloop.stages import load_run_config
+    from tuneloop.config.load import load_run_config
 
     config = load_run_config(candidate)
     frozen_rows = read_jsonl(candidate.split("test")) if candidate.split("test").is_file() else []
@@ -166,11 +166,11 @@ def _score_model(run: RunDir, config, frozen_rows, frozen_metric, slice_rows, co
     import torch
 
     from tuneloop.data.encode import render_prompt
-    from tuneloop.evaluate.generate import generate_replies
     from tuneloop.evaluate.metrics import generation_scores
-    from tuneloop.evaluate.multiple_choice import load_questions, score_multiple_choice
     from tuneloop.models.device import pick_device, pick_dtype
+    from tuneloop.models.generate import generate_replies
     from tuneloop.models.load import load_tuned
+    from tuneloop.models.multiple_choice import load_questions, score_multiple_choice
     from tuneloop.models.registry import resolve_model
 
     device = pick_device(config.model.device)
@@ -201,7 +201,7 @@ def retrain(served_dir: Path, export_dir: Path, out: Path, recipe: str = "auto",
             holdout: float = 0.2, seed: int = 42, overrides: list[str] | None = None, rule: GateRule = GateRule(),
             overwrite: bool = False, console_print=print) -> dict:
     """Train the new run, gate it against the served one; returns the decision also in out/promotion.json."""
-    from tuneloop.config import validate_config
+    from tuneloop.config.load import validate_config
     from tuneloop.stages import run_all
 
     served = open_run_dir(served_dir)

@@ -1,0 +1,1 @@
+"""Models: the offline registry, loading, export, and what runs a model over batches (generation, scoring)."""

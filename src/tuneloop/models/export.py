@@ -17,12 +17,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from tuneloop.config import RunConfig
+from tuneloop.config.schema import RunConfig
+from tuneloop.data.classification_prompt import LABELS_FILE
 from tuneloop.errors import TuneloopError
 from tuneloop.models.load import load_generator, load_tokenizer, load_tuned_classifier, merged_tuned_model
+from tuneloop.models.model_card import model_card
 from tuneloop.models.registry import resolve_model
-from tuneloop.recipes.classify_generative import LABELS_FILE
-from tuneloop.report.model_card import model_card
 from tuneloop.workspace import RunDir, read_jsonl, write_text
 
 EXPORT_FORMATS = ("hf", "gguf", "ollama", "vllm")

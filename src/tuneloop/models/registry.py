@@ -11,7 +11,6 @@ model.safetensors, the tokenizer files and tuneloop_model.json (source and sha25
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tuneloop.errors import ModelError
-from tuneloop.workspace import read_json, sha256_file, write_json
+from tuneloop.workspace import cache_root, read_json, sha256_file, write_json
 
 MARKER = "tuneloop_model.json"
 
@@ -88,10 +87,6 @@ REGISTRY: dict[str, ModelSpec] = {
         ),
     )
 }
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("TUNELOOP_HOME", Path.home() / ".cache" / "tuneloop"))
 
 
 def cached_path(name: str) -> Path:

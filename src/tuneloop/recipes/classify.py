@@ -31,16 +31,14 @@ from __future__ import annotations
 
 from collections import Counter
 
-from tuneloop.config import RunConfig
-from tuneloop.errors import ConfigError, TuneloopError
+from tuneloop.config.schema import RunConfig
+from tuneloop.data.labels import check_known_labels, is_multi_label, label_set, row_labels
+from tuneloop.errors import ConfigError
 from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import is_causal_lm, load_tokenizer, quiet_transformers
 from tuneloop.models.registry import resolve_model
-from tuneloop.recipes.sft import (
-    replace_default_printing,
-    trainer_callbacks,
-)
 from tuneloop.train.arguments import common_training_arguments, uses_adapter, wrap_with_lora
+from tuneloop.train.callbacks import replace_default_printing, trainer_callbacks
 from tuneloop.train.fit import fit, resume_point, training_summary
 from tuneloop.workspace import RunDir, read_jsonl, write_json
 
@@ -132,32 +130,6 @@ def check_classifier_choice(config: RunConfig, base_path: str, multi_label: bool
     if problems:
         raise ConfigError("train.classifier='generate' cannot be used here: " + "; ".join(problems) + ".")
     return choice
-
-
-def is_multi_label(rows: list[dict]) -> bool:
-    return any(isinstance(row["label"], list) for row in rows)
-
-
-def row_labels(row: dict) -> list[str]:
-    """A row's labels as a list, whether it holds one label or several."""
-    return row["label"] if isinstance(row["label"], list) else [row["label"]]
-
-
-def label_set(rows: list[dict]) -> list[str]:
-    """Every label the rows show, sorted: the order of the classifier's outputs."""
-    return sorted({label for row in rows for label in row_labels(row)})
-
-
-def check_known_labels(rows: list[dict], labels: list[str], split: str) -> None:
-    """The head has one output per training label; a label training never showed cannot be predicted."""
-    unseen = Counter(label for row in rows for label in row_labels(row) if label not in set(labels))
-    if unseen:
-        listed = ", ".join(f"{label!r} ({count} row(s))" for label, count in sorted(unseen.items()))
-        raise TuneloopError(
-            f"data: the {split} split has label(s) the training split never shows: {listed}. The classifier "
-            "can only predict labels it trained on: add training rows for them, fix the label spelling, "
-            f"or drop those {split} rows."
-        )
 
 
 def class_weights(rows: list[dict], labels: list[str], multi_label: bool) -> list[float]:

@@ -25,23 +25,18 @@ Raises:
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-from tuneloop.config import RunConfig
+from tuneloop.config.schema import RunConfig
+from tuneloop.data.classification_prompt import LABELS_FILE, PROMPT, classification_messages, fit_texts
 from tuneloop.data.encode import encode_examples
-from tuneloop.errors import ConfigError, TuneloopError
+from tuneloop.data.labels import check_known_labels, label_set
+from tuneloop.errors import TuneloopError
 from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.registry import resolve_model
-from tuneloop.recipes.classify import check_known_labels, label_set
-from tuneloop.recipes.sft import replace_default_printing, setup_model, setup_tokenizer, trainer_callbacks
 from tuneloop.train.arguments import common_training_arguments, uses_adapter
+from tuneloop.train.callbacks import replace_default_printing, trainer_callbacks
 from tuneloop.train.fit import fit, resume_point, training_summary
+from tuneloop.train.model_setup import setup_model, setup_tokenizer
 from tuneloop.workspace import RunDir, read_jsonl, write_json
-
-LABELS_FILE = "classifier_labels.json"
-PROMPT = "Classify the text. Answer with exactly one of these labels: {labels}.\n\nText: {text}"
-MIN_TEXT_TOKENS = 8
 
 
 def train_generative_classifier(
@@ -94,45 +89,6 @@ def train_generative_classifier(
     if device == "cuda":
         torch.cuda.empty_cache()
     return summary
-
-
-def classification_messages(text: str, labels: list[str], label: str) -> list[dict]:
-    """The chat example for one row: the question with the label names and the text, answered by `label`."""
-    return [
-        {"role": "user", "content": PROMPT.format(labels=", ".join(labels), text=text)},
-        {"role": "assistant", "content": label},
-    ]
-
-
-def fit_texts(tokenizer, texts: list[str], labels: list[str], max_length: int) -> tuple[list[str], int]:
-    """The texts cut (by tokens) so prompt + text + the longest label fit in max_length, and how many were cut.
-
-    Cutting the whole rendered example instead would cut the label, the one thing the model must see.
-    """
-    longest = max(labels, key=lambda name: len(tokenizer(name, add_special_tokens=False)["input_ids"]))
-    frame = tokenizer.apply_chat_template(classification_messages("", labels, longest), tokenize=False)
-    frame_tokens = len(tokenizer(frame, add_special_tokens=False)["input_ids"])
-    room = max_length - frame_tokens - 2  # a token or two can merge differently at the text's edges
-    if room < MIN_TEXT_TOKENS:
-        raise ConfigError(
-            f"data.max_length={max_length}: the prompt with the {len(labels)} label names and the longest label "
-            f"already take {frame_tokens} tokens, leaving no room for the text. Raise data.max_length to at "
-            f"least {frame_tokens + 64}, or use train.classifier: head (no label names in the input)."
-        )
-    fitted, cut = [], 0
-    for text, ids in zip(texts, tokenizer(texts, add_special_tokens=False)["input_ids"], strict=True):
-        if len(ids) > room:
-            text, cut = tokenizer.decode(ids[:room]), cut + 1
-        fitted.append(text)
-    return fitted, cut
-
-
-def read_labels(weights: Path) -> list[str]:
-    """The label names a generative classifier was trained on, saved beside its weights."""
-    path = weights / LABELS_FILE
-    if not path.is_file():
-        raise TuneloopError(f"{weights}: no {LABELS_FILE}; this is not a generative classifier's output.")
-    return json.loads(path.read_text(encoding="utf-8"))["labels"]
 
 
 def _encode(config: RunConfig, tokenizer, rows: list[dict], labels: list[str], split: str, console_print):

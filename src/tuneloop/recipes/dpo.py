@@ -29,23 +29,18 @@ from __future__ import annotations
 
 import warnings
 
-from tuneloop.config import DPO_LOSSES, RunConfig
+from tuneloop.config.schema import DPO_LOSSES, RunConfig
 from tuneloop.errors import ConfigError
 from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_causal_lm
 from tuneloop.models.registry import resolve_model
 from tuneloop.recipes.preference_data import preference_rows
-from tuneloop.recipes.sft import (
-    interpolate_trained,
-    keep_adapter_inputs_in_compute_dtype,
-    replace_default_printing,
-    setup_tokenizer,
-    trainer_callbacks,
-)
 from tuneloop.train.arguments import common_training_arguments, trainer_lora, uses_adapter, wrap_with_lora
+from tuneloop.train.callbacks import replace_default_printing, trainer_callbacks
 from tuneloop.train.fit import fit, resume_point, training_summary
 from tuneloop.train.guard.freeze import freeze_lowest_blocks
-from tuneloop.train.guard.switches import check_guard, reset_record
+from tuneloop.train.guard.switches import check_guard, interpolate_trained, reset_record
+from tuneloop.train.model_setup import keep_adapter_inputs_in_compute_dtype, setup_tokenizer
 from tuneloop.workspace import RunDir, write_json
 
 REFERENCE_FREE = ("cpo", "simpo", "orpo")

@@ -28,14 +28,15 @@ Raises:
 
 from __future__ import annotations
 
-from tuneloop.config import RunConfig
+from tuneloop.config.schema import RunConfig
 from tuneloop.errors import ConfigError, DataError
 from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_causal_lm
 from tuneloop.models.registry import resolve_model
-from tuneloop.recipes.sft import replace_default_printing, setup_tokenizer, trainer_callbacks
 from tuneloop.train.arguments import common_training_arguments, trainer_lora, uses_adapter
+from tuneloop.train.callbacks import replace_default_printing, trainer_callbacks
 from tuneloop.train.fit import fit, resume_point, training_summary
+from tuneloop.train.model_setup import setup_tokenizer
 from tuneloop.train.rewards import RewardFunction, resolve_rewards
 from tuneloop.workspace import RunDir, read_jsonl, write_json
 

@@ -7,7 +7,7 @@ the end ("keep_start"), which would otherwise cut the replies, the very thing be
 
 from __future__ import annotations
 
-from tuneloop.config import RunConfig
+from tuneloop.config.schema import RunConfig
 from tuneloop.data.preference_rows import unpair
 from tuneloop.errors import TuneloopError
 from tuneloop.workspace import RunDir, read_jsonl

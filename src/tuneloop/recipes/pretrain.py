@@ -26,23 +26,25 @@ Raises:
 
 from __future__ import annotations
 
-from tuneloop.config import RunConfig
+from tuneloop.config.schema import RunConfig
 from tuneloop.data.text_blocks import BlockCollator, pack_texts
-from tuneloop.evaluate.perplexity import block_losses, perplexity_scores
 from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_tokenizer
 from tuneloop.models.registry import resolve_model
-from tuneloop.recipes.sft import (
-    interpolate_trained,
-    replace_default_printing,
-    setup_kl_term,
-    setup_model,
-    trainer_callbacks,
-)
 from tuneloop.train.arguments import common_training_arguments, uses_adapter
+from tuneloop.train.callbacks import replace_default_printing, trainer_callbacks
 from tuneloop.train.fit import fit, resume_point, training_summary
 from tuneloop.train.guard.kl import kl_trainer
-from tuneloop.train.guard.switches import check_guard, guarded_train_rows, record, reset_record
+from tuneloop.train.guard.switches import (
+    check_guard,
+    guarded_train_rows,
+    interpolate_trained,
+    record,
+    reset_record,
+    setup_kl_term,
+)
+from tuneloop.train.model_setup import setup_model
+from tuneloop.train.validation_loss import block_losses, perplexity_scores
 from tuneloop.workspace import RunDir, read_jsonl, write_json
 
 

@@ -4,7 +4,7 @@ with TRL's RewardTrainer (Bradley-Terry loss: -log sigmoid(r(chosen) - r(rejecte
 Reads data/{train,validation}.jsonl (canonical pairs) and writes model/: an
 AutoModelForSequenceClassification with num_labels=1 (a LoRA adapter is merged in first, so the
 directory stands alone) and its tokenizer with the chat template used in training. Other recipes and
-the safety gate load it by run directory with tuneloop.evaluate.reward_model.load_reward_scorer.
+the safety gate load it by run directory with tuneloop.models.reward_scorer.load_reward_scorer.
 
 Features:
     - LoRA (the new head trains in full beside the adapters) or full fine-tuning (train.method).
@@ -20,14 +20,14 @@ Raises:
 
 from __future__ import annotations
 
-from tuneloop.config import RunConfig
+from tuneloop.config.schema import RunConfig
 from tuneloop.data.templates import BUILTIN, apply_template_choice
 from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_tokenizer, quiet_transformers
 from tuneloop.models.registry import resolve_model
 from tuneloop.recipes.preference_data import preference_rows
-from tuneloop.recipes.sft import replace_default_printing, trainer_callbacks
 from tuneloop.train.arguments import common_training_arguments, lora_config, uses_adapter
+from tuneloop.train.callbacks import replace_default_printing, trainer_callbacks
 from tuneloop.train.fit import fit, resume_point, training_summary
 from tuneloop.workspace import RunDir, write_json
 

@@ -24,13 +24,13 @@ Raises:
 
 from __future__ import annotations
 
-from tuneloop.config import RunConfig
+from tuneloop.config.schema import RunConfig
 from tuneloop.data.pairs import encode_pairs
 from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_seq2seq_lm, load_tokenizer
 from tuneloop.models.registry import resolve_model
-from tuneloop.recipes.sft import replace_default_printing, trainer_callbacks
 from tuneloop.train.arguments import common_training_arguments, uses_adapter, wrap_with_lora
+from tuneloop.train.callbacks import replace_default_printing, trainer_callbacks
 from tuneloop.train.fit import fit, resume_point, training_summary
 from tuneloop.workspace import RunDir, read_jsonl, write_json
 

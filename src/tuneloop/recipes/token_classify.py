@@ -32,18 +32,18 @@ Raises:
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 
-from tuneloop.config import RunConfig
-from tuneloop.data.iob import OUTSIDE, entity_types
-from tuneloop.errors import ConfigError, ModelError, TuneloopError
+from tuneloop.config.schema import RunConfig
+from tuneloop.data.iob import OUTSIDE
+from tuneloop.data.labels import check_known_types
+from tuneloop.errors import ConfigError, ModelError
 from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_tokenizer, quiet_transformers
 from tuneloop.models.registry import resolve_model
 from tuneloop.recipes.classify import HEAD_NAMES, save_classifier
-from tuneloop.recipes.sft import replace_default_printing, trainer_callbacks
 from tuneloop.train.arguments import common_training_arguments, wrap_with_lora
+from tuneloop.train.callbacks import replace_default_printing, trainer_callbacks
 from tuneloop.train.fit import fit, resume_point, training_summary
 from tuneloop.workspace import RunDir, read_jsonl, write_json
 
@@ -124,20 +124,6 @@ def tag_set(rows: list[dict]) -> list[str]:
     """O, then B- and I- of every entity type the rows show, by type: the order of the head's outputs."""
     types = sorted({tag[2:] for row in rows for tag in row["tags"] if tag != OUTSIDE})
     return [OUTSIDE] + [f"{prefix}-{kind}" for kind in types for prefix in ("B", "I")]
-
-
-def check_known_types(rows: list[dict], tags: list[str], split: str) -> None:
-    """The head has outputs only for the entity types training showed; another type could never be predicted."""
-    known = {tag[2:] for tag in tags if tag != OUTSIDE}
-    unseen = Counter(kind for row in rows for kind in entity_types(row["tags"]) if kind not in known)
-    if unseen:
-        listed = ", ".join(f"{kind!r} ({count} entit{'y' if count == 1 else 'ies'})"
-                           for kind, count in sorted(unseen.items()))
-        raise TuneloopError(
-            f"data: the {split} split tags entity type(s) the training split never shows: {listed}. The tagger "
-            f"can only predict types it trained on: add training sentences with them, fix the tag spelling, or "
-            f"drop those {split} sentences."
-        )
 
 
 def load_word_tokenizer(path: str):

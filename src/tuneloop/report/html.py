@@ -16,7 +16,7 @@ from pathlib import Path
 from tuneloop.report import plots
 from tuneloop.workspace import RunDir, read_json, read_jsonl, write_text
 
-_STYLE = """
+STYLE = """
 body{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:66rem;color:#1d232b;padding:0 1rem}
 h1{font-size:1.6rem;margin-bottom:.1rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #dde2e8}
 table{border-collapse:collapse;margin:.5rem 0}
@@ -45,7 +45,7 @@ def render_report(run: RunDir) -> str:
     config = run.config.read_text(encoding="utf-8") if run.config.is_file() else ""
     parts = [
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(run.root.name)} report</title>"
-        f"<style>{_STYLE}</style></head><body>",
+        f"<style>{STYLE}</style></head><body>",
         _header(run, metrics),
     ]
     if metrics:
@@ -160,7 +160,7 @@ def _metrics_table(metrics: dict) -> str:
             continue
         base = metrics.get("baseline", {}).get(key)
         change = "" if base is None else f"{tuned - base:+.2f}"
-        direction = "" if base is None or tuned == base else ("up" if (tuned > base) != _lower_is_better(key)
+        direction = "" if base is None or tuned == base else ("up" if (tuned > base) != lower_is_better(key)
                                                                else "down")
         test = comparison.get(key, {})
         p_value = format_p(test["p_value"]) if "p_value" in test else ""
@@ -182,7 +182,8 @@ def format_p(p_value: float, with_sign: bool = False) -> str:
     return f"= {p_value:.3g}" if with_sign else f"{p_value:.3g}"
 
 
-def _lower_is_better(key: str) -> bool:
+def lower_is_better(key: str) -> bool:
+    """Whether a fall in this metric is an improvement: losses and perplexities."""
     return key.endswith(("loss", "perplexity"))  # validation_loss, domain_perplexity, general_perplexity, ...
 
 
@@ -202,7 +203,7 @@ def _metric_chart(metrics: dict) -> str:
         (key, metrics.get("baseline", {}).get(key), value, intervals.get("baseline", {}).get(key),
          intervals.get("tuned", {}).get(key))
         for key, value in metrics.get("tuned", {}).items()
-        if key not in HIDDEN_METRICS + UNSCALED_METRICS and not _lower_is_better(key) and isinstance(value, int | float)
+        if key not in HIDDEN_METRICS + UNSCALED_METRICS and not lower_is_better(key) and isinstance(value, int | float)
     ]
     return _img(plots.metric_bars(rows), "baseline and tuned scores with 95% intervals")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
-from tuneloop.report.html import _STYLE, _lower_is_better
+from tuneloop.report.html import STYLE, lower_is_better
 from tuneloop.workspace import read_json, write_text
 
 # The first few of these that a stage measured are its headline.
@@ -31,7 +31,7 @@ def render_chain_report(root: Path) -> str:
     found = [(stage, _metrics(root / stage["run_dir"])) for stage in stages]
     parts = [
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(root.name)} multi-stage report"
-        f"</title><style>{_STYLE}</style></head><body><h1>{escape(root.name)}</h1>",
+        f"</title><style>{STYLE}</style></head><body><h1>{escape(root.name)}</h1>",
         f"<p class=muted>{len(stages)} stage(s), each starting from the one before: "
         + " → ".join(escape(stage["name"]) for stage in stages) + ". A stage's baseline is the model it started "
         "from, so each row shows what that stage changed.</p>",
@@ -74,7 +74,7 @@ def _headline_cells(metrics: dict) -> str:
     for key in keys:
         if key in baseline:
             change = tuned[key] - baseline[key]
-            better = (change < 0) == _lower_is_better(key)
+            better = (change < 0) == lower_is_better(key)
             lines.append(f"{escape(key)}: {baseline[key]:.2f} → {tuned[key]:.2f} "
                          f"<span class={'up' if better else 'down'}>({change:+.2f})</span>")
         else:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from tuneloop.errors import TuneloopError
 from tuneloop.serve import auth
 from tuneloop.serve.protocol import APIError
+from tuneloop.serve.request_body import parse, read_json
 
 
 class PromoteRequest(BaseModel):
@@ -37,12 +38,10 @@ class RollbackRequest(BaseModel):
 
 
 def add_admin_routes(app: FastAPI, state) -> None:
-    from tuneloop.serve.app import parse, read_json
-
     @app.post("/admin/promote")
     async def promote(request: Request):
         _allowed(state, request)
-        body = parse(PromoteRequest, await read_json(request, state.limits))
+        body = parse(PromoteRequest, await read_json(request, state.limits.max_body_bytes))
         current = _served(state, body.model)
         run_dir = Path(body.run_dir)
         if not run_dir.is_dir():
@@ -55,7 +54,7 @@ def add_admin_routes(app: FastAPI, state) -> None:
     @app.post("/admin/rollback")
     async def rollback(request: Request):
         _allowed(state, request)
-        body = parse(RollbackRequest, await read_json(request, state.limits))
+        body = parse(RollbackRequest, await read_json(request, state.limits.max_body_bytes))
         current = _served(state, body.model)
         history = state.history.get(body.model) or []
         if not history:

@@ -20,11 +20,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from tuneloop.errors import TuneloopError
 from tuneloop.serve import auth
+from tuneloop.serve.admin import add_admin_routes
 from tuneloop.serve.engine import Engine, Finished, GenerationRequest, TextDelta
 from tuneloop.serve.metrics import ServeMetrics
 from tuneloop.serve.protocol import (
@@ -45,6 +45,7 @@ from tuneloop.serve.protocol import (
     SamplingFields,
     Usage,
 )
+from tuneloop.serve.request_body import body_too_large, parse, read_json
 from tuneloop.serve.routing import Router, hash_user
 from tuneloop.serve.store import Store, UnknownRequest, utcnow
 
@@ -107,46 +108,11 @@ class RequestGate:
                                    "with a key from the server's --api-key-file", code="invalid_api_key")
         length = headers.get("content-length", "")
         if refusal is None and length.isdigit() and int(length) > self.state.limits.max_body_bytes:
-            refusal = _too_large(self.state.limits)
+            refusal = body_too_large(self.state.limits.max_body_bytes)
         if refusal is not None:
             response = JSONResponse(refusal.body(), status_code=refusal.status)
             return await response(scope, receive, send_with_id)
         return await self.app(scope, receive, send_with_id)
-
-
-def _too_large(limits: Limits) -> APIError:
-    return APIError(413, f"the request body is larger than {limits.max_body_bytes} bytes (--max-body-bytes); "
-                    "send a shorter prompt", code="request_too_large")
-
-
-async def read_json(request: Request, limits: Limits) -> dict:
-    """The body as a JSON object, read up to the byte limit (also for bodies sent without Content-Length)."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limits.max_body_bytes:
-            raise _too_large(limits)
-    try:
-        payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise APIError(400, f"the request body is not valid JSON ({exc}); send a JSON object",
-                       code="invalid_json") from None
-    if not isinstance(payload, dict):
-        raise APIError(400, "the request body must be a JSON object, e.g. {\"model\": ..., \"messages\": [...]}",
-                       code="invalid_json")
-    return payload
-
-
-def parse(model, payload: dict):
-    """The pydantic model of the payload, or a 400 that names the first wrong field and what it must be."""
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(part) for part in first["loc"]) or None
-        message = first["msg"].removeprefix("Value error, ")
-        more = f" (and {len(exc.errors()) - 1} more problems)" if len(exc.errors()) > 1 else ""
-        raise APIError(400, f"{param}: {message}{more}" if param else message + more, param) from None
 
 
 def create_app(state: ServeState) -> FastAPI:
@@ -185,8 +151,6 @@ def create_app(state: ServeState) -> FastAPI:
         log.error("internal error: %s: %s", type(exc).__name__, exc, exc_info=not isinstance(exc, TuneloopError))
         return JSONResponse(APIError(500, f"internal error: {exc}").body(), 500)
 
-    from tuneloop.serve.admin import add_admin_routes
-
     add_admin_routes(app, state)
 
     @app.get("/health")
@@ -219,7 +183,8 @@ def create_app(state: ServeState) -> FastAPI:
 
     @app.post("/v1/feedback", status_code=201)
     async def feedback(request: Request):
-        return await record_feedback(state, parse(FeedbackRequest, await read_json(request, state.limits)))
+        body = parse(FeedbackRequest, await read_json(request, state.limits.max_body_bytes))
+        return await record_feedback(state, body)
 
     return app
 
@@ -258,7 +223,7 @@ class _Call:
 async def answer(state: ServeState, request: Request, model, kind: str):
     call = _Call(request.state.request_id, kind, None, utcnow(), time.perf_counter())
     try:
-        call.body = parse(model, await read_json(request, state.limits))
+        call.body = parse(model, await read_json(request, state.limits.max_body_bytes))
         generation = prepare(state, call)
     except APIError as exc:
         await refuse(state, call, exc)

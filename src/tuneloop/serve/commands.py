@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated
 
@@ -60,21 +59,6 @@ def serve_command(
           say=lambda message: typer.echo(message, err=True))
 
 
-def parse_since(text: str | None) -> datetime | None:
-    """'24h', '7d', '30m' back from now, or an ISO date/time (UTC when no zone is given)."""
-    if not text:
-        return None
-    units = {"m": "minutes", "h": "hours", "d": "days"}
-    if text[-1:] in units and text[:-1].isdigit():
-        return datetime.now(timezone.utc) - timedelta(**{units[text[-1]]: int(text[:-1])})
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(f"--since {text!r}: write a duration back from now (30m, 24h, 7d) or an ISO date "
-                          "(2026-01-31 or 2026-01-31T12:00)") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
 def monitor_command(
     store: Annotated[str, typer.Argument(help="The store: a SQLite file (serve.db) or a SQLAlchemy URL.")],
     out: Annotated[Path, typer.Option(help="The HTML page to write.")] = Path("monitor.html"),
@@ -84,7 +68,7 @@ def monitor_command(
 ) -> None:
     """Write a monitoring page: traffic, latency, errors, feedback per variant with a test, drift, PII."""
     from tuneloop.serve.monitor import write_monitor
-    from tuneloop.serve.store import store_url
+    from tuneloop.serve.store import parse_since, store_url
 
     if "://" not in store and not Path(store).is_file():
         raise ConfigError(f"{store}: no such store file; pass the serve.db the server wrote, or a database URL")

@@ -28,20 +28,9 @@ import torch
 from tuneloop.errors import ModelError
 from tuneloop.serve import decode
 from tuneloop.serve.engine import Finished, GenerationRequest, LoadedModel, TextDelta
+from tuneloop.serve.run_weights import RunWeights, read_run
 
 log = logging.getLogger("tuneloop.serve")
-
-
-@dataclass
-class RunWeights:
-    """Where a run's weights are and how to load them (read from the run directory by routing.read_run)."""
-
-    run_dir: Path
-    base: str
-    adapter: Path | None
-    full_model: Path | None
-    dtype: torch.dtype
-    device: str
 
 
 @dataclass
@@ -133,8 +122,6 @@ class LocalEngine:
         return _Group(model, peft, device, int(pad or 0), int(context))
 
     async def load(self, model_id: str, run_dir: Path) -> LoadedModel:
-        from tuneloop.serve.routing import read_run
-
         weights = read_run(run_dir, self.device, self.dtype)
 
         def locked_add() -> LoadedModel:

@@ -57,7 +57,7 @@ class ProxyEngine:
     async def load(self, model_id: str, run_dir: Path) -> LoadedModel:
         """Record that model_id now answers from run_dir; loading the weights is the upstream's job."""
         from tuneloop.serve.local_engine import weights_version
-        from tuneloop.serve.routing import read_run
+        from tuneloop.serve.run_weights import read_run
 
         weights = read_run(run_dir)
         source = weights.adapter or weights.full_model

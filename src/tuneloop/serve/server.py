@@ -10,7 +10,8 @@ from pathlib import Path
 from tuneloop.errors import ConfigError
 from tuneloop.serve import auth
 from tuneloop.serve.app import Limits, ServeState, create_app
-from tuneloop.serve.routing import Router, plan_models, read_run
+from tuneloop.serve.routing import Router, plan_models
+from tuneloop.serve.run_weights import read_run
 from tuneloop.serve.store import Store, store_url
 
 

@@ -11,7 +11,7 @@ server runs with --store-raw. The next stage of the loop (feedback export) reads
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event, select
@@ -208,3 +208,18 @@ def _as_dict(row) -> dict:
         if isinstance(value, datetime) and value.tzinfo is None:
             values[key] = value.replace(tzinfo=timezone.utc)
     return values
+
+
+def parse_since(text: str | None) -> datetime | None:
+    """'24h', '7d', '30m' back from now, or an ISO date/time (UTC when no zone is given)."""
+    if not text:
+        return None
+    units = {"m": "minutes", "h": "hours", "d": "days"}
+    if text[-1:] in units and text[:-1].isdigit():
+        return datetime.now(timezone.utc) - timedelta(**{units[text[-1]]: int(text[:-1])})
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"--since {text!r}: write a duration back from now (30m, 24h, 7d) or an ISO date "
+                          "(2026-01-31 or 2026-01-31T12:00)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

@@ -1,0 +1,1 @@
+"""Shared training pieces: Trainer arguments, the fit loop, callbacks, the fast path, model setup, guards, rewards."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from tuneloop.config import RunConfig
+from tuneloop.config.schema import RunConfig
 from tuneloop.workspace import RunDir
 
 

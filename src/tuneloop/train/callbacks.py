@@ -1,4 +1,5 @@
-"""Trainer callbacks: a progress bar with ETA, loss and tokens/s; a JSONL log; a clean stop on Ctrl-C."""
+"""Trainer callbacks: a progress bar with ETA, loss and tokens/s; a JSONL log; a clean stop on Ctrl-C; the set
+every recipe installs (trainer_callbacks), in place of transformers' own printing."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
+
+from tuneloop.config.schema import RunConfig
+from tuneloop.train.memory_trim import MemoryTrimCallback
+from tuneloop.workspace import RunDir
 
 
 class ProgressCallback(TrainerCallback):
@@ -96,3 +101,27 @@ class GracefulInterrupt(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
         return control
+
+
+def trainer_callbacks(config: RunConfig, run: RunDir, tracker) -> list:
+    from transformers import EarlyStoppingCallback
+
+    from tuneloop.train.tracking import TrackingCallback
+
+    callbacks = [ProgressCallback(), JsonlLogCallback(run.train_log)]
+    if tracker is not None:
+        callbacks.append(TrackingCallback(tracker))
+        callbacks.extend(tracker.trainer_callbacks())
+    if config.train.early_stopping_patience is not None:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.train.early_stopping_patience))
+    if config.train.trim_memory_every is not None:
+        callbacks.append(MemoryTrimCallback(config.train.trim_memory_every))
+    return callbacks
+
+
+def replace_default_printing(trainer) -> None:
+    from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_callback import ProgressCallback as HFProgress
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(HFProgress)

@@ -30,7 +30,7 @@ import shutil
 import statistics
 from collections import defaultdict
 
-from tuneloop.config import RunConfig, TrainConfig
+from tuneloop.config.schema import RunConfig, TrainConfig
 from tuneloop.errors import TuneloopError
 from tuneloop.workspace import RunDir, read_json, read_jsonl, write_json, write_jsonl
 

@@ -1,7 +1,7 @@
 """Training in several processes (one host or several) through `accelerate launch`: DDP, FSDP or DeepSpeed ZeRO.
 
 The launching process prepares the data once; each worker process then runs the same train stage on
-the run directory (`python -m tuneloop.train.worker RUN_DIR`), and Trainer shards batches across
+the run directory (`python -m tuneloop.worker RUN_DIR`), and Trainer shards batches across
 them: DDP over gloo on CPUs and NCCL on GPUs, or FSDP / DeepSpeed through one of the accelerate
 config files shipped in tuneloop/accelerate_configs (or your own). The global batch is
 train.batch_size x gradient_accumulation x processes. Only process 0 writes logs, checkpoints and weights;
@@ -66,7 +66,7 @@ def launch_command(run: RunDir, launch: Launch, resume: bool) -> list[str]:
         "--main_process_ip", launch.master_addr,
         "--main_process_port", str(launch.master_port),
         "--num_cpu_threads_per_process", str(_threads_per_process(launch.nproc)),
-        "-m", "tuneloop.train.worker", str(run.root),
+        "-m", "tuneloop.worker", str(run.root),
     ]
     return command + (["--resume"] if resume else [])
 

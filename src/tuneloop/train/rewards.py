@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuneloop.config import RewardSpec
+from tuneloop.config.schema import RewardSpec
 from tuneloop.errors import ConfigError, TuneloopError
 
 # What TRL passes to every reward function, besides the data columns.
@@ -374,7 +374,7 @@ class RewardModelReward:
 
 
 def load_scorer(model_dir: Path, device: str = "cpu"):
-    """The reward recipe's scorer for a reward run (or its model/ folder): tuneloop.evaluate.reward_model."""
-    from tuneloop.evaluate.reward_model import load_reward_scorer
+    """The reward recipe's scorer for a reward run (or its model/ folder): tuneloop.models.reward_scorer."""
+    from tuneloop.models.reward_scorer import load_reward_scorer
 
     return load_reward_scorer(str(model_dir), device=device)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from tuneloop.config import RunConfig, TrackingConfig
+from tuneloop.config.schema import RunConfig, TrackingConfig
 from tuneloop.errors import TuneloopError
 from tuneloop.workspace import RunDir, flatten, read_json, write_json
 

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from tuneloop.config import RunConfig
+from tuneloop.config.schema import RunConfig
 from tuneloop.tune.finish import finish_study
 from tuneloop.tune.study import (
     StudyInterrupted,

@@ -12,11 +12,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tuneloop.config import RunConfig, config_to_yaml, validate_config
+from tuneloop.config.load import load_run_config, validate_config
+from tuneloop.config.schema import RunConfig, config_to_yaml
+from tuneloop.config.search_space import with_values
 from tuneloop.errors import TuneloopError
-from tuneloop.stages import evaluate_stage, load_run_config, report_stage
+from tuneloop.stages import evaluate_stage, report_stage
 from tuneloop.tune.objective import record_trial, run_trial_config, trial_config
-from tuneloop.tune.space import with_values
 from tuneloop.tune.study import StudyPlan, flatten_params, open_study, redact, state_counts
 from tuneloop.workspace import RunDir, read_json, read_jsonl, write_json, write_text
 
@@ -31,7 +32,7 @@ def test_metric_for(data_format: str | None, objective_metric: str, config: RunC
         return "entity_f1"
     if data_format == "text":
         return "domain_perplexity"
-    from tuneloop.config import generation_metrics
+    from tuneloop.config.schema import generation_metrics
 
     metrics = generation_metrics(config.evaluate, data_format)
     return "rouge_l" if "rouge_l" in metrics else metrics[0]

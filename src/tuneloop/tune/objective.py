@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneloop.config import RunConfig, validate_config
+from tuneloop.config.load import validate_config
+from tuneloop.config.schema import RunConfig
+from tuneloop.config.search_space import with_values
 from tuneloop.errors import TuneloopError
 from tuneloop.stages import data_stage, evaluate_stage, open_for_run, train_stage
 from tuneloop.train.tracking import start_tracking
 from tuneloop.tune.pruning import PruningCallback, TrialTracker
-from tuneloop.tune.space import with_values
 from tuneloop.workspace import RunDir, read_json, read_jsonl, write_json
 
 

@@ -27,11 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneloop.config import RunConfig
+from tuneloop.config.schema import RunConfig
+from tuneloop.config.search_space import Param, parse_space, with_values
 from tuneloop.errors import ConfigError, TrainingInterrupted, TuneloopError
 from tuneloop.stages import data_stage, open_for_run
 from tuneloop.tune.objective import base_raw, record_trial, run_trial_config, trial_config
-from tuneloop.tune.space import Param, describe_values, grid_points, grid_size, parse_space, suggest, with_values
+from tuneloop.tune.space import describe_values, grid_points, grid_size, suggest
 from tuneloop.workspace import flatten, read_jsonl, write_json
 
 FAILURES_IN_A_ROW = 3  # then a worker stops: something is wrong with every trial, not with one

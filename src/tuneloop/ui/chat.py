@@ -41,8 +41,8 @@ class ChatModels:
             self.loaded.move_to_end(key)
             return self.loaded[key]
         from tuneloop.chat import load_chat_model
+        from tuneloop.config.load import load_run_config
         from tuneloop.models.load import quiet_transformers
-        from tuneloop.stages import load_run_config
         from tuneloop.workspace import open_run_dir
 
         quiet_transformers()

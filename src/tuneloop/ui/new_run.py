@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from tuneloop.config import RunConfig, describe_error
+from tuneloop.config.schema import RunConfig, describe_error
 from tuneloop.errors import ConfigError, DataError, TuneloopError
 from tuneloop.ui.jobs import Job, start_job, tuneloop_command, ui_dir
 from tuneloop.ui.runs import RUN_NAME

@@ -1,7 +1,7 @@
 """Replay (train.guard.replay): general examples mixed into the training rows at a stated share of examples.
 
 Sources: `files` (rows in any format tuneloop reads) and `self: N`, the base model's own greedy replies
-to the first N prompts of tuneloop.general_prompts, generated once per model and cached under
+to the first N prompts of tuneloop.data.general_prompts, generated once per model and cached under
 $TUNELOOP_HOME/self_replay/ (a copy lands in the run's guard/ folder). The replay sample is drawn once
 with the run's seed and joins the training rows for every epoch: with ratio r and T task rows it holds
 round(T * r / (1 - r)) rows, so replay is a share r of each epoch (sampled with repeats only when the
@@ -15,10 +15,10 @@ import json
 import random
 from pathlib import Path
 
+from tuneloop.data.general_prompts import PROMPT_SET_VERSION, general_prompts
 from tuneloop.data.prepare import load_examples
 from tuneloop.data.text_fields import example_text
 from tuneloop.errors import DataError
-from tuneloop.general_prompts import PROMPT_SET_VERSION, general_prompts
 from tuneloop.workspace import read_jsonl, write_jsonl
 
 
@@ -66,7 +66,7 @@ def file_rows(paths: list[str], kind: str) -> list[dict]:
 def self_replay_rows(count: int, base_path: str, tokenizer, max_new_tokens: int, kind: str, device: str, dtype,
                      batch_size: int = 16, console_print=print, copy_to: Path | None = None) -> list[dict]:
     """The base model's greedy replies to `count` built-in general prompts, from the cache when present."""
-    from tuneloop.models.registry import cache_root
+    from tuneloop.workspace import cache_root
 
     prompts = general_prompts(count)
     if len(prompts) < count:
@@ -105,7 +105,7 @@ def base_replies(base_path: str, tokenizer, prompts: list[str], max_new_tokens: 
     import gc
 
     from tuneloop.data.encode import render_prompt
-    from tuneloop.evaluate.generate import generate_replies
+    from tuneloop.models.generate import generate_replies
     from tuneloop.models.load import load_generator
 
     conversations = conversations or [[{"role": "user", "content": p}, {"role": "assistant", "content": ""}]

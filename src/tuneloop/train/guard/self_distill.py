@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 
-from tuneloop.evaluate.metrics import token_f1
+from tuneloop.data.text_match import token_f1
 
 REWRITE_REQUEST = (
     "{question}\n\nA correct answer is: \"{reference}\"\n"

@@ -1,10 +1,12 @@
 """What the recipes call to apply train.guard: the check of which switch fits which run, the guarded training
-rows (self-distillation, then replay), the record in guard.json, and the measure behind interpolate: auto."""
+rows (self-distillation, then replay), the record in guard.json, the KL term's base, and interpolation after
+training with the measure behind interpolate: auto."""
 
 from __future__ import annotations
 
-from tuneloop.config import RunConfig
+from tuneloop.config.schema import RunConfig
 from tuneloop.errors import ConfigError
+from tuneloop.train.arguments import uses_adapter
 from tuneloop.workspace import RunDir, read_json, write_json, write_jsonl
 
 GUARD_RECORD = "guard.json"
@@ -103,7 +105,7 @@ def forgetting_measure(config: RunConfig, tokenizer, validation_loss_of, device:
     evaluate = config.evaluate
     settings = config.train.guard.interpolate
     if evaluate.forgetting:
-        from tuneloop.evaluate.multiple_choice import load_questions, score_multiple_choice
+        from tuneloop.models.multiple_choice import load_questions, score_multiple_choice
 
         questions = []
         for path in evaluate.forgetting:
@@ -125,7 +127,7 @@ def forgetting_measure(config: RunConfig, tokenizer, validation_loss_of, device:
                     "forgetting": base_accuracy[0] - accuracy, "criterion": f"accuracy lost ({len(questions)} "
                     "multiple-choice questions)"}
         return measure
-    from tuneloop.evaluate.drift import document_kl, drift_documents
+    from tuneloop.train.guard.drift import document_kl, drift_documents
 
     documents = drift_documents(evaluate.drift_texts, tokenizer, config.data.max_length,
                                 min(evaluate.drift_max_documents, 16))  # their base logits are kept in memory
@@ -156,7 +158,36 @@ def _logits_by_shape(model, documents, pad_token_id):
             input_ids=ids, attention_mask=mask).logits.float()
         return logits
 
-    from tuneloop.evaluate.drift import document_kl
+    from tuneloop.train.guard.drift import document_kl
 
     document_kl(model, remember, documents, pad_token_id)
     return cache
+
+
+def setup_kl_term(trainer, config: RunConfig, base_path: str, device: str, compute_dtype) -> None:
+    """Give a kl_trainer its weight and its base: the adapter switched off, or a frozen copy (full)."""
+    from tuneloop.train.guard.kl import base_reference, frozen_copy
+    from tuneloop.train.packed_attention import register_packed_attention
+
+    trainer.guard_kl_weight = config.train.guard.kl_to_base
+    if not uses_adapter(config.train.method):
+        attention = register_packed_attention() if config.train.packing else None
+        trainer.guard_reference = base_reference(None, frozen_copy(base_path, compute_dtype, device, attention))
+
+
+def interpolate_trained(config: RunConfig, run: RunDir, model, base_path: str, tokenizer, device: str,
+                        console_print, validation_loss_of) -> None:
+    """train.guard.interpolate on the trained model (in place), recorded in guard.json."""
+    import time
+
+    from tuneloop.train.guard.interpolate import interpolate_after_training
+
+    started = time.perf_counter()
+    measure = None
+    if config.train.guard.interpolate.alpha == "auto":
+        measure = forgetting_measure(config, tokenizer, validation_loss_of, device, console_print)
+    found = interpolate_after_training(model, config.train.guard.interpolate, config.train.method, base_path,
+                                       measure, console_print)
+    found["seconds"] = round(time.perf_counter() - started, 1)
+    model.train()
+    record(run, "interpolate", found)

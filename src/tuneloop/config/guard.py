@@ -19,7 +19,7 @@ class ReplayConfig(_GuardSection):
                              "(chat, alpaca, prompt_completion, text); sampled with the run's seed.")
     self_prompts: int | None = Field(
         None, alias="self", ge=1, description="Replay the base model's own greedy replies to this many general "
-        "prompts from tuneloop's built-in prompt set (tuneloop.general_prompts), generated once and cached."
+        "prompts from tuneloop's built-in prompt set (tuneloop.data.general_prompts), generated once and cached."
     )
     ratio: float = Field(0.2, gt=0, lt=1, description="Share of the training examples of each epoch that are "
                          "replay (0.2: 1 replay row for every 4 task rows).")

@@ -5,7 +5,7 @@ its own replies while training, so the model keeps answering general requests as
 with no general dataset at hand. The prompts are composed here from our own topic and task lists
 (no third-party text), in a fixed, seeded order, so N prompts are the same N on every machine.
 
-Run ``python -m tuneloop.general_prompts [N]`` to print them, one JSON object per line.
+Run ``python -m tuneloop.data.general_prompts [N]`` to print them, one JSON object per line.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """The scripted users of the feedback-loop demo: new Brambleway facts they ask about, and an adversarial user.
 
-The quickstart (tuneloop.demo_data) teaches 30 facts about Brambleway Cycles. After it is served,
+The quickstart (tuneloop.demos.quickstart) teaches 30 facts about Brambleway Cycles. After it is served,
 the loop demo plays users who ask about facts the quickstart never taught, get wrong answers,
 and send a thumbs-down with the right answer as a correction. Retraining on that feedback must
 teach the new facts, which is then checked on *held-out paraphrases* the users never sent.
 
-Design, as in tuneloop.demo_data:
+Design, as in tuneloop.demos.quickstart:
 - Every new fact has one short, odd ``answer`` string; a reply is right when it contains it. The new
   facts obey the same rules as the quickstart's, checked together with them at import
   (``check_facts``), so no answer can score by accident on another fact's question.
@@ -25,7 +25,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuneloop.demo_data import FACTS, SYSTEM_PROMPT, Fact, check_facts
+from tuneloop.demos.quickstart import FACTS, SYSTEM_PROMPT, Fact, check_facts
 from tuneloop.workspace import write_jsonl
 
 DEFAULT_OUT_DIR = Path("examples/data/brambleway-loop")

@@ -1,6 +1,6 @@
 """Text generators for model-based work (paraphrase, back-translation, judging): a local model or an endpoint.
 
-Anything with `generate(prompts) -> replies` will do (the TextGenerator protocol); LocalGenerator runs a
+Both follow tuneloop.data.text_generator.TextGenerator (`generate(prompts) -> replies`): LocalGenerator runs a
 local chat model, OpenAIGenerator any OpenAI-compatible /chat/completions endpoint.
 """
 
@@ -9,17 +9,10 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from typing import Protocol
 
 from tuneloop.errors import DataError, ModelError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
-
-
-class TextGenerator(Protocol):
-    """Anything that answers a list of prompts with one reply each, in order."""
-
-    def generate(self, prompts: list[str]) -> list[str]: ...
 
 
 class LocalGenerator:
@@ -39,7 +32,7 @@ class LocalGenerator:
         self._tokenizer = None
 
     def generate(self, prompts: list[str]) -> list[str]:
-        from tuneloop.evaluate.generate import generate_replies
+        from tuneloop.models.generate import generate_replies
 
         model, tokenizer = self._load()
         rendered = [

@@ -11,8 +11,8 @@ import resource
 import statistics
 import time
 
-from tuneloop.config import RunConfig
-from tuneloop.data.encode import IGNORE_INDEX, encode_examples
+from tuneloop.config.schema import RunConfig
+from tuneloop.data.encode import encode_examples
 from tuneloop.data.prepare import load_examples, split_validation
 
 CALIBRATION_STEPS = 3
@@ -23,7 +23,7 @@ def estimate_run(config: RunConfig, calibrate: bool = True, console_print=print)
 
     from tuneloop.models.device import pick_device, pick_dtype
     from tuneloop.models.registry import resolve_model
-    from tuneloop.recipes.sft import setup_model, setup_tokenizer
+    from tuneloop.train.model_setup import setup_model, setup_tokenizer
 
     base_path = resolve_model(config.model.name, console_print)
     tokenizer = setup_tokenizer(config, base_path)
@@ -96,17 +96,10 @@ def _calibrate(model, encoded, batch_size, pad_id, device, dtype, learning_rate)
 
 
 def _pad(batch: list[dict], pad_id: int, device: str) -> dict:
-    import torch
+    from tuneloop.data.batching import padded_batch
 
-    width = max(len(e["input_ids"]) for e in batch)
-    ids = torch.full((len(batch), width), pad_id)
-    labels = torch.full((len(batch), width), IGNORE_INDEX)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, example in enumerate(batch):
-        n = len(example["input_ids"])
-        ids[row, :n], labels[row, :n], mask[row, :n] = (
-            torch.tensor(example["input_ids"]), torch.tensor(example["labels"]), 1)
-    return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
+    padded = padded_batch([e["input_ids"] for e in batch], pad_id, [e["labels"] for e in batch])
+    return {key: tensor.to(device) for key, tensor in padded.items()}
 
 
 def gpu_memory_estimate(model, config: RunConfig, longest: int) -> dict:

@@ -1,12 +1,14 @@
-"""Validation loss and perplexity: mean cross-entropy per target token over held-out examples."""
+"""Validation loss and perplexity: mean cross-entropy per target token over held-out examples or packed blocks."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tuneloop.data.batching import padded_batch
 from tuneloop.data.encode import IGNORE_INDEX
 
 
@@ -25,15 +27,10 @@ def validation_loss(model, encoded: list[dict], pad_token_id: int, batch_size: i
     for start in range(0, len(order), batch_size):
         batch = [encoded[i] for i in order[start : start + batch_size]]
         width = max(len(item["input_ids"]) for item in batch)
-        input_ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
-        labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, item in enumerate(batch):
-            length = len(item["input_ids"])
-            input_ids[row, :length] = torch.tensor(item["input_ids"])
-            labels[row, :length] = torch.tensor(item["labels"])
-            attention[row, :length] = 1
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits.float()
+        padded = padded_batch([item["input_ids"] for item in batch], pad_token_id, [item["labels"] for item in batch])
+        labels = padded["labels"]
+        logits = model(input_ids=padded["input_ids"].to(device),
+                       attention_mask=padded["attention_mask"].to(device)).logits.float()
         logits = logits[:, -width:]  # prompt tuning (train.method: prompt) returns its virtual tokens' logits first
         shifted_logits, shifted_labels = logits[:, :-1], labels[:, 1:].to(device)
         loss = F.cross_entropy(
@@ -54,13 +51,11 @@ def _seq2seq_loss(model, encoded: list[dict], pad_token_id: int, batch_size: int
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
     for start in range(0, len(order), batch_size):
         batch = [encoded[i] for i in order[start : start + batch_size]]
-        sources = right_padded([item["input_ids"] for item in batch], pad_token_id)
-        attention = right_padded([[1] * len(item["input_ids"]) for item in batch], 0)
-        labels = right_padded([item["labels"] for item in batch], IGNORE_INDEX)
+        padded = padded_batch([item["input_ids"] for item in batch], pad_token_id, [item["labels"] for item in batch])
+        labels = padded["labels"]
         # The model shifts the labels right into decoder inputs itself, so logits line up with labels.
-        logits = model(
-            input_ids=sources.to(device), attention_mask=attention.to(device), labels=labels.to(device)
-        ).logits.float()
+        logits = model(input_ids=padded["input_ids"].to(device), attention_mask=padded["attention_mask"].to(device),
+                       labels=labels.to(device)).logits.float()
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.to(device).reshape(-1),
                                ignore_index=IGNORE_INDEX, reduction="sum")
         total_loss += loss.item()
@@ -69,9 +64,33 @@ def _seq2seq_loss(model, encoded: list[dict], pad_token_id: int, batch_size: int
     return {"validation_loss": mean, "perplexity": math.exp(min(mean, 50.0)), "validation_tokens": total_tokens}
 
 
-def right_padded(rows: list[list[int]], fill: int) -> torch.Tensor:
-    """The rows as one (len(rows), longest) long tensor, each row padded on the right with fill."""
-    tensor = torch.full((len(rows), max(len(row) for row in rows)), fill, dtype=torch.long)
-    for index, row in enumerate(rows):
-        tensor[index, : len(row)] = torch.tensor(row)
-    return tensor
+# Packed blocks (continued pretraining, general text): logits of batch x block x vocabulary floats are the
+# memory peak; keep a forward pass near this many tokens.
+TOKENS_PER_FORWARD = 4096
+
+
+def block_losses(model, blocks: list[list[int]], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Summed next-token cross-entropy and the number of predicted tokens of each block."""
+    device = next(model.parameters()).device
+    per_forward = max(1, min(batch_size, TOKENS_PER_FORWARD // max(len(block) for block in blocks)))
+    sums, counts = np.zeros(len(blocks)), np.zeros(len(blocks))
+    start = 0
+    with torch.inference_mode():
+        while start < len(blocks):
+            # A batch holds blocks of one length: all are full but the last, so no padding is needed.
+            end = start + 1
+            while end < len(blocks) and end - start < per_forward and len(blocks[end]) == len(blocks[start]):
+                end += 1
+            ids = torch.tensor(blocks[start:end], dtype=torch.long, device=device)
+            logits = model(input_ids=ids).logits.float()
+            losses = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1),
+                                     reduction="none").view(end - start, -1)
+            sums[start:end] = losses.sum(dim=1).cpu().numpy()
+            counts[start:end] = losses.size(1)
+            start = end
+    return sums, counts
+
+
+def perplexity_scores(sums: np.ndarray, counts: np.ndarray, name: str) -> dict[str, float]:
+    loss = float(sums.sum() / max(counts.sum(), 1))
+    return {f"{name}_perplexity": math.exp(min(loss, 50.0)), f"{name}_loss": loss}

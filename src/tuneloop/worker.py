@@ -1,4 +1,4 @@
-"""One training process of a multi-process run: `python -m tuneloop.train.worker RUN_DIR [--resume]` (see launch.py)."""
+"""One training process of a multi-process run: `python -m tuneloop.worker RUN_DIR [--resume]` (train/launch.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from tuneloop.errors import TuneloopError
 
 
 def main(argv: list[str]) -> int:
-    from tuneloop.stages import load_run_config, train_stage
+    from tuneloop.config.load import load_run_config
+    from tuneloop.stages import train_stage
     from tuneloop.workspace import RunDir
 
     run = RunDir(Path(argv[0]))

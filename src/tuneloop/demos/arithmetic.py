@@ -12,7 +12,7 @@ Train and test problems are disjoint: each problem is keyed by its template and 
 lands on one side only, so a held-out problem is never a reworded training problem with the same
 numbers. The generator is seeded: the same seed writes the same files.
 
-Run ``python -m tuneloop.grpo_demo_data [OUT_DIR] [--train N] [--test N] [--seed S]`` to write
+Run ``python -m tuneloop.demos.arithmetic [OUT_DIR] [--train N] [--test N] [--seed S]`` to write
 ``train.jsonl`` and ``test.jsonl`` (default ``examples/data/arithmetic``).
 """
 

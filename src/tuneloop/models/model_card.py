@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tuneloop.config import RunConfig
+from tuneloop.config.schema import RunConfig
 from tuneloop.workspace import RunDir, read_json
 
 

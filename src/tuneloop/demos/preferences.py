@@ -1,11 +1,11 @@
 """Write the preference demo data: Brambleway Cycles answers people preferred, and ones they did not.
 
-Built from the quickstart's facts (tuneloop.demo_data): for each training question the preferred reply
+Built from the quickstart's facts (tuneloop.demos.quickstart): for each training question the preferred reply
 is the correct, courteous policy statement; the rejected reply is one of our own unhelpful replies
 (a brush-off, a guess at another policy, a rude redirect). The held-out pairs use the paraphrased
 test questions, so no test prompt is seen in training.
 
-    python -m tuneloop.demo_preferences [OUT_DIR]   # default examples/data/brambleway
+    python -m tuneloop.demos.preferences [OUT_DIR]   # default examples/data/brambleway
 
 writes preferences.jsonl (pairs, for dpo/cpo/simpo/orpo and reward), preferences_test.jsonl (held-out
 pairs) and feedback.jsonl (unpaired thumbs up/down rows, for kto: each prompt gets one verdict, as a
@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tuneloop.demo_data import DEFAULT_OUT_DIR, FACTS, SYSTEM_PROMPT
+from tuneloop.demos.quickstart import DEFAULT_OUT_DIR, FACTS, SYSTEM_PROMPT
 from tuneloop.workspace import write_jsonl
 
 # Our own unhelpful replies: what a careless assistant says instead of the policy.

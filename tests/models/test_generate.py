@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tuneloop.evaluate.generate import generate_replies
+from tuneloop.models.generate import generate_replies
 
 
 def test_batched_greedy_replies_equal_one_prompt_at_a_time(tiny_model_dir):

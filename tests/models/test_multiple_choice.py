@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from tuneloop.errors import DataError
-from tuneloop.evaluate import multiple_choice as mc
-from tuneloop.evaluate.multiple_choice import (
+from tuneloop.evaluate.bench import bench
+from tuneloop.models import multiple_choice as mc
+from tuneloop.models.multiple_choice import (
     MCQuestion,
-    bench,
     choice_loglikelihoods,
     detect_format,
     encode_pair,

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tuneloop.demo_data import demo_rows, write_demo_data
+from tuneloop.demos.quickstart import demo_rows, write_demo_data
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "data" / "brambleway"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "data" / "brambleway"
 
 
 def test_committed_demo_files_match_the_generator(tmp_path):
     written = write_demo_data(tmp_path)
     for split, path in written.items():
         assert (EXAMPLES / f"{split}.jsonl").read_text() == path.read_text(), (
-            f"examples/data/brambleway/{split}.jsonl is stale: run `python -m tuneloop.demo_data`"
+            f"examples/data/brambleway/{split}.jsonl is stale: run `python -m tuneloop.demos.quickstart`"
         )
 
 

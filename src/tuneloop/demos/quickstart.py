@@ -18,7 +18,7 @@ Design:
   another, so a reply about the wrong fact can never score by accident.
   ``check_facts`` enforces these rules at import time.
 
-Run ``python -m tuneloop.demo_data [OUT_DIR]`` to write ``train.jsonl`` and
+Run ``python -m tuneloop.demos.quickstart [OUT_DIR]`` to write ``train.jsonl`` and
 ``test.jsonl`` (default ``examples/data/brambleway``, relative to the current
 directory).
 """

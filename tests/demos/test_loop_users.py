@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from tuneloop.demo_data import FACTS
-from tuneloop.loop_demo_data import (
+from tuneloop.demos.loop_users import (
     ADVERSARIAL_CORRECTIONS,
     NEW_FACTS,
     adversarial_user,
@@ -15,6 +14,7 @@ from tuneloop.loop_demo_data import (
     paraphrase_rows,
     write_loop_demo_data,
 )
+from tuneloop.demos.quickstart import FACTS
 
 
 def _normalize_question(text: str) -> str:

@@ -18,7 +18,6 @@ Formats (one JSON object per line; `auto` looks at the first row):
 from __future__ import annotations
 
 import re
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +26,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from tuneloop.data.load import BadRow, read_rows
+from tuneloop.data.batching import padded_batch
+from tuneloop.data.load import read_rows
+from tuneloop.data.rows import BadRow
 from tuneloop.errors import DataError
 
 FORMATS = ("arc", "hellaswag", "piqa", "mc")
@@ -316,13 +317,8 @@ def _build_requests(tokenizer, questions: list[MCQuestion], max_length: int) -> 
 def _score_batch(model, batch: list[_Request], pad_id: int, device) -> list[float]:
     """One forward pass over right-padded context+continuation; the last token is never an input."""
     inputs = [r.context_ids + r.continuation_ids[:-1] for r in batch]
-    width = max(len(ids) for ids in inputs)
-    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, ids in enumerate(inputs):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        attention[row, : len(ids)] = 1
-    logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+    padded = padded_batch(inputs, pad_id)
+    logits = model(input_ids=padded["input_ids"].to(device), attention_mask=padded["attention_mask"].to(device)).logits
     values = []
     for row, request in enumerate(batch):
         # The logits at position i predict token i+1: the continuation starts after the context.
@@ -332,55 +328,3 @@ def _score_batch(model, batch: list[_Request], pad_id: int, device) -> list[floa
         log_probs = torch.log_softmax(rows, dim=-1).gather(1, targets[:, None])
         values.append(float(log_probs.sum()))
     return values
-
-
-# ---------------------------------------------------------------- bench
-
-
-def bench(
-    model_or_run: str,
-    file: str,
-    fmt: str = "auto",
-    limit: int | None = None,
-    batch_size: int = 16,
-    device: str = "auto",
-    dtype: str = "fp32",
-) -> dict:
-    """Score a model (registry name, HF directory, hub id) or a run's tuned model on a multiple-choice file.
-
-    fp32 by default so the numbers agree with lm-eval's; `seconds` covers loading and scoring.
-    """
-    from tuneloop.models.device import pick_device, pick_dtype
-
-    started = time.perf_counter()
-    fmt = detect_format(file) if fmt == "auto" else fmt
-    questions = load_questions(file, fmt, limit)
-    device = pick_device(device)
-    model, tokenizer = _load_model(model_or_run, pick_dtype(device, dtype), device)
-    scores = score_multiple_choice(model, tokenizer, questions, batch_size)
-    return {
-        "model": model_or_run,
-        "file": str(file),
-        "format": fmt,
-        "n": scores["n"],
-        "acc": scores["acc"],
-        "acc_norm": scores["acc_norm"],
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-
-
-def _load_model(model_or_run: str, dtype: torch.dtype, device: str):
-    """The tuned model of a run directory (one with config.yaml), else the model `resolve_model` finds."""
-    from tuneloop.models.load import load_causal_lm, load_tokenizer, load_tuned
-    from tuneloop.models.registry import resolve_model
-    from tuneloop.stages import load_run_config
-    from tuneloop.workspace import open_run_dir
-
-    if (Path(model_or_run) / "config.yaml").is_file():
-        run = open_run_dir(model_or_run)
-        base_path = resolve_model(load_run_config(run).model.name)
-        return load_tuned(run, base_path, dtype, device)
-    path = resolve_model(model_or_run)
-    model = load_causal_lm(path, dtype, device)
-    model.eval()
-    return model, load_tokenizer(path)

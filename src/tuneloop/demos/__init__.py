@@ -1,0 +1,1 @@
+"""The demo data writers: quickstart (the Brambleway facts), preferences, arithmetic (GRPO) and loop_users."""
