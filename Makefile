@@ -48,8 +48,10 @@ system-deps:
 	  fi; \
 	fi
 
+# ruff, and the layering: no import circles, no import from a higher layer, no private name across modules.
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests
+	$(BIN)/python -m pytest -q tests/test_layering.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -39,8 +39,8 @@ from tuneloop.models.load import is_causal_lm, load_tokenizer, quiet_transformer
 from tuneloop.models.registry import resolve_model
 from tuneloop.train.arguments import common_training_arguments, uses_adapter, wrap_with_lora
 from tuneloop.train.callbacks import replace_default_printing, trainer_callbacks
-from tuneloop.train.fit import fit, resume_point, training_summary
-from tuneloop.workspace import RunDir, read_jsonl, write_json
+from tuneloop.train.fit import finish_training, fit, release_memory, resume_point
+from tuneloop.workspace import RunDir, read_jsonl
 
 # The usual names of a classification head; PEFT trains these in full next to the LoRA layers.
 HEAD_NAMES = ["classifier", "score"]
@@ -48,7 +48,6 @@ HEAD_NAMES = ["classifier", "score"]
 
 def train_classifier(config: RunConfig, run: RunDir, resume: bool = False, console_print=print, tracker=None) -> dict:
     """Train and save; return the summary also written to train_summary.json."""
-    import torch
     from transformers import DataCollatorWithPadding, Trainer, set_seed
 
     set_seed(config.seed)
@@ -97,17 +96,12 @@ def train_classifier(config: RunConfig, run: RunDir, resume: bool = False, conso
         + (f", resuming from {checkpoint.name}" if checkpoint else "")
     )
     result, elapsed = fit(trainer, run, checkpoint)
-    main_process = trainer.is_world_process_zero()  # in a multi-process run, process 0 alone writes
-    if main_process:
-        save_classifier(config, run, trainer, tokenizer)
-    summary = training_summary(trainer, result, elapsed, model, config.train.method, device, compute_dtype)
-    summary.update(task="multi-label classification" if multi_label else "classification", labels=len(labels),
-                   class_weights=config.train.class_weights, classifier="head")
-    if main_process:
-        write_json(run.root / "train_summary.json", summary)
+    summary = finish_training(trainer, tokenizer, config, run, result, elapsed, device, compute_dtype,
+                              save=lambda t: save_classifier(config, run, t, tokenizer), model=model,
+                              task="multi-label classification" if multi_label else "classification",
+                              labels=len(labels), class_weights=config.train.class_weights, classifier="head")
     del trainer, model
-    if device == "cuda":
-        torch.cuda.empty_cache()
+    release_memory(device)
     return summary
 
 

@@ -34,7 +34,7 @@ from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.registry import resolve_model
 from tuneloop.train.arguments import common_training_arguments, uses_adapter
 from tuneloop.train.callbacks import replace_default_printing, trainer_callbacks
-from tuneloop.train.fit import fit, resume_point, training_summary
+from tuneloop.train.fit import finish_training, fit, release_memory, resume_point, save_trained
 from tuneloop.train.model_setup import setup_model, setup_tokenizer
 from tuneloop.workspace import RunDir, read_jsonl, write_json
 
@@ -43,7 +43,6 @@ def train_generative_classifier(
     config: RunConfig, run: RunDir, resume: bool = False, console_print=print, tracker=None
 ) -> dict:
     """Train and save; return the summary also written to train_summary.json."""
-    import torch
     from transformers import set_seed
     from trl import SFTTrainer
 
@@ -81,13 +80,11 @@ def train_generative_classifier(
         + (f", resuming from {checkpoint.name}" if checkpoint else "")
     )
     result, elapsed = fit(trainer, run, checkpoint)
-    _save(config, run, trainer, tokenizer, labels)
-    summary = training_summary(trainer, result, elapsed, model, config.train.method, device, compute_dtype)
-    summary.update(task="classification", labels=len(labels), classifier="generate")
-    write_json(run.root / "train_summary.json", summary)
+    summary = finish_training(trainer, tokenizer, config, run, result, elapsed, device, compute_dtype,
+                              save=lambda t: _save(config, run, t, tokenizer, labels), model=model,
+                              task="classification", labels=len(labels), classifier="generate")
     del trainer, model
-    if device == "cuda":
-        torch.cuda.empty_cache()
+    release_memory(device)
     return summary
 
 
@@ -122,6 +119,5 @@ def _training_arguments(config: RunConfig, run: RunDir, device: str, compute_dty
 
 def _save(config: RunConfig, run: RunDir, trainer, tokenizer, labels: list[str]) -> None:
     target = run.adapter if uses_adapter(config.train.method) else run.model
-    trainer.model.save_pretrained(str(target))
-    tokenizer.save_pretrained(str(target))  # carries the chat template the prompts were rendered with
+    save_trained(trainer.model, tokenizer, target)  # with the chat template the prompts were rendered with
     write_json(target / LABELS_FILE, {"labels": labels, "prompt": PROMPT})

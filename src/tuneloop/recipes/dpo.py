@@ -37,11 +37,11 @@ from tuneloop.models.registry import resolve_model
 from tuneloop.recipes.preference_data import preference_rows
 from tuneloop.train.arguments import common_training_arguments, trainer_lora, uses_adapter, wrap_with_lora
 from tuneloop.train.callbacks import replace_default_printing, trainer_callbacks
-from tuneloop.train.fit import fit, resume_point, training_summary
+from tuneloop.train.fit import finish_training, fit, release_memory, resume_point
 from tuneloop.train.guard.freeze import freeze_lowest_blocks
 from tuneloop.train.guard.switches import check_guard, interpolate_trained, reset_record
 from tuneloop.train.model_setup import keep_adapter_inputs_in_compute_dtype, setup_tokenizer
-from tuneloop.workspace import RunDir, write_json
+from tuneloop.workspace import RunDir
 
 REFERENCE_FREE = ("cpo", "simpo", "orpo")
 
@@ -94,19 +94,11 @@ def train_preference(config: RunConfig, run: RunDir, resume: bool = False, conso
     if config.train.guard.interpolate is not None and trainer.is_world_process_zero():
         interpolate_trained(config, run, trainer.model, base_path, tokenizer, device, console_print,
                             lambda m, t=trainer: t.evaluate()["eval_loss"])
-    main_process = trainer.is_world_process_zero()
-    if main_process:
-        target = run.adapter if lora else run.model
-        trainer.model.save_pretrained(str(target))
-        tokenizer.save_pretrained(str(target))  # carries the chat template used in training
-    summary = training_summary(trainer, result, elapsed, trainer.model, config.train.method, device, compute_dtype)
-    summary.update(recipe=recipe, beta=config.train.preference.beta,
-                   loss=config.train.preference.loss if recipe in ("dpo", "cpo") else recipe)
-    if main_process:
-        write_json(run.root / "train_summary.json", summary)
+    summary = finish_training(trainer, tokenizer, config, run, result, elapsed, device, compute_dtype,
+                              recipe=recipe, beta=config.train.preference.beta,
+                              loss=config.train.preference.loss if recipe in ("dpo", "cpo") else recipe)
     del trainer, model
-    if device == "cuda":
-        torch.cuda.empty_cache()
+    release_memory(device)
     return summary
 
 

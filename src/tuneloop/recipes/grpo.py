@@ -35,15 +35,14 @@ from tuneloop.models.load import load_causal_lm
 from tuneloop.models.registry import resolve_model
 from tuneloop.train.arguments import common_training_arguments, trainer_lora, uses_adapter
 from tuneloop.train.callbacks import replace_default_printing, trainer_callbacks
-from tuneloop.train.fit import fit, resume_point, training_summary
+from tuneloop.train.fit import finish_training, fit, release_memory, resume_point
 from tuneloop.train.model_setup import setup_tokenizer
 from tuneloop.train.rewards import RewardFunction, resolve_rewards
-from tuneloop.workspace import RunDir, read_jsonl, write_json
+from tuneloop.workspace import RunDir, read_jsonl
 
 
 def train_grpo(config: RunConfig, run: RunDir, resume: bool = False, console_print=print, tracker=None) -> dict:
     """Train and save; return the summary also written to train_summary.json."""
-    import torch
     from transformers import set_seed
     from trl import GRPOTrainer
 
@@ -82,18 +81,10 @@ def train_grpo(config: RunConfig, run: RunDir, resume: bool = False, console_pri
         + (f", resuming from {checkpoint.name}" if checkpoint else "")
     )
     result, elapsed = fit(trainer, run, checkpoint)
-    main_process = trainer.is_world_process_zero()
-    if main_process:
-        target = run.adapter if uses_adapter(config.train.method) else run.model
-        trainer.model.save_pretrained(str(target))
-        tokenizer.save_pretrained(str(target))  # carries the chat template used in training
-    summary = training_summary(trainer, result, elapsed, trainer.model, config.train.method, device, compute_dtype)
-    summary.update(recipe="grpo", rewards=[r.name for r in rewards], **_reward_curve_summary(run))
-    if main_process:
-        write_json(run.root / "train_summary.json", summary)
+    summary = finish_training(trainer, tokenizer, config, run, result, elapsed, device, compute_dtype,
+                              recipe="grpo", rewards=[r.name for r in rewards], **_reward_curve_summary(run))
     del trainer, model
-    if device == "cuda":
-        torch.cuda.empty_cache()
+    release_memory(device)
     return summary
 
 

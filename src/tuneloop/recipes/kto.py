@@ -30,11 +30,11 @@ from tuneloop.models.registry import resolve_model
 from tuneloop.recipes.preference_data import unpaired_rows
 from tuneloop.train.arguments import common_training_arguments, trainer_lora, uses_adapter
 from tuneloop.train.callbacks import replace_default_printing, trainer_callbacks
-from tuneloop.train.fit import fit, resume_point, training_summary
+from tuneloop.train.fit import finish_training, fit, resume_point
 from tuneloop.train.guard.freeze import freeze_lowest_blocks
 from tuneloop.train.guard.switches import check_guard, interpolate_trained, reset_record
 from tuneloop.train.model_setup import keep_adapter_inputs_in_compute_dtype, setup_tokenizer
-from tuneloop.workspace import RunDir, write_json
+from tuneloop.workspace import RunDir
 
 KTO_LOSSES = ("kto", "apo_zero_unpaired")
 
@@ -106,13 +106,6 @@ def train_kto(config: RunConfig, run: RunDir, resume: bool = False, console_prin
     if config.train.guard.interpolate is not None and trainer.is_world_process_zero():
         interpolate_trained(config, run, trainer.model, base_path, tokenizer, device, console_print,
                             lambda m, t=trainer: t.evaluate()["eval_loss"])
-    if trainer.is_world_process_zero():
-        target = run.adapter if lora else run.model
-        trainer.model.save_pretrained(str(target))
-        tokenizer.save_pretrained(str(target))
-    summary = training_summary(trainer, result, elapsed, trainer.model, config.train.method, device, compute_dtype)
-    summary.update(recipe="kto", loss=loss, beta=preference.beta, desirable_rows=good,
-                   undesirable_rows=len(splits["train"]) - good)
-    if trainer.is_world_process_zero():
-        write_json(run.root / "train_summary.json", summary)
-    return summary
+    return finish_training(trainer, tokenizer, config, run, result, elapsed, device, compute_dtype,
+                           recipe="kto", loss=loss, beta=preference.beta, desirable_rows=good,
+                           undesirable_rows=len(splits["train"]) - good)

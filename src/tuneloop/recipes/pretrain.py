@@ -31,9 +31,9 @@ from tuneloop.data.text_blocks import BlockCollator, pack_texts
 from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_tokenizer
 from tuneloop.models.registry import resolve_model
-from tuneloop.train.arguments import common_training_arguments, uses_adapter
+from tuneloop.train.arguments import common_training_arguments
 from tuneloop.train.callbacks import replace_default_printing, trainer_callbacks
-from tuneloop.train.fit import fit, resume_point, training_summary
+from tuneloop.train.fit import finish_training, fit, release_memory, resume_point
 from tuneloop.train.guard.kl import kl_trainer
 from tuneloop.train.guard.switches import (
     check_guard,
@@ -45,13 +45,12 @@ from tuneloop.train.guard.switches import (
 )
 from tuneloop.train.model_setup import setup_model
 from tuneloop.train.validation_loss import block_losses, perplexity_scores
-from tuneloop.workspace import RunDir, read_jsonl, write_json
+from tuneloop.workspace import RunDir, read_jsonl
 
 
 def train_pretraining(config: RunConfig, run: RunDir, resume: bool = False, console_print=print,
                       tracker=None) -> dict:
     """Train and save; return the summary also written to train_summary.json."""
-    import torch
     from transformers import Trainer, TrainingArguments, set_seed
 
     set_seed(config.seed)
@@ -98,15 +97,10 @@ def train_pretraining(config: RunConfig, run: RunDir, resume: bool = False, cons
         interpolate_trained(config, run, trainer.model, base_path, tokenizer, device, console_print,
                             lambda m: perplexity_scores(*block_losses(m, blocks, config.train.batch_size),
                                                         "validation")["validation_loss"])
-    target = run.adapter if uses_adapter(config.train.method) else run.model
-    trainer.model.save_pretrained(str(target))
-    tokenizer.save_pretrained(str(target))
-    summary = training_summary(trainer, result, elapsed, model, config.train.method, device, compute_dtype)
-    summary.update(task="continued pretraining", packing=packing)
-    write_json(run.root / "train_summary.json", summary)
+    summary = finish_training(trainer, tokenizer, config, run, result, elapsed, device, compute_dtype, model=model,
+                              task="continued pretraining", packing=packing)
     del trainer, model
-    if device == "cuda":
-        torch.cuda.empty_cache()
+    release_memory(device)
     return summary
 
 

@@ -28,8 +28,8 @@ from tuneloop.models.registry import resolve_model
 from tuneloop.recipes.preference_data import preference_rows
 from tuneloop.train.arguments import common_training_arguments, lora_config, uses_adapter
 from tuneloop.train.callbacks import replace_default_printing, trainer_callbacks
-from tuneloop.train.fit import fit, resume_point, training_summary
-from tuneloop.workspace import RunDir, write_json
+from tuneloop.train.fit import finish_training, fit, resume_point, save_trained
+from tuneloop.workspace import RunDir
 
 
 def train_reward_model(config: RunConfig, run: RunDir, resume: bool = False, console_print=print,
@@ -87,12 +87,8 @@ def train_reward_model(config: RunConfig, run: RunDir, resume: bool = False, con
         + (f", resuming from {checkpoint.name}" if checkpoint else "")
     )
     result, elapsed = fit(trainer, run, checkpoint)
-    if trainer.is_world_process_zero():
-        trained = trainer.model.merge_and_unload() if lora else trainer.model
-        trained.save_pretrained(str(run.model))
-        tokenizer.save_pretrained(str(run.model))  # with the chat template the scores were trained on
-    summary = training_summary(trainer, result, elapsed, trainer.model, config.train.method, device, compute_dtype)
-    summary.update(recipe="reward", pairs_left_out_too_long=dropped)
-    if trainer.is_world_process_zero():
-        write_json(run.root / "train_summary.json", summary)
-    return summary
+    def save(trained):  # one model/ with any LoRA merged in, and the chat template the scores were trained on
+        save_trained(trained.model.merge_and_unload() if lora else trained.model, tokenizer, run.model)
+
+    return finish_training(trainer, tokenizer, config, run, result, elapsed, device, compute_dtype, save=save,
+                           recipe="reward", pairs_left_out_too_long=dropped)

@@ -29,15 +29,14 @@ from tuneloop.data.pairs import encode_pairs
 from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_seq2seq_lm, load_tokenizer
 from tuneloop.models.registry import resolve_model
-from tuneloop.train.arguments import common_training_arguments, uses_adapter, wrap_with_lora
+from tuneloop.train.arguments import common_training_arguments, wrap_with_lora
 from tuneloop.train.callbacks import replace_default_printing, trainer_callbacks
-from tuneloop.train.fit import fit, resume_point, training_summary
-from tuneloop.workspace import RunDir, read_jsonl, write_json
+from tuneloop.train.fit import finish_training, fit, release_memory, resume_point
+from tuneloop.workspace import RunDir, read_jsonl
 
 
 def train_seq2seq(config: RunConfig, run: RunDir, resume: bool = False, console_print=print, tracker=None) -> dict:
     """Train and save; return the summary also written to train_summary.json."""
-    import torch
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
 
     set_seed(config.seed)
@@ -70,13 +69,10 @@ def train_seq2seq(config: RunConfig, run: RunDir, resume: bool = False, console_
         + (f", resuming from {checkpoint.name}" if checkpoint else "")
     )
     result, elapsed = fit(trainer, run, checkpoint)
-    _save(config, run, trainer, tokenizer)
-    summary = training_summary(trainer, result, elapsed, model, config.train.method, device, compute_dtype)
-    summary["task"] = "seq2seq"
-    write_json(run.root / "train_summary.json", summary)
+    summary = finish_training(trainer, tokenizer, config, run, result, elapsed, device, compute_dtype, model=model,
+                              task="seq2seq")
     del trainer, model
-    if device == "cuda":
-        torch.cuda.empty_cache()
+    release_memory(device)
     return summary
 
 
@@ -105,9 +101,3 @@ def _setup_model(config: RunConfig, base_path: str, device: str):
     if config.train.method == "full":
         return model
     return wrap_with_lora(model, config, "SEQ_2_SEQ_LM")
-
-
-def _save(config: RunConfig, run: RunDir, trainer, tokenizer) -> None:
-    target = run.adapter if uses_adapter(config.train.method) else run.model
-    trainer.model.save_pretrained(str(target))
-    tokenizer.save_pretrained(str(target))

@@ -44,7 +44,7 @@ from tuneloop.train.arguments import (
 )
 from tuneloop.train.callbacks import replace_default_printing, trainer_callbacks
 from tuneloop.train.chunked_loss import install_chunked_loss, supports_chunked_loss
-from tuneloop.train.fit import fit, resume_point, training_summary
+from tuneloop.train.fit import finish_training, fit, release_memory, resume_point, save_trained
 from tuneloop.train.guard.kl import kl_trainer
 from tuneloop.train.guard.switches import (
     check_guard,
@@ -56,12 +56,11 @@ from tuneloop.train.guard.switches import (
 )
 from tuneloop.train.model_setup import INITIAL_ADAPTER, setup_model, setup_tokenizer
 from tuneloop.train.validation_loss import validation_loss
-from tuneloop.workspace import RunDir, read_jsonl, write_json
+from tuneloop.workspace import RunDir, read_jsonl
 
 
 def train_sft(config: RunConfig, run: RunDir, resume: bool = False, console_print=print, tracker=None) -> dict:
     """Train and save; return the summary also written to train_summary.json."""
-    import torch
     from transformers import set_seed
     from trl import SFTTrainer
 
@@ -115,14 +114,10 @@ def train_sft(config: RunConfig, run: RunDir, resume: bool = False, console_prin
         interpolate_trained(config, run, trainer.model, base_path, tokenizer, device, console_print,
                             lambda m: validation_loss(m, validation_rows, tokenizer.pad_token_id,
                                                       config.evaluate.batch_size)["validation_loss"])
-    if main_process:
-        _save(config, run, trainer, tokenizer)
-    summary = training_summary(trainer, result, elapsed, model, config.train.method, device, compute_dtype)
-    if main_process:
-        write_json(run.root / "train_summary.json", summary)
+    summary = finish_training(trainer, tokenizer, config, run, result, elapsed, device, compute_dtype,
+                              save=lambda t: _save(config, run, t, tokenizer), model=model)
     del trainer, model
-    if device == "cuda":
-        torch.cuda.empty_cache()
+    release_memory(device)
     return summary
 
 
@@ -192,8 +187,6 @@ def chunked_loss_trainer():
 def _save(config: RunConfig, run: RunDir, trainer, tokenizer) -> None:
     target = run.adapter if uses_adapter(config.train.method) else run.model
     initial = run.root / INITIAL_ADAPTER
-    if initial.is_dir():  # PiSSA / OLoRA: saved as the equivalent plain LoRA for the unmodified base
-        trainer.model.save_pretrained(str(target), path_initial_model_for_weight_conversion=str(initial))
-    else:
-        trainer.model.save_pretrained(str(target))
-    tokenizer.save_pretrained(str(target))  # carries the chat template used in training
+    # PiSSA / OLoRA: saved as the equivalent plain LoRA for the unmodified base
+    options = {"path_initial_model_for_weight_conversion": str(initial)} if initial.is_dir() else {}
+    save_trained(trainer.model, tokenizer, target, **options)

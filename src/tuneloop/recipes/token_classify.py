@@ -44,8 +44,8 @@ from tuneloop.models.registry import resolve_model
 from tuneloop.recipes.classify import HEAD_NAMES, save_classifier
 from tuneloop.train.arguments import common_training_arguments, wrap_with_lora
 from tuneloop.train.callbacks import replace_default_printing, trainer_callbacks
-from tuneloop.train.fit import fit, resume_point, training_summary
-from tuneloop.workspace import RunDir, read_jsonl, write_json
+from tuneloop.train.fit import finish_training, fit, release_memory, resume_point
+from tuneloop.workspace import RunDir, read_jsonl
 
 IGNORED = -100  # the label of sub-words the loss skips (continuations, [CLS], [SEP], padding)
 
@@ -62,7 +62,6 @@ class Truncation:
 def train_token_classifier(config: RunConfig, run: RunDir, resume: bool = False, console_print=print,
                            tracker=None) -> dict:
     """Train and save; return the summary also written to train_summary.json."""
-    import torch
     from transformers import DataCollatorForTokenClassification, Trainer, set_seed
 
     if config.train.class_weights:
@@ -107,16 +106,11 @@ def train_token_classifier(config: RunConfig, run: RunDir, resume: bool = False,
         + (f", resuming from {checkpoint.name}" if checkpoint else "")
     )
     result, elapsed = fit(trainer, run, checkpoint)
-    main_process = trainer.is_world_process_zero()  # in a multi-process run, process 0 alone writes
-    if main_process:
-        save_classifier(config, run, trainer, tokenizer)
-    summary = training_summary(trainer, result, elapsed, model, config.train.method, device, compute_dtype)
-    summary.update(task="token classification", labels=len(tags), entity_types=types)
-    if main_process:
-        write_json(run.root / "train_summary.json", summary)
+    summary = finish_training(trainer, tokenizer, config, run, result, elapsed, device, compute_dtype,
+                              save=lambda t: save_classifier(config, run, t, tokenizer), model=model,
+                              task="token classification", labels=len(tags), entity_types=types)
     del trainer, model
-    if device == "cuda":
-        torch.cuda.empty_cache()
+    release_memory(device)
     return summary
 
 

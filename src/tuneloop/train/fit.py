@@ -1,13 +1,19 @@
-"""Run a prepared Trainer the way every recipe does: stop cleanly on a signal, then summarize what happened."""
+"""Run a prepared Trainer the way every recipe does: stop cleanly on a signal, then save, summarize and free memory.
+
+finish_training is the one place for what every recipe does after training: process 0 saves the weights
+(save_trained: adapter/ or model/ with the tokenizer, which carries the chat template) and writes
+train_summary.json; release_memory empties the accelerator's cache once the recipe dropped its trainer.
+"""
 
 from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from tuneloop.errors import TrainingInterrupted
 from tuneloop.train.callbacks import GracefulInterrupt, ProgressCallback
-from tuneloop.workspace import RunDir, read_jsonl, write_jsonl
+from tuneloop.workspace import RunDir, read_jsonl, write_json, write_jsonl
 
 
 def resume_point(run: RunDir, resume: bool, console_print=print):
@@ -78,6 +84,45 @@ def training_summary(trainer, result, seconds: float, model, method: str, device
         "total_parameters": sum(p.numel() for p in model.parameters()),
         "peak_memory_mb": peak_memory_mb(device),
     }
+
+
+def save_trained(model, tokenizer, target: Path, **save_options) -> None:
+    """The trained model (adapter or whole) and its tokenizer, which carries the chat template used in training."""
+    model.save_pretrained(str(target), **save_options)
+    tokenizer.save_pretrained(str(target))
+
+
+def finish_training(trainer, tokenizer, config, run: RunDir, result, seconds: float, device: str, compute_dtype,
+                    save=None, model=None, **details) -> dict:
+    """Save (process 0 only), summarize and write train_summary.json; returns the summary.
+
+    save(trainer) saves the weights a recipe's own way; by default the trained model and tokenizer go to
+    adapter/ (adapter methods) or model/. model is what the summary counts parameters of (trainer.model by
+    default); details are added to the summary (task, recipe, labels, ...).
+    """
+    from tuneloop.train.arguments import uses_adapter
+
+    main_process = trainer.is_world_process_zero()  # in a multi-process run, process 0 alone writes
+    if main_process:
+        if save is not None:
+            save(trainer)
+        else:
+            target = run.adapter if uses_adapter(config.train.method) else run.model
+            save_trained(trainer.model, tokenizer, target)
+    summary = training_summary(trainer, result, seconds, model if model is not None else trainer.model,
+                               config.train.method, device, compute_dtype)
+    summary.update(details)
+    if main_process:
+        write_json(run.root / "train_summary.json", summary)
+    return summary
+
+
+def release_memory(device: str) -> None:
+    """Give the accelerator's cached memory back once the trainer and model are gone (CUDA only)."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
 
 
 def peak_memory_mb(device: str) -> float | None:
