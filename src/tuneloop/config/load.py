@@ -107,4 +107,7 @@ def raise_problems(problems: list[str], source: str) -> NoReturn:
 
 def load_run_config(run: RunDir) -> RunConfig:
     """The config a run directory was started with (its config.yaml), validated."""
+    if not run.config.is_file():
+        raise ConfigError(f"{run.root}: no config.yaml, so this is not a run directory. Give the output_dir of a "
+                          "run (`tuneloop run CONFIG` writes one).")
     return validate_config(yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}, str(run.config))
