@@ -96,6 +96,17 @@ def untrainable_format_message(data_format: str) -> str:
             f"for {data_format} data are on the roadmap; `tuneloop data audit` already checks such files.")
 
 
+def resolve_defaults(config: RunConfig, run: RunDir, console_print=print) -> RunConfig:
+    """The config with the defaults table's values for the train.* keys the user left out
+    (tuneloop.train.defaults), printed and recorded in the run directory; needs the data stage's splits."""
+    from tuneloop.train.defaults import apply_to_run
+
+    recipe = chosen_recipe(config, run.data_format())
+    if recipe is None:  # the train stage says why nothing trains on this data
+        return config
+    return apply_to_run(config, run, recipe, console_print)
+
+
 def train_stage(config: RunConfig, run: RunDir, resume: bool = False, console_print=print, tracker=None) -> dict:
     """Train with the recipe for the data's format and model: SFT for conversations, instructions and
     summaries (seq2seq when the model is an encoder-decoder), continued pretraining for plain text,
@@ -217,6 +228,7 @@ def run_all(
     if not (resume and run.split("train").is_file()):  # a resumed run keeps the splits it trained on
         # Before the tracker starts: a bad data file is reported in seconds, not after MLflow's import and set-up.
         data_stage(config, run, console_print)
+    config = resolve_defaults(config, run, console_print)
     from tuneloop.train.tracking import log_results, start_tracking  # imports the training stack: after the data
 
     tracker = start_tracking(config, run)
@@ -282,7 +294,12 @@ def _require_files(files: dict[str, str | None]) -> None:
 
 
 def _check_resumable(config: RunConfig, run: RunDir) -> None:
-    saved = flatten(load_run_config(run).model_dump(mode="json"))
+    from tuneloop.config.load import load_config
+    from tuneloop.train.defaults import GIVEN_CONFIG_FILE
+
+    given = run.root / GIVEN_CONFIG_FILE  # config.yaml also holds the defaults table's values; this the config as given
+    saved_config = load_config(given) if given.is_file() else load_run_config(run)
+    saved = flatten(saved_config.model_dump(mode="json"))
     current = flatten(config.model_dump(mode="json"))
     changed = sorted(
         key for key in saved.keys() | current.keys()

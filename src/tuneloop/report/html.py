@@ -70,6 +70,7 @@ def render_report(run: RunDir) -> str:
     parts.append(_audit(run))
     parts.append(_samples(run))
     parts.append(_training(run))
+    parts.append(_defaults(run))
     parts.append(_few_shot(run))
     parts.append(f"<h2>Config and manifest</h2><details><summary>config.yaml</summary><pre class=ex>{escape(config)}"
                  f"</pre></details>")
@@ -372,6 +373,25 @@ def _samples(run: RunDir, shown: int = 8) -> str:
     return ("<h2>Sample outputs</h2><table class=samples><tr><th>prompt</th><th>reference</th><th>baseline</th>"
             "<th>tuned</th></tr>"
             f"{''.join(cards)}</table><p class=muted>All rows: samples.jsonl; review sheet: review.html.</p>")
+
+
+def _defaults(run: RunDir) -> str:
+    """The values the defaults table chose for this run, and why (tuneloop.train.defaults), when it chose any."""
+    path = run.root / "defaults.json"
+    if not path.is_file():
+        return ""
+    found = read_json(path)
+    rows = "".join(f"<tr><td>train.{escape(c['key'])}</td><td>{escape(str(c['value']))}</td><td>{escape(c['why'])}"
+                   f"</td><td>{escape(c['benchmark'])}</td></tr>" for c in found.get("chosen", []))
+    parts = ["<h2>Defaults chosen</h2>"]
+    if rows:
+        parts.append("<p>Keys the config left out, filled from the measured defaults table:</p><table><tr><th>key"
+                     f"</th><th>value</th><th>why</th><th>chosen by</th></tr>{rows}</table>")
+    if found.get("kept"):
+        parts.append(f"<p>Kept as the config set them: {escape(', '.join('train.' + k for k in found['kept']))}.</p>")
+    if found.get("fallback"):
+        parts.append(f"<p>{escape(found['fallback'])}.</p>")
+    return "".join(parts) if len(parts) > 1 else ""
 
 
 def _few_shot(run: RunDir) -> str:

@@ -45,9 +45,11 @@ def preset_applies(preset: str, train_rows: int) -> bool:
     return preset == "few_shot" or (preset == "auto" and train_rows < FEW_SHOT_ROWS)
 
 
-def preset_settings(train: TrainConfig) -> tuple[dict, list[str]]:
+def preset_settings(train: TrainConfig, table_keys: frozenset[str] = frozenset()) -> tuple[dict, list[str]]:
     """The few-shot values of the keys the user left at their defaults, and the keys the user set (kept).
 
+    Keys the defaults table chose (table_keys, tuneloop.train.defaults) keep the table's measured value, but
+    for the epochs: cross-validation picks those, the preset only sets the upper bound it searches.
     Per-epoch evaluation (eval_every, save_every) is filled in per run, once its row count is known.
     """
     wanted = {
@@ -59,8 +61,9 @@ def preset_settings(train: TrainConfig) -> tuple[dict, list[str]]:
         # In epochs (one evaluation per epoch): stop a fold once a fifth of the search brings no progress.
         "early_stopping_patience": max(2, round(SEARCH_EPOCHS / 5)),
     }
-    explicit = sorted(key for key in wanted if key in train.model_fields_set)
-    return {key: value for key, value in wanted.items() if key not in explicit}, explicit
+    explicit = sorted(key for key in wanted if key in train.model_fields_set and key not in table_keys)
+    measured = table_keys - {"epochs"}
+    return {key: value for key, value in wanted.items() if key not in explicit and key not in measured}, explicit
 
 
 def apply_preset(config: RunConfig, run: RunDir, recipe, resume: bool = False, console_print=print) -> RunConfig:
@@ -74,7 +77,7 @@ def apply_preset(config: RunConfig, run: RunDir, recipe, resume: bool = False, c
         console_print(f"few-shot: cross-validation already done ({found['final']['epochs']:g} epoch(s)); reusing it")
         return _with_train(config, found["final"]["settings"])
 
-    settings, explicit = preset_settings(config.train)
+    settings, explicit = preset_settings(config.train, table_choices(run))
     why = "train.preset: few_shot" if config.train.preset == "few_shot" else \
         f"{len(rows)} training rows < {FEW_SHOT_ROWS} (train.preset: auto)"
     changed = {key: [getattr(config.train, key), value] for key, value in settings.items()
@@ -108,6 +111,14 @@ def apply_preset(config: RunConfig, run: RunDir, recipe, resume: bool = False, c
                   f"at {found['chosen_epochs']} epoch(s); training the final model on all {len(rows)} rows for "
                   f"{found['final']['epochs']:g} epoch(s)")
     return _with_train(config, final)
+
+
+def table_choices(run: RunDir) -> frozenset[str]:
+    """The train.* keys the defaults table set for this run (its defaults.json), which count as not set by the user."""
+    from tuneloop.train.defaults import DEFAULTS_FILE
+
+    path = run.root / DEFAULTS_FILE
+    return frozenset(choice["key"] for choice in read_json(path)["chosen"]) if path.is_file() else frozenset()
 
 
 def fold_count(rows: int) -> int:

@@ -19,7 +19,7 @@ from tuneloop.config.load import validate_config
 from tuneloop.config.schema import RunConfig
 from tuneloop.config.search_space import with_values
 from tuneloop.errors import TuneloopError
-from tuneloop.stages import data_stage, evaluate_stage, open_for_run, train_stage
+from tuneloop.stages import data_stage, evaluate_stage, open_for_run, resolve_defaults, train_stage
 from tuneloop.train.tracking import start_tracking
 from tuneloop.tune.pruning import PruningCallback, TrialTracker
 from tuneloop.workspace import RunDir, read_json, read_jsonl, write_json
@@ -34,8 +34,12 @@ class TrialOutcome:
 
 
 def base_raw(config: RunConfig) -> dict[str, Any]:
-    """The validated config as a plain mapping, without its search block: what every trial starts from."""
-    raw = config.model_dump(mode="json")
+    """The keys the config sets, as a plain mapping without its search block: what every trial starts from.
+
+    Keys left out stay out, so each trial gets the defaults table's values for them (tuneloop.train.defaults),
+    as a plain run of the config would.
+    """
+    raw = config.model_dump(mode="json", exclude_unset=True)
     raw.pop("search", None)
     return raw
 
@@ -46,7 +50,7 @@ def trial_config(base: dict, values: dict[str, Any], output_dir: Path, tracking:
     raw = with_values(base, values)
     raw["output_dir"] = str(output_dir)
     raw["data"]["test_file"] = None
-    raw["tracking"].update(tracking or {})
+    raw.setdefault("tracking", {}).update(tracking or {})
     return validate_config(raw, f"trial config ({output_dir})")
 
 
@@ -57,6 +61,7 @@ def run_trial_config(config: RunConfig, metric: str, pruning: PruningCallback | 
     tracker = TrialTracker(start_tracking(config, run), pruning)
     try:
         data_stage(config, run, console_print)
+        config = resolve_defaults(config, run, console_print)
         summary = train_stage(config, run, console_print=console_print, tracker=tracker)
         pruned_at = pruning.pruned_at if pruning is not None else None
         value = None if pruned_at is not None else objective_value(config, run, metric, console_print)

@@ -337,7 +337,7 @@ def cross_validate(plan: StudyPlan, trial, values: dict, run_dir: Path, folds: l
         raw = with_values(plan.base, values)
         raw["data"].update(train_file=str(train_path), validation_file=str(validation_path), format="auto",
                            test_size=None, max_train_examples=None, max_validation_examples=None)
-        raw["data"]["audit"]["enabled"] = False  # the pool was audited once, in cv/pool
+        raw["data"].setdefault("audit", {})["enabled"] = False  # the pool was audited once, in cv/pool
         outcome = run_trial_config(trial_config(raw, {}, run_dir / f"fold-{index}", plan.tracking), plan.metric,
                                    None, console_print)
         fold_values.append(outcome.value)
