@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from tuneloop.data.commands import data_app
-from tuneloop.errors import TuneloopError
+from tuneloop.errors import ConfigError, TuneloopError
 from tuneloop.feedback.commands import feedback_app
 from tuneloop.serve.commands import monitor_command, serve_command
 from tuneloop.ui.commands import ui_command
@@ -109,14 +109,23 @@ def run(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run in output_dir.")] = False,
     nproc: NprocOption = 1,
     accelerate_config: AccelerateConfigOption = None,
+    auto: Annotated[str | None, typer.Option(
+        "--auto", metavar="BUDGET", help="Search the keys that matter within this wall-clock budget (30m, 2h), "
+        "trial 0 being the measured defaults, then score the winner once on test (docs/defaults.md).")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the plan (defaults chosen, trainings, estimated time) and train nothing.")] = False,
 ) -> None:
     """Run data -> train -> evaluate and print the baseline-vs-tuned table (every stage of a multi-stage config;
-    --nproc: train in N processes)."""
+    --nproc: train in N processes; --auto 30m: search within a time budget)."""
     from tuneloop.config.load import read_config, validate_config
     from tuneloop.stages import run_all
     from tuneloop.train.launch import Launch
 
     raw, source = read_config(config, set_)
+    budget = auto or ((raw.get("train") or {}).get("auto") or {}).get("budget")
+    if budget is not None or dry_run:
+        _run_planned(raw, source, budget, dry_run, overwrite)
+        return
     stage_results = _run_stages(raw, source, resume, overwrite, evaluate=True)
     if stage_results is not None:
         exit_if_gates_failed(stage_results)
@@ -160,6 +169,38 @@ def train(
     )
     if "steps" in summary:
         say(f"trained {summary['steps']} steps in {summary['seconds']}s; weights in {run_dir.trained_weights()}")
+
+
+def _run_planned(raw: dict, source: str, budget: str | None, dry_run: bool, overwrite: bool) -> None:
+    """`run --auto BUDGET` (a search sized to the budget) and `run --dry-run` (the plan only)."""
+    import shutil
+
+    from tuneloop.config.load import validate_config
+    from tuneloop.multistage import is_multi_stage
+
+    if is_multi_stage(raw):
+        raise ConfigError(f"{source}: --auto and --dry-run take a single-stage config; run each stage's config alone.")
+    loaded = validate_config(raw, source)
+    if budget is None:
+        from tuneloop.stages import plan_run
+
+        plan_run(loaded, console_print=say)
+        return
+    from tuneloop.tune.auto import parse_budget, run_auto
+
+    seconds = parse_budget(budget)
+    if overwrite and not dry_run:
+        shutil.rmtree(loaded.output_dir, ignore_errors=True)
+    results = run_auto(loaded, seconds, dry_run=dry_run, console_print=say)
+    if results is None:
+        return
+    best, default = results["best"], results["default"]
+    if best.get("test") and default.get("test"):
+        metric = results["test_metric"]
+        say(f"auto: test {metric}: winner (trial {best['trial']}) {best['test']['value']:.2f}, the defaults "
+            f"(trial 0) {default['test']['value']:.2f}")
+    say(f"auto: study in {loaded.output_dir} (study.html, results.json, best.yaml); the winner's run: "
+        f"{best['run_dir']}")
 
 
 def _run_stages(raw: dict, source: str, resume: bool, overwrite: bool, evaluate: bool) -> list[dict] | None:

@@ -107,6 +107,41 @@ def resolve_defaults(config: RunConfig, run: RunDir, console_print=print) -> Run
     return apply_to_run(config, run, recipe, console_print)
 
 
+def plan_run(config: RunConfig, console_print=print) -> dict:
+    """`tuneloop run --dry-run`: the data stage and the defaults table in a scratch directory, then the trainings the
+    run would do and their estimated time; nothing is trained and output_dir is not touched."""
+    import math
+    import tempfile
+
+    from tuneloop.train.estimate import estimate_for_run
+    from tuneloop.train.few_shot import FEW_SHOT_ROWS, SEARCH_EPOCHS, fold_count, preset_applies
+    from tuneloop.workspace import read_jsonl
+
+    with tempfile.TemporaryDirectory(prefix="tuneloop-plan-") as scratch:
+        probe = config.model_copy(update={"output_dir": str(Path(scratch) / "run")})
+        run = open_for_run(probe)
+        data_stage(probe, run, console_print)
+        resolved = resolve_defaults(probe, run, console_print)
+        rows = len(read_jsonl(run.split("train")))
+        trainings, epochs = 1, resolved.train.epochs
+        if preset_applies(resolved.train.preset, rows) and chosen_recipe(resolved, run.data_format()) not in \
+                PREFERENCE_RECIPES and fold_count(rows) >= 2:
+            trainings = fold_count(rows) + 1
+            if "epochs" not in config.train.model_fields_set:  # the folds search up to this many
+                epochs = SEARCH_EPOCHS
+            console_print(f"plan: {rows} training rows < {FEW_SHOT_ROWS}: the few-shot preset cross-validates the "
+                          f"epochs with {fold_count(rows)} folds, then trains the final model: {trainings} trainings")
+        seconds, how = estimate_for_run(resolved, run, console_print)
+    plan = {"trainings": trainings, "train_rows": rows, "seconds_per_training": seconds}
+    if seconds is None:
+        console_print(f"plan: {trainings} training(s) of {rows} rows; {how}, so no time estimate before training")
+    else:
+        per = seconds * (epochs / resolved.train.epochs)
+        console_print(f"plan: {trainings} training(s), about {math.ceil(per * trainings / 60)} min at most ({how})")
+    console_print("plan: --dry-run: nothing trained")
+    return plan
+
+
 def train_stage(config: RunConfig, run: RunDir, resume: bool = False, console_print=print, tracker=None) -> dict:
     """Train with the recipe for the data's format and model: SFT for conversations, instructions and
     summaries (seq2seq when the model is an encoder-decoder), continued pretraining for plain text,

@@ -202,6 +202,12 @@ class PreferenceConfig(_Section):
         return self
 
 
+class AutoConfig(_Section):
+    """train.auto: search the keys that matter within a time budget (as `tuneloop run --auto BUDGET`)."""
+
+    budget: str = Field(..., description="Wall-clock budget with a unit: 30m, 2h, 1h30m, 900s.")
+
+
 class TrainConfig(_Section):
     """How the model is trained."""
 
@@ -264,6 +270,10 @@ class TrainConfig(_Section):
     preset: Literal["auto", "few_shot", "none"] = Field(
         "auto", description="'few_shot': safer settings for tiny data and k-fold cross-validation to pick the "
         "epochs (see tuneloop.train.few_shot); auto = few_shot when the training split has under 100 rows."
+    )
+    auto: AutoConfig | None = Field(
+        None, description="{budget: 30m}: `tuneloop run` searches the few keys that matter for this recipe within the "
+        "budget, trial 0 being the defaults table's values, and scores the winner once on test (docs/defaults.md)."
     )
     lora: LoraConfig = LoraConfig()
     grpo: GrpoConfig = GrpoConfig()

@@ -36,6 +36,8 @@ def human_count(parameters: int | None) -> str:
         return "?"
     if parameters >= 1e9:
         return f"{parameters / 1e9:.1f}B".replace(".0B", "B")
+    if parameters < 1e6:
+        return f"{round(parameters / 1e3)}K"
     return f"{round(parameters / 1e6)}M"
 
 

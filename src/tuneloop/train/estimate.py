@@ -12,6 +12,7 @@ import statistics
 import time
 
 from tuneloop.config.schema import RunConfig
+from tuneloop.workspace import RunDir
 from tuneloop.data.encode import encode_examples
 from tuneloop.data.prepare import load_examples, split_validation
 
@@ -64,6 +65,21 @@ def estimate_run(config: RunConfig, calibrate: bool = True, console_print=print)
     del model
     torch.cuda.empty_cache() if device == "cuda" else None
     return report
+
+
+def estimate_for_run(config: RunConfig, run: RunDir, console_print=print) -> tuple[float | None, str]:
+    """Training seconds of this config on a run directory's prepared splits, from a few calibrated steps, and how
+    it was found; None where the data format has no calibration here (classification, NER, text, pairs)."""
+    from tuneloop.data.formats import GENERATIVE_FORMATS
+
+    data_format = run.data_format()
+    if data_format not in GENERATIVE_FORMATS or data_format == "text":
+        return None, f"no calibration for {data_format} data"
+    probe = config.model_copy(deep=True)
+    probe.data.train_file, probe.data.validation_file = str(run.split("train")), str(run.split("validation"))
+    probe.data.format, probe.data.test_file, probe.data.test_size = "auto", None, None
+    report = estimate_run(probe, calibrate=True, console_print=lambda *_: None)
+    return float(report["estimated_training_seconds"]), f"from {CALIBRATION_STEPS} calibrated optimizer steps"
 
 
 def _calibrate(model, encoded, batch_size, pad_id, device, dtype, learning_rate) -> float:

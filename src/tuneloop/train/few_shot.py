@@ -98,6 +98,7 @@ def apply_preset(config: RunConfig, run: RunDir, recipe, resume: bool = False, c
         write_json(results_path, found)
         return _with_train(config, final)
 
+    console_print(training_plan(search, run, len(rows), folds, console_print))
     found.update(cross_validate(search, run, recipe, rows, folds, resume, console_print))
     final = {**settings, **_per_epoch(search.train, len(rows))}
     if "epochs" not in explicit and "max_steps" not in config.train.model_fields_set:
@@ -111,6 +112,22 @@ def apply_preset(config: RunConfig, run: RunDir, recipe, resume: bool = False, c
                   f"at {found['chosen_epochs']} epoch(s); training the final model on all {len(rows)} rows for "
                   f"{found['final']['epochs']:g} epoch(s)")
     return _with_train(config, final)
+
+
+def training_plan(config: RunConfig, run: RunDir, rows: int, folds: int, console_print=print) -> str:
+    """The cost before it is spent: how many trainings the preset runs, and about how long they take here."""
+    from tuneloop.train.estimate import estimate_for_run
+
+    head = (f"few-shot: {folds}-fold cross-validation, then the final model: {folds + 1} trainings of up to "
+            f"{config.train.epochs:g} epochs on {rows - rows // folds}-{rows} rows")
+    try:
+        seconds, how = estimate_for_run(config, run, console_print)
+    except Exception as exc:  # an estimate must never stop the run it describes
+        seconds, how = None, f"no estimate ({type(exc).__name__})"
+    if seconds is None:
+        return f"{head}; {how}, so the time shows as the first fold trains"
+    total = seconds * folds * (1 - 1 / folds) + seconds  # folds train on (k-1)/k of the rows, the final on all
+    return f"{head}; about {total / 60:.1f} min at most ({how}; early stopping usually ends folds sooner)"
 
 
 def table_choices(run: RunDir) -> frozenset[str]:

@@ -113,6 +113,15 @@ def winner_run_dir(plan: StudyPlan, best, console_print) -> tuple[RunDir, float 
 
 
 def default_run_dir(plan: StudyPlan, console_print) -> tuple[RunDir, float | None]:
+    """The base config trained once; with plan.default_values, the complete trial that ran those values."""
+    from optuna.trial import TrialState
+
+    if plan.default_values is not None:
+        for trial in open_study(plan).get_trials(deepcopy=False):
+            run = RunDir(Path(trial.user_attrs.get("run_dir", "")))
+            if trial.state == TrialState.COMPLETE and trial.params == plan.default_values \
+                    and run.trained_weights() is not None:
+                return run, trial.value
     return trained_once(plan, {}, plan.root / "default", console_print)
 
 

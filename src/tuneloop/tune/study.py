@@ -51,6 +51,9 @@ class StudyPlan:
     name: str
     storage_url: str
     params: list[Param]
+    # The values of the search's own baseline trial (--auto's trial 0, the defaults table's values): the finish
+    # scores that trial as "the default" instead of training the base config once more.
+    default_values: dict[str, Any] | None = None
 
     @property
     def search(self):
