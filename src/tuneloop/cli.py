@@ -196,9 +196,10 @@ def _run_planned(raw: dict, source: str, budget: str | None, dry_run: bool, over
         return
     best, default = results["best"], results["default"]
     if best.get("test") and default.get("test"):
-        metric = results["test_metric"]
-        say(f"auto: test {metric}: winner (trial {best['trial']}) {best['test']['value']:.2f}, the defaults "
-            f"(trial 0) {default['test']['value']:.2f}")
+        for metric in dict.fromkeys([results["test_metric"], "contains_answer"]):  # the headline, and facts recalled
+            if metric in best["test"].get("all", {}) and metric in default["test"].get("all", {}):
+                say(f"auto: test {metric}: winner (trial {best['trial']}) {best['test']['all'][metric]:.2f}, the "
+                    f"defaults (trial 0) {default['test']['all'][metric]:.2f}")
     say(f"auto: study in {loaded.output_dir} (study.html, results.json, best.yaml); the winner's run: "
         f"{best['run_dir']}")
 
@@ -320,6 +321,8 @@ def retrain(
                                                                  "set or a forgetting file.")] = 2.0,
     since: Annotated[str | None, typer.Option(help="Only feedback since then: 24h, 7d or an ISO date/time.")] = None,
     model: Annotated[str | None, typer.Option(help="Only requests this model id (or alias) answered.")] = None,
+    paraphrases: Annotated[int, typer.Option(min=0, help="Rewordings of each correction's question trained on too "
+                                                         "(sft; checked against the correction; 0: off).")] = 4,
     set_: SetOption = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out run.")] = False,
 ) -> None:
@@ -335,7 +338,8 @@ def retrain(
         export_dir = out.parent / f"{out.name}-feedback-export"
         export_store(feedback, export_dir, run_dir, since, model, console_print=say)
     decision = retrain_run(run_dir, export_dir, out, recipe, replay_ratio, holdout, overrides=set_,
-                           rule=GateRule(max_regression=max_regression), overwrite=overwrite, console_print=say)
+                           rule=GateRule(max_regression=max_regression), overwrite=overwrite, console_print=say,
+                           paraphrases=paraphrases)
     _print_gate(decision)
     say(f"promotion.json in {out}; promote with `tuneloop promote {out} --server URL`"
         if decision["decision"] == "promote" else f"rejected: the served run stays ({out}/promotion.json)")

@@ -11,7 +11,7 @@ from conftest import FACTS, chat_row
 from tuneloop.config.load import validate_config
 from tuneloop.errors import TuneloopError
 from tuneloop.feedback.export import Feedback, export_feedback
-from tuneloop.feedback.retrain import choose_recipe, retrain, split_feedback
+from tuneloop.feedback.retrain import PARAPHRASE_FILE, choose_recipe, prepare_data, retrain, split_feedback
 from tuneloop.stages import run_all
 from tuneloop.workspace import read_json, read_jsonl
 
@@ -33,6 +33,19 @@ def served_run(tmp_path, tiny_config):
     tiny_config["evaluate"]["max_samples"] = 4
     run, _ = run_all(validate_config(tiny_config), console_print=lambda *_: None)
     return run
+
+
+class RewordingGenerator:
+    """A TextGenerator that "paraphrases" by prefixing (or as `replies` says): enough to follow the rows."""
+
+    def __init__(self, replies: dict[str, str] | None = None) -> None:
+        self.replies = replies or {}
+
+    def generate(self, prompts: list[str]) -> list[str]:
+        from tuneloop.data.augment import PARAPHRASE_PROMPT
+
+        texts = [prompt.removeprefix(PARAPHRASE_PROMPT.format(text="")) for prompt in prompts]
+        return [self.replies.get(text, "Tell me, " + text) for text in texts]
 
 
 def feedback_items() -> list[Feedback]:
@@ -69,8 +82,10 @@ def test_retrain_continues_the_served_adapter_on_feedback_plus_replay_and_gates(
     export_feedback(feedback_items(), [], export_dir, test_rows=read_jsonl(served_run.split("test")))
     served_weights = {k: v.clone() for k, v in _adapter_tensors(served_run.adapter).items()}
 
+    said = []
     decision = retrain(served_run.root, export_dir, tmp_path / "retrained", holdout=0.25, replay_ratio=1.0,
-                       overrides=["train.epochs=2", "tracking.backend=none"], console_print=lambda *_: None)
+                       overrides=["train.epochs=2", "tracking.backend=none"], console_print=said.append,
+                       paraphrases=2, generator=RewordingGenerator())
 
     new = tmp_path / "retrained"
     config = read_json(new / "manifest.json")["config"]
@@ -81,7 +96,15 @@ def test_retrain_continues_the_served_adapter_on_feedback_plus_replay_and_gates(
     questions = lambda rows: {r["messages"][-2]["content"] for r in rows}  # noqa: E731
     assert held_out and not questions(trained) & questions(held_out)
     replayed = questions(trained) & {q for q, _, _ in FACTS}
-    assert len(replayed) >= 1 and decision["data"]["replay"] == decision["data"]["train_feedback"]
+    served_train = len(read_jsonl(served_run.split("train")))
+    assert len(replayed) >= 1 and decision["data"]["replay"] == min(served_train, decision["data"]["train_feedback"] +
+                                                                     decision["data"]["paraphrased"])
+    # Two paraphrases per training correction, none of the held-out slice.
+    assert decision["data"]["paraphrased"] == 2 * decision["data"]["train_feedback"]
+    assert sum("augmented" in row for row in trained) == decision["data"]["paraphrased"]
+    assert not any("augmented" in row for row in held_out)
+    assert read_json(new / "feedback" / PARAPHRASE_FILE)["kept"] == decision["data"]["paraphrased"]
+    assert any(line.startswith("retrain: paraphrased ") for line in said)
 
     # The served adapter is untouched; the new one started from it and moved.
     assert all(torch.equal(served_weights[k], v) for k, v in _adapter_tensors(served_run.adapter).items())
@@ -90,7 +113,11 @@ def test_retrain_continues_the_served_adapter_on_feedback_plus_replay_and_gates(
     assert any(not torch.equal(served_weights[k], new_weights[k]) for k in new_weights)
 
     saved = read_json(new / "promotion.json")
-    assert saved["decision"] in ("promote", "reject") and saved["reasons"]
+    # Two held-out rows are far too few to show a gain on: the gate says so and keeps the served run.
+    assert saved["decision"] == "reject"
+    assert any(reason.startswith(f"feedback slice of {len(held_out)} rows is too small to judge")
+               for reason in saved["reasons"])
+    assert saved["checks"]["feedback slice"]["verdict"] == "too small"
     assert set(saved["checks"]) == {"frozen test set", "feedback slice"}
     assert saved["checks"]["frozen test set"]["n"] == 4 and saved["checks"]["feedback slice"]["n"] == len(held_out)
     assert (new / "metrics.json").is_file() and (new / "report.html").is_file()
@@ -142,6 +169,10 @@ def test_the_loop_waits_for_enough_feedback_then_runs_a_gated_cycle(tmp_path, se
     assert naps == [5]
     assert len(state["cycles"]) == 1 and state["cycles"][0]["decision"] in ("promote", "reject")
     assert (tmp_path / "loop" / "cycle-1" / "promotion.json").is_file()
+    # The default: the served base model (the tiny random one here) paraphrased each training correction 4 times.
+    paraphrased = read_json(tmp_path / "loop" / "cycle-1" / "feedback" / PARAPHRASE_FILE)
+    assert "skipped" not in paraphrased and paraphrased["per_row"] == 4
+    assert paraphrased["asked"] == 4 * paraphrased["rows"] == paraphrased["kept"] + sum(paraphrased["dropped"].values())
     saved = read_json(tmp_path / "loop" / "loop.json")
     assert saved["cycles"][0]["candidate"].endswith("cycle-1") and saved["since"]
     assert "cycle-1/report.html" in (tmp_path / "loop" / "loop.html").read_text()
@@ -159,3 +190,60 @@ def test_feedback_on_the_served_validation_prompts_is_dropped(tmp_path):
     kept, dropped = drop_validation_copies(rows, served)
     assert dropped == 2 and kept == rows[2:]
     assert drop_validation_copies(rows, RunDir(tmp_path / "no-splits")) == (rows, 0)
+
+
+def test_only_training_corrections_are_paraphrased_and_none_copies_a_held_out_prompt(tmp_path):
+    from tuneloop.workspace import RunDir, write_jsonl
+
+    served = RunDir(tmp_path / "served")
+    write_jsonl(served.split("train"), [chat_row(q, a) for q, a, _ in FACTS])
+    write_jsonl(served.split("test"), [chat_row("Tell me, " + NEW_FACTS[0][0], NEW_FACTS[0][1])])
+    export = tmp_path / "export"
+    write_jsonl(export / "sft.jsonl", [chat_row(q, a) for q, a in NEW_FACTS])
+
+    # Seed 7 holds out the courier and snack questions; the wifi question's "paraphrase" copies the snack one.
+    wifi, snack = NEW_FACTS[4][0], NEW_FACTS[7][0]
+    data = prepare_data(served, export, tmp_path / "out", "sft", 0.5, 0.25, 7, paraphrases=1,
+                        generator=RewordingGenerator({wifi: snack}), console_print=lambda *_: None)
+
+    trained = read_jsonl(data["paths"]["train"])
+    held_out = read_jsonl(data["paths"]["holdout"])
+    question = lambda row: row["messages"][-2]["content"]  # noqa: E731
+    originals = {question(row): row for row in trained if question(row) in dict(NEW_FACTS)}
+    copies = [row for row in trained if "augmented" in row]
+    assert {question(row) for row in held_out} == {NEW_FACTS[6][0], snack}
+    assert not any("augmented" in row for row in held_out)
+    assert not {question(row) for row in copies} & {question(row) for row in held_out}
+    for copy in copies:
+        source = trained[copy["augmented"]["source_row"] - 1]  # points at its original in the written file
+        assert question(copy) == "Tell me, " + question(source) and source is not copy
+        assert copy["messages"][-1] == source["messages"][-1]  # the correction, unchanged
+    # Not paraphrased: the van question (its rewording is a frozen test question) and the wifi one (held out).
+    assert len(originals) == 6 and {question(row) for row in copies} == {"Tell me, " + q for q in originals} - {
+        "Tell me, " + NEW_FACTS[0][0], "Tell me, " + wifi}
+    assert data["paraphrase"]["dropped"] == {"copies a held-out or test question": 2}
+    assert read_json(tmp_path / "out" / "feedback" / PARAPHRASE_FILE) == data["paraphrase"]
+    assert data["replay"] == min(len(FACTS), round(0.5 * (len(originals) + len(copies))))
+
+    off = prepare_data(served, export, tmp_path / "off", "sft", 0.5, 0.25, 7, paraphrases=0,
+                       console_print=lambda *_: None)
+    assert off["paraphrased"] == 0 and off["paraphrase"]["skipped"] == "paraphrases is 0"
+
+
+def test_a_base_model_that_cannot_paraphrase_is_said_and_retraining_goes_on(tmp_path):
+    from tuneloop.errors import ModelError
+    from tuneloop.workspace import RunDir, write_jsonl
+
+    class NoChatTemplate:
+        def generate(self, prompts):
+            raise ModelError("model base has no chat template, so it cannot follow paraphrase instructions.")
+
+    served = RunDir(tmp_path / "served")
+    write_jsonl(served.split("train"), [chat_row(q, a) for q, a, _ in FACTS])
+    write_jsonl(tmp_path / "export" / "sft.jsonl", [chat_row(q, a) for q, a in NEW_FACTS])
+    said = []
+    data = prepare_data(served, tmp_path / "export", tmp_path / "out", "sft", 1.0, 0.25, 7, paraphrases=3,
+                        generator=NoChatTemplate(), console_print=said.append)
+    assert data["paraphrased"] == 0 and "no chat template" in data["paraphrase"]["skipped"]
+    assert said == ["retrain: no paraphrases: " + data["paraphrase"]["skipped"]]
+    assert len(read_jsonl(data["paths"]["train"])) == data["train_feedback"] + data["replay"]

@@ -7,8 +7,8 @@ import pytest
 from conftest import write_config
 from typer.testing import CliRunner
 
-from tuneloop.errors import ConfigError
 from tuneloop.cli import app
+from tuneloop.errors import ConfigError
 from tuneloop.tune.auto import BudgetTooSmall, auto_space, parse_budget
 from tuneloop.workspace import read_json
 

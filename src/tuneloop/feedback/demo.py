@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         # set and the gate rejected it; replay 2.0 at lr 5e-4 kept it (+6.7) and still learned the corrections.
         settings = LoopSettings(run=str(args.quickstart), store=str(store), server=url, model=MODEL_ID,
                                 min_feedback=1, recipe="sft", replay_ratio=2.0, set=["train.learning_rate=5e-4"],
+                                # 35% of the 72 feedback prompts: a slice of 21, enough for the gate to judge
+                                holdout=0.35,
                                 out=str(work / "loop"))
         state = {"first": str(args.quickstart), "served": str(args.quickstart), "since": None, "cycles": []}
         first = run_cycle(settings, state, say)

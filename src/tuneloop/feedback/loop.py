@@ -51,6 +51,7 @@ class LoopSettings(BaseModel):
     recipe: Literal["auto", "sft", "dpo", "kto"] = "auto"
     replay_ratio: float = Field(1.0, ge=0)
     holdout: float = Field(0.2, ge=0, lt=0.9)
+    paraphrases: int = Field(4, ge=0, description="sft: rewordings of each correction's question trained on too.")
     max_regression: float = Field(2.0, ge=0)
     set: list[str] = Field(default_factory=list)
     out: str = "runs/loop"
@@ -94,7 +95,7 @@ def run_cycle(settings: LoopSettings, state: dict, console_print=print) -> dict:
     candidate = out / f"cycle-{number}"
     decision = retrain(served, export_dir, candidate, settings.recipe, settings.replay_ratio, settings.holdout,
                        overrides=settings.set, rule=GateRule(max_regression=settings.max_regression),
-                       overwrite=True, console_print=console_print)
+                       overwrite=True, console_print=console_print, paraphrases=settings.paraphrases)
     entry = {"cycle": number, "started": started.isoformat(), "served": str(served), "candidate": str(candidate),
              "decision": decision["decision"], "reasons": decision["reasons"], "promoted": False}
     if decision["decision"] == "promote" and settings.server:

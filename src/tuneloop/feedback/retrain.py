@@ -3,13 +3,17 @@
 `retrain` reads an exported feedback directory (tuneloop.feedback.export), and:
 1. holds out a seeded share of the feedback prompts (near-duplicate clusters kept on one side) as the gate's
    feedback slice, never trained on;
-2. mixes the rest with a replay sample of the served run's own training rows (`replay_ratio` replay rows per
-   feedback row), so what the model knew is rehearsed while it learns the corrections;
-3. writes a new run config from the served run's: the same base and settings, training continuing from the
+2. for sft, rewords the question of each training correction `paraphrases` times with the served base model
+   (tuneloop.feedback.paraphrase; the reply stays the correction), so the fact is learned, not one sentence;
+   paraphrase.json in the run's feedback/ directory counts what was kept and dropped;
+3. mixes the feedback rows with a replay sample of the served run's own training rows (`replay_ratio` replay
+   rows per feedback row, paraphrases included), so what the model knew is rehearsed while it learns the
+   corrections;
+4. writes a new run config from the served run's: the same base and settings, training continuing from the
    served weights (its LoRA adapter through model.adapter, or its full model), and the served run's frozen
    validation and test splits — the same held-out set, so the comparison is fair;
-4. runs it like any run (audit, train, evaluate, report);
-5. scores the served and the new model on the frozen test set, the forgetting files and the feedback slice,
+5. runs it like any run (audit, train, evaluate, report);
+6. scores the served and the new model on the frozen test set, the forgetting files and the feedback slice,
    and writes promotion.json with the gate's decision (tuneloop.feedback.gate).
 
 Recipes: sft trains on corrections (plus replay); dpo on preference pairs (correction over the rejected
@@ -26,7 +30,8 @@ from pathlib import Path
 
 import yaml
 
-from tuneloop.errors import TuneloopError
+from tuneloop.data.text_generator import TextGenerator
+from tuneloop.errors import ModelError, TuneloopError
 from tuneloop.feedback.gate import GateCheck, GateRule, decide
 from tuneloop.workspace import RunDir, open_run_dir, read_json, read_jsonl, write_json, write_jsonl
 
@@ -35,6 +40,10 @@ RECIPES = ("auto", "sft", "dpo", "kto")
 RECIPE_FILES = {"sft": ("sft.jsonl", "auto"), "dpo": ("preference.jsonl", "preference"),
                 "kto": ("kto.jsonl", "unpaired")}
 PROMOTION_FILE = "promotion.json"
+PARAPHRASE_FILE = "paraphrase.json"  # in the run's feedback/ directory: what paraphrasing kept and dropped
+# Four rewordings per correction: enough that the model learns the fact rather than one sentence, at five times
+# the feedback rows (and, through replay_ratio, the replay rows) to train on.
+DEFAULT_PARAPHRASES = 4
 
 
 def choose_recipe(recipe: str, export_dir: Path) -> str:
@@ -73,8 +82,13 @@ def replay_sample(served: RunDir, count: int, seed: int) -> list[dict]:
 
 
 def prepare_data(served: RunDir, export_dir: Path, out: Path, recipe: str, replay_ratio: float, holdout: float,
-                 seed: int) -> dict:
-    """Write the new run's training file and the feedback slice into out/feedback/; return paths and counts."""
+                 seed: int, paraphrases: int = 0, generator: TextGenerator | None = None,
+                 console_print=print) -> dict:
+    """Write the new run's training file and the feedback slice into out/feedback/; return paths and counts.
+
+    With `paraphrases` (sft only), `generator` rewords the training corrections' questions; None builds a local
+    generator on the served run's base model.
+    """
     file, data_format = RECIPE_FILES[recipe]
     rows = read_jsonl(export_dir / file)
     rows, validation_copies = drop_validation_copies(rows, served)
@@ -82,15 +96,59 @@ def prepare_data(served: RunDir, export_dir: Path, out: Path, recipe: str, repla
     if not train_rows:
         raise TuneloopError(f"{export_dir / file}: all {len(rows)} feedback row(s) are near-copies of one prompt and "
                             "went to the held-out slice; collect feedback on more prompts, or lower --holdout.")
-    replay = replay_sample(served, round(replay_ratio * len(train_rows)), seed) if recipe == "sft" else []
-    mixed = train_rows + replay
-    random.Random(seed).shuffle(mixed)
     target = out / "feedback"
+    copies, paraphrased = [], None
+    if recipe == "sft":
+        # After the split, from the training part only: the held-out slice stays in the users' own words.
+        copies, paraphrased = paraphrase_training_rows(served, train_rows, holdout_rows, paraphrases, generator,
+                                                       console_print)
+        write_json(target / PARAPHRASE_FILE, paraphrased)
+    feedback_rows = train_rows + [row for _, row in copies]
+    replay = replay_sample(served, round(replay_ratio * len(feedback_rows)), seed) if recipe == "sft" else []
+    mixed = feedback_rows + replay
+    random.Random(seed).shuffle(mixed)
+    position = {id(row): number for number, row in enumerate(mixed, start=1)}
+    for index, row in copies:  # source_row is the original's place in the file, as tuneloop.data.augment writes
+        row["augmented"]["source_row"] = position[id(train_rows[index])]
     paths = {"train": target / "train.jsonl", "holdout": target / "holdout.jsonl"}
     write_jsonl(paths["train"], mixed)
     write_jsonl(paths["holdout"], holdout_rows)
     return {"paths": paths, "format": data_format, "feedback_rows": len(rows), "train_feedback": len(train_rows),
-            "holdout": len(holdout_rows), "replay": len(replay), "validation_copies": validation_copies}
+            "paraphrased": len(copies), "holdout": len(holdout_rows), "replay": len(replay),
+            "validation_copies": validation_copies, "paraphrase": paraphrased}
+
+
+def paraphrase_training_rows(served: RunDir, train_rows: list[dict], holdout_rows: list[dict], count: int,
+                             generator: TextGenerator | None, console_print=print) -> tuple[list, dict]:
+    """(source index, copy) per kept paraphrase of the training corrections, and the counts for paraphrase.json.
+
+    No copy may copy a held-out feedback prompt or a frozen validation or test prompt of the served run.
+    A base model that cannot paraphrase (no chat template) is said and recorded, and retraining goes on without.
+    """
+    from tuneloop.config.load import load_run_config
+    from tuneloop.feedback.export import user_text
+    from tuneloop.feedback.paraphrase import describe, local_paraphraser, paraphrase_corrections
+
+    off = {"rows": len(train_rows), "per_row": count, "asked": 0, "kept": 0, "dropped": {}}
+    if count <= 0:
+        return [], {**off, "skipped": "paraphrases is 0"}
+    protected = [user_text(_prompt_messages(row)) for row in holdout_rows]
+    for split in ("validation", "test"):
+        if served.split(split).is_file():
+            protected += [user_text(row["messages"]) for row in read_jsonl(served.split(split)) if row.get("messages")]
+    if generator is None:
+        config = load_run_config(served)
+        generator = local_paraphraser(config.model.name, config.model.device, train_rows, config.evaluate.batch_size)
+    try:
+        copies, counts = paraphrase_corrections(train_rows, count, generator, protected)
+    except ModelError as exc:
+        console_print(f"retrain: no paraphrases: {exc}")
+        return [], {**off, "skipped": str(exc)}
+    finally:
+        del generator  # a local model is not needed again: free it before training starts
+        gc.collect()
+    console_print(describe(counts))
+    return copies, counts
 
 
 def drop_validation_copies(rows: list[dict], served: RunDir) -> tuple[list[dict], int]:
@@ -199,11 +257,18 @@ def _score_model(run: RunDir, config, frozen_rows, frozen_metric, slice_rows, co
 
 def retrain(served_dir: Path, export_dir: Path, out: Path, recipe: str = "auto", replay_ratio: float = 1.0,
             holdout: float = 0.2, seed: int = 42, overrides: list[str] | None = None, rule: GateRule = GateRule(),
-            overwrite: bool = False, console_print=print) -> dict:
-    """Train the new run, gate it against the served one; returns the decision also in out/promotion.json."""
+            overwrite: bool = False, console_print=print, paraphrases: int = DEFAULT_PARAPHRASES,
+            generator: TextGenerator | None = None) -> dict:
+    """Train the new run, gate it against the served one; returns the decision also in out/promotion.json.
+
+    paraphrases: rewordings of each training correction's question (sft only; 0 turns it off), written by
+    `generator`, by default a local generator on the served run's base model.
+    """
     from tuneloop.config.load import validate_config
     from tuneloop.stages import run_all
 
+    if paraphrases < 0:
+        raise TuneloopError(f"--paraphrases {paraphrases}: give 0 (off) or a number of rewordings per correction.")
     served = open_run_dir(served_dir)
     recipe = choose_recipe(recipe, Path(export_dir))
     out = Path(out)
@@ -215,9 +280,10 @@ def retrain(served_dir: Path, export_dir: Path, out: Path, recipe: str = "auto",
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     data = prepare_data(served, Path(export_dir), out.parent / f".{out.name}-feedback", recipe, replay_ratio,
-                        holdout, seed)
-    console_print(f"retrain: {recipe} on {data['train_feedback']} feedback row(s) + {data['replay']} replay row(s) "
-                  f"from {served.root}; {data['holdout']} held out for the gate")
+                        holdout, seed, paraphrases, generator, console_print)
+    console_print(f"retrain: {recipe} on {data['train_feedback']} feedback row(s) + {data['paraphrased']} "
+                  f"paraphrase(s) + {data['replay']} replay row(s) from {served.root}; {data['holdout']} held out "
+                  "for the gate")
     if data["validation_copies"]:
         console_print(f"retrain: {data['validation_copies']} feedback row(s) dropped: their prompt is one of the "
                       f"served run's validation prompts, which the new run validates on")

@@ -12,9 +12,9 @@ import statistics
 import time
 
 from tuneloop.config.schema import RunConfig
-from tuneloop.workspace import RunDir
 from tuneloop.data.encode import encode_examples
 from tuneloop.data.prepare import load_examples, split_validation
+from tuneloop.workspace import RunDir
 
 CALIBRATION_STEPS = 3
 

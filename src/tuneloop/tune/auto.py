@@ -30,7 +30,7 @@ from typing import Any
 from tuneloop.config.load import validate_config
 from tuneloop.config.schema import RunConfig
 from tuneloop.errors import ConfigError, TuneloopError
-from tuneloop.workspace import RunDir, read_json, write_json
+from tuneloop.workspace import read_json, write_json
 
 PLAN_FILE = "auto.json"
 MAX_TRIALS = 20
