@@ -93,6 +93,8 @@ def test_classification_cross_validates_then_trains_the_final_model_on_all_rows(
     assert len(train_rows) == 18  # 20 rows, 2 split off for validation: under 100, so the preset ran
     assert "few-shot preset (18 training rows < 100" in result.output
     assert "train.epochs 3.0 -> 4.0" in result.output and "kept your explicit train.learning_rate" in result.output
+    plan = "few-shot: 4-fold cross-validation, then the final model: 5 trainings"
+    assert plan in result.output and result.output.index(plan) < result.output.index("few-shot fold 1/4")
 
     found = read_json(run.root / "few_shot.json")
     assert found["folds"] == 4 and found["kept_explicit"] == ["learning_rate"]
@@ -127,4 +129,5 @@ def test_sft_runs_the_preset_too_and_explicit_epochs_are_kept(tmp_path, tiny_mod
     assert result.exit_code == 0, result.output
     found = read_json(RunDir(tmp_path / "run").root / "few_shot.json")
     assert found["folds"] == 2 and "epochs" in found["kept_explicit"]
+    assert "3 trainings of up to 1 epochs" in result.output and "min at most" in result.output  # chat: estimated
     assert found["final"]["epochs"] == 1  # the user's explicit epochs win over the cross-validated choice
