@@ -332,14 +332,20 @@ def _check_resumable(config: RunConfig, run: RunDir) -> None:
     from tuneloop.config.load import load_config
     from tuneloop.train.defaults import GIVEN_CONFIG_FILE
 
-    given = run.root / GIVEN_CONFIG_FILE  # config.yaml also holds the defaults table's values; this the config as given
-    saved_config = load_config(given) if given.is_file() else load_run_config(run)
-    saved = flatten(saved_config.model_dump(mode="json"))
+    # A resume may be given either the config the run started from (config_given.yaml) or the run's config.yaml,
+    # which also holds the defaults table's values (the interrupt message and the UI's Resume name that one).
+    given = run.root / GIVEN_CONFIG_FILE
+    candidates = [load_config(given)] if given.is_file() else []
+    candidates.append(load_run_config(run))
     current = flatten(config.model_dump(mode="json"))
-    changed = sorted(
-        key for key in saved.keys() | current.keys()
-        if key.split(".")[0] in _RESUME_SENSITIVE and saved.get(key) != current.get(key)
-    )
+    differences = []
+    for saved_config in candidates:
+        saved = flatten(saved_config.model_dump(mode="json"))
+        differences.append(sorted(
+            key for key in saved.keys() | current.keys()
+            if key.split(".")[0] in _RESUME_SENSITIVE and saved.get(key) != current.get(key)
+        ))
+    changed = min(differences, key=len)
     if changed:
         raise TuneloopError(
             f"--resume: the config differs from the one {run.root} was started with at {', '.join(changed)}. "

@@ -59,9 +59,15 @@ METHOD_TABLE: tuple[Entry, ...] = (
 )
 
 SETTINGS_TABLE: tuple[Entry, ...] = (
+    Entry(CLASSIFY_RECIPES, ("encoder",), {"learning_rate": 1e-4, "epochs": 6.0, "batch_size": 16,
+                                           "warmup_ratio": 0.06, "weight_decay": 0.01},
+          "full fine-tune of a small encoder on under 1,000 rows",
+          "benchmarks/defaults_sweep.py (the candidate best on the other datasets in every leave-one-out fold)",
+          methods=("full",), max_parameters=SMALL_ENCODER, max_rows=1000),
     Entry(CLASSIFY_RECIPES, ("encoder",), {"learning_rate": 1e-4, "epochs": 3.0, "batch_size": 16,
                                            "warmup_ratio": 0.06, "weight_decay": 0.01},
-          "full fine-tune of a small encoder", "benchmarks/defaults_sweep.py", methods=("full",),
+          "full fine-tune of a small encoder", "benchmarks/intent_classify.yaml, sentiment_classify.yaml and "
+          "ner_news.yaml (lr 1e-4 on 9,000-40,000 rows: 92.2%, 88.4%, entity F1 86.1)", methods=("full",),
           max_parameters=SMALL_ENCODER),
     Entry(SFT_RECIPES, LM_KINDS, {"learning_rate": 1e-3, "epochs": 6.0},
           "LoRA SFT of a small LM on under 1,000 rows", "docs/methods.md and docs/defaults.md (quickstart, 162 "
@@ -201,6 +207,10 @@ def apply_to_run(config: RunConfig, run: RunDir, recipe: str, console_print=prin
         console_print(line)
     resolved = config.model_copy(update={"train": with_train_values(config.train, chosen.updates())})
     given = run.root / GIVEN_CONFIG_FILE
+    if given.is_file() and (run.root / DEFAULTS_FILE).is_file():
+        # A resume: the choices were recorded when the run started; a resume from config.yaml would otherwise
+        # record the table's values as the user's own.
+        return resolved
     if not given.is_file():
         write_text(given, run.config.read_text(encoding="utf-8"))
     record = {"recipe": recipe, "model": {"kind": facts.kind, "parameters": facts.parameters},
