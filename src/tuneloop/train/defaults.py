@@ -62,7 +62,8 @@ SETTINGS_TABLE: tuple[Entry, ...] = (
     Entry(CLASSIFY_RECIPES, ("encoder",), {"learning_rate": 1e-4, "epochs": 6.0, "batch_size": 16,
                                            "warmup_ratio": 0.06, "weight_decay": 0.01},
           "full fine-tune of a small encoder on under 1,000 rows",
-          "benchmarks/defaults_sweep.py (the candidate best on the other datasets in every leave-one-out fold)",
+          "benchmarks/defaults_sweep.py (best of its grid on the other datasets in every leave-one-out fold; "
+          "on 400 rows 0.68, 1.01 and 0.80 of a 20-trial search's test accuracy on Banking77, SST-2, topics)",
           methods=("full",), max_parameters=SMALL_ENCODER, max_rows=1000),
     Entry(CLASSIFY_RECIPES, ("encoder",), {"learning_rate": 1e-4, "epochs": 3.0, "batch_size": 16,
                                            "warmup_ratio": 0.06, "weight_decay": 0.01},
@@ -81,11 +82,13 @@ SETTINGS_TABLE: tuple[Entry, ...] = (
           "IA3 SFT of a small LM on under 1,000 rows", "docs/methods.md (quickstart: 0.0 at 1e-3, 43.3 at 1e-2, "
           "58.3 at 3e-2 contains-answer)",
           methods=("ia3",), max_parameters=SMALL_LM, max_rows=1000),
-    Entry(SFT_RECIPES, LM_KINDS, {"learning_rate": 1e-2, "epochs": 6.0},
-          "prefix tuning of a small LM on under 1,000 rows", "docs/methods.md (quickstart per method)",
+    Entry(SFT_RECIPES, LM_KINDS, {"learning_rate": 3e-2, "epochs": 6.0},
+          "prefix tuning of a small LM on under 1,000 rows", "docs/methods.md (quickstart: 0.0 contains-answer "
+          "at 1e-2 and at 3e-2, validation loss 1.92 and 0.67; no rate measured learns the facts)",
           methods=("prefix",), max_parameters=SMALL_LM, max_rows=1000),
     Entry(SFT_RECIPES, LM_KINDS, {"learning_rate": 3e-2, "epochs": 6.0},
-          "prompt tuning of a small LM on under 1,000 rows", "docs/methods.md (quickstart per method)",
+          "prompt tuning of a small LM on under 1,000 rows", "docs/methods.md (quickstart: 0.0 contains-answer "
+          "at 1e-3; 3e-2, the rate IA3 and prefix tuning do best at, is not measured for prompt tuning yet)",
           methods=("prompt",), max_parameters=SMALL_LM, max_rows=1000),
     Entry(PAIR_RECIPES, ("causal-lm",), {"learning_rate": 5e-4, "epochs": 1.0, "warmup_ratio": 0.1,
                                          "preference.beta": 0.05},
