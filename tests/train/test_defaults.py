@@ -86,6 +86,7 @@ def test_a_minimal_config_runs_with_the_table_and_records_why(tmp_path, tiny_mod
     # The interrupt message and the UI's Resume name the run's own config.yaml, which holds the table's values.
     from_run = CliRunner().invoke(app, ["run", str(run.config), "--resume"])
     assert from_run.exit_code == 0, from_run.output
+    assert "defaults: as chosen when the run started" in from_run.output
     assert read_json(run.root / "defaults.json") == recorded  # a resume does not re-record the choices
     changed = CliRunner().invoke(app, ["run", str(run.config), "--resume", "--set", "train.learning_rate=0.5"])
     assert changed.exit_code != 0 and "train.learning_rate" in str(changed.exception)

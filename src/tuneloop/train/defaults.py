@@ -198,22 +198,23 @@ GIVEN_CONFIG_FILE = "config_given.yaml"
 
 def apply_to_run(config: RunConfig, run: RunDir, recipe: str, console_print=print) -> RunConfig:
     """The run's config with the table's values in; prints each choice, records them (defaults.json) and
-    rewrites config.yaml with the values the run trains with (the config as given stays in config_given.yaml,
-    which a resume is checked against)."""
+    rewrites config.yaml with the values the run trains with (the config as given stays in config_given.yaml;
+    a resume may name either file). On a resume the choices recorded at the start stand."""
     from tuneloop.models.facts import model_facts
     from tuneloop.models.registry import resolve_model
 
     facts = model_facts(resolve_model(config.model.name, console_print))
     rows = sum(1 for _ in read_jsonl(run.split("train")))
     chosen = choose_defaults(config.train, recipe, facts, rows)
-    for line in chosen.lines():
-        console_print(line)
     resolved = config.model_copy(update={"train": with_train_values(config.train, chosen.updates())})
     given = run.root / GIVEN_CONFIG_FILE
     if given.is_file() and (run.root / DEFAULTS_FILE).is_file():
         # A resume: the choices were recorded when the run started; a resume from config.yaml would otherwise
-        # record the table's values as the user's own.
+        # print and record the table's values as the user's own.
+        console_print(f"defaults: as chosen when the run started ({run.root / DEFAULTS_FILE})")
         return resolved
+    for line in chosen.lines():
+        console_print(line)
     if not given.is_file():
         write_text(given, run.config.read_text(encoding="utf-8"))
     record = {"recipe": recipe, "model": {"kind": facts.kind, "parameters": facts.parameters},
