@@ -4,8 +4,8 @@ Issue 26's check of the retrain path. The quickstart is served (`tuneloop serve`
 `openai` client); two scripted users per fact ask about 15 Brambleway facts the quickstart never taught, each in
 their own words, and correct the wrong replies with a statement of their own wording. Then one cycle of the loop
 runs with its defaults (`LoopSettings` as a user would write it: run, store, server, min_feedback only) and the
-promoted model is scored again on two held-out paraphrases per fact (never sent to the server before scoring,
-never trained on) and on the quickstart's frozen test set.
+served model (the candidate if the gate promoted it) is scored again on two held-out paraphrases per fact
+(never sent to the server before scoring, never trained on) and on the quickstart's frozen test set.
 
     python benchmarks/retrain_cycle.py [--workdir runs/retrain-cycle] [--quickstart runs/quickstart]
 
