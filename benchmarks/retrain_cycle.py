@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     import openai
 
     from tuneloop.demos.quickstart import SYSTEM_PROMPT
-    from tuneloop.feedback.demo import ask, contains_score, ensure_quickstart, send_feedback, start_server
+    from tuneloop.feedback.demo import MODEL_ID, ask, ensure_quickstart, score_sets, send_feedback, start_server
     from tuneloop.feedback.loop import LoopSettings, run_cycle
     from tuneloop.workspace import RunDir, read_jsonl
 
@@ -159,24 +159,18 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(args.workdir)
     args.workdir.mkdir(parents=True)
     store = args.workdir / "serve.db"
-    held_out = [(question, fact.answer) for fact in FACTS for question in fact.held_out]
+    # Chat rows as feedback.demo.score_sets reads them: the question second to last, the answer beside it.
+    held_out = [{"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": ""}],
+                 "answer": fact.answer} for fact in FACTS for question in fact.held_out]
     frozen = [row for row in read_jsonl(RunDir(args.quickstart).split("test")) if row.get("answer")]
-    model_id = "brambleway"
 
     server, url = start_server(args.quickstart, store, args.workdir / "serve.log")
     try:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="not-needed-on-loopback", timeout=600)
 
-        def score() -> dict:
-            paraphrase_replies = [r for _, r in ask(client, [("scorer", q) for q, _ in held_out], SYSTEM_PROMPT)]
-            frozen_replies = [r for _, r in ask(client, [("scorer", row["messages"][-2]["content"])
-                                                         for row in frozen], SYSTEM_PROMPT)]
-            return {"paraphrases": contains_score(paraphrase_replies, [a for _, a in held_out]),
-                    "frozen_test": contains_score(frozen_replies, [row["answer"] for row in frozen])}
-
         say(f"retrain cycle: scoring the served quickstart on {len(held_out)} held-out paraphrases and "
             f"{len(frozen)} frozen rows")
-        before = score()
+        before = score_sets(client, held_out, frozen, SYSTEM_PROMPT)
         asked = [(f"user-{slot}", fact, question, correction)
                  for fact in FACTS for slot, (question, correction) in enumerate(fact.asked)]
         replies = ask(client, [(user, question) for user, _, question, _ in asked], SYSTEM_PROMPT)
@@ -186,11 +180,11 @@ def main(argv: list[str] | None = None) -> int:
             send_feedback(url, response_id, user, "up" if right else "down", None if right else correction)
             counts["up" if right else "down"] += 1
         say(f"retrain cycle: {len(asked)} questions asked, {counts['down']} corrected; one loop cycle on defaults")
-        settings = LoopSettings(run=str(args.quickstart), store=str(store), server=url, model=model_id,
+        settings = LoopSettings(run=str(args.quickstart), store=str(store), server=url, model=MODEL_ID,
                                 min_feedback=1, set=args.set, out=str(args.workdir / "loop"))
         state = {"first": str(args.quickstart), "served": str(args.quickstart), "since": None, "cycles": []}
         cycle = run_cycle(settings, state, say)
-        after = score()
+        after = score_sets(client, held_out, frozen, SYSTEM_PROMPT)
     finally:
         server.terminate()
         server.wait(timeout=60)
