@@ -20,6 +20,13 @@ train.recipe picks the objective:
 TRL logs rewards/chosen, rewards/rejected, rewards/margins and rewards/accuracies; they land in
 train_log.jsonl and the report's plots.
 
+The fast path (dpo with train.packing, on by default; docs/performance.md): a subclass of DPOTrainer whose
+batches are one padding-free row (tuneloop.train.packed_preference: chosen and rejected back to back, attention
+kept inside each sequence), whose LM head scores reply tokens only, in chunks, and whose reference log-probs are
+computed once before training (adapter switched off, or the untrained full model) and cached with the pairs, so
+no step runs the reference and full fine-tuning keeps no second copy. It takes the losses in PACKED_DPO_LOSSES;
+another train.preference.loss, or prefix/prompt tuning, takes TRL's padded path (one console line says so).
+
 Raises:
     ConfigError: an option that cannot work (a chat template the model lacks, a loss the trainer refuses).
     TrainingInterrupted: the run was stopped by a signal after saving a checkpoint.
@@ -27,6 +34,8 @@ Raises:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import warnings
 
 from tuneloop.config.schema import DPO_LOSSES, RunConfig
@@ -40,7 +49,16 @@ from tuneloop.train.callbacks import replace_default_printing, trainer_callbacks
 from tuneloop.train.fit import finish_training, fit, release_memory, resume_point
 from tuneloop.train.guard.freeze import freeze_lowest_blocks
 from tuneloop.train.guard.switches import check_guard, interpolate_trained, reset_record
+from tuneloop.train.lean_activations import recompute_cheap_activations
 from tuneloop.train.model_setup import keep_adapter_inputs_in_compute_dtype, setup_tokenizer
+from tuneloop.train.packed_attention import register_packed_attention
+from tuneloop.train.packed_preference import (
+    PACKED_DPO_LOSSES,
+    PackedPairCollator,
+    install_reply_log_probs,
+    preference_losses,
+    sequence_log_probs,
+)
 from tuneloop.workspace import RunDir
 
 REFERENCE_FREE = ("cpo", "simpo", "orpo")
@@ -67,8 +85,13 @@ def train_preference(config: RunConfig, run: RunDir, resume: bool = False, conso
     lora = uses_adapter(config.train.method)
     # Frozen LoRA base weights need no fp32 master copy (as in recipes/sft.py); trained weights stay fp32.
     weights_dtype = compute_dtype if lora and config.train.low_precision_base else torch.float32
-    model = load_causal_lm(base_path, weights_dtype, device)
+    packed = _packed_path(recipe, config, console_print)
+    model = load_causal_lm(base_path, weights_dtype, device, register_packed_attention() if packed else None)
     model.config.use_cache = False
+    if packed:
+        install_reply_log_probs(model, compute_dtype)  # before TRL adds its fused LM head, which passes it on
+        if config.train.lean_activations:
+            recompute_cheap_activations(model)
     check_guard(config, recipe)
     reset_record(run)
     if config.train.guard.freeze_layers:
@@ -76,12 +99,13 @@ def train_preference(config: RunConfig, run: RunDir, resume: bool = False, conso
 
     checkpoint = resume_point(run, resume, console_print)
     trainer = _trainer(recipe, config, run, model, tokenizer, train_dataset, validation_dataset, device,
-                       compute_dtype, tracker)
+                       compute_dtype, tracker, packed)
     replace_default_printing(trainer)
     if lora and weights_dtype != torch.float32:
         keep_adapter_inputs_in_compute_dtype(trainer.model)
 
     reference = "none (reference-free)" if recipe in REFERENCE_FREE else (
+        ("log-probs of the adapter switched off, computed once" if lora else "log-probs computed once") if packed else
         "the adapter switched off" if lora else
         "precomputed log-probs" if config.train.preference.precompute_ref_log_probs else "a second copy")
     console_print(
@@ -102,8 +126,22 @@ def train_preference(config: RunConfig, run: RunDir, resume: bool = False, conso
     return summary
 
 
+def _packed_path(recipe: str, config: RunConfig, console_print) -> bool:
+    """Whether this run takes the packed DPO path; says why not when train.packing asked for it."""
+    train = config.train
+    if recipe != "dpo" or not train.packing:
+        return False
+    losses = [train.preference.loss] + (["sft"] if train.preference.sft_weight else [])
+    reason = (f"train.method {train.method} adds virtual tokens" if train.method in ("prefix", "prompt") else
+              f"train.preference.loss {train.preference.loss} needs TRL's padded batches"
+              if not set(losses) <= set(PACKED_DPO_LOSSES) else None)
+    if reason:
+        console_print(f"train: {reason}; TRL's padded path for this run (slower; train.packing does not apply)")
+    return reason is None
+
+
 def _trainer(recipe: str, config: RunConfig, run: RunDir, model, tokenizer, train_dataset, validation_dataset,
-             device: str, compute_dtype, tracker):
+             device: str, compute_dtype, tracker, packed: bool = False):
     preference = config.train.preference
     arguments = common_training_arguments(config, run, device, compute_dtype)
     arguments.update(max_length=config.data.max_length, beta=preference.beta)
@@ -121,13 +159,19 @@ def _trainer(recipe: str, config: RunConfig, run: RunDir, model, tokenizer, trai
         if preference.sft_weight:
             losses.append("sft")
             weights.append(preference.sft_weight)
+        if packed:
+            # Every batch is one row of real tokens; the reference is scored once, two batches at a time.
+            arguments.update(include_num_input_tokens_seen="all", precompute_ref_batch_size=2 * config.train.batch_size)
         args = DPOConfig(**arguments, loss_type=losses, loss_weights=weights,
                          label_smoothing=preference.label_smoothing,
-                         precompute_ref_log_probs=preference.precompute_ref_log_probs and not lora)
+                         precompute_ref_log_probs=packed or (preference.precompute_ref_log_probs and not lora))
         # Given the bare model and a peft_config (or a model holding model.adapter), TRL scores the reference with
         # the adapter off.
         model, peft_config = trainer_lora(model, config, "CAUSAL_LM") if lora else (model, None)
-        return _checked(lambda: DPOTrainer(model=model, ref_model=None, args=args, peft_config=peft_config, **common))
+        trainer_class = packed_dpo_trainer() if packed else DPOTrainer
+        extra = {"data_collator": PackedPairCollator(config.data.max_length)} if packed else {}
+        return _checked(lambda: trainer_class(model=model, ref_model=None, args=args, peft_config=peft_config,
+                                              **common, **extra))
     if preference.loss not in ("sigmoid", "hinge", "ipo") and recipe == "cpo":
         raise ConfigError(f"train.preference.loss={preference.loss!r}: train.recipe cpo takes sigmoid, hinge or ipo.")
     if lora:
@@ -155,3 +199,59 @@ def _checked(build):
         return build()
     except ValueError as exc:
         raise ConfigError(f"train.preference: TRL refused the settings: {exc}") from None
+
+
+@functools.cache
+def packed_dpo_trainer():
+    """DPOTrainer on packed pairs (tuneloop.train.packed_preference) with the reference log-probs cached."""
+    import torch
+    from accelerate.utils import is_peft_model
+    from trl import DPOTrainer
+    from trl.trainer.utils import use_adapter
+
+    class PackedDPOTrainer(DPOTrainer):
+        """DPOTrainer whose batches are PackedPairCollator rows and whose losses come from summed reply log-probs."""
+
+        def compute_ref_log_probs(self, model, inputs):
+            # TRL calls this once per batch before training (precompute_ref_log_probs); the result is cached.
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            adapter_off = (use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None)
+                           if self.ref_model is None and is_peft_model(unwrapped) else contextlib.nullcontext())
+            with torch.no_grad(), adapter_off, self.accelerator.autocast():
+                sums, _, _ = sequence_log_probs(model, inputs)
+            return sums.chunk(2)
+
+        def _compute_loss(self, model, inputs, return_outputs):
+            mode = "train" if self.model.training else "eval"
+            sums, counts, per_token = sequence_log_probs(model, inputs)
+            chosen, rejected = sums.chunk(2)
+            chosen_tokens, rejected_tokens = counts.chunk(2)
+            pairs = chosen.shape[0]
+            loss = preference_losses(
+                self.loss_types, self.loss_weights, self.beta, self.label_smoothing, chosen, rejected,
+                inputs["ref_chosen_logps"], inputs["ref_rejected_logps"], chosen_tokens, rejected_tokens,
+                per_token["log_probs"][per_token["sequence_index"] < pairs])
+            gather = self.accelerator.gather
+            chosen_rewards = self.beta * (chosen.detach() - inputs["ref_chosen_logps"])
+            rejected_rewards = self.beta * (rejected.detach() - inputs["ref_rejected_logps"])
+            metrics = self._metrics[mode]
+            metrics["rewards/chosen"].append(gather(chosen_rewards).mean().item())
+            metrics["rewards/rejected"].append(gather(rejected_rewards).mean().item())
+            metrics["rewards/accuracies"].append(gather((chosen_rewards > rejected_rewards).float()).mean().item())
+            metrics["rewards/margins"].append(gather(chosen_rewards - rejected_rewards).mean().item())
+            metrics["logps/chosen"].append(gather(chosen.detach()).mean().item())
+            metrics["logps/rejected"].append(gather(rejected.detach()).mean().item())
+            if mode == "train":
+                self._total_train_tokens += gather(torch.tensor(inputs["input_ids"].numel(),
+                                                                device=chosen.device)).sum().item()
+            metrics["num_tokens"] = [self._total_train_tokens]
+            return (loss, {}) if return_outputs else loss
+
+        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+            # Evaluation reports the loss (and the metrics above); packed rows have no per-example logits to return.
+            inputs = self._prepare_inputs(inputs)
+            with torch.no_grad(), self.compute_loss_context_manager():
+                loss = self.compute_loss(model, inputs)
+            return loss.detach(), None, None
+
+    return PackedDPOTrainer
