@@ -1,4 +1,4 @@
-"""The packed DPO path computes what the padded one does: each reply's log-prob, its gradient, the loss, the reference."""
+"""The packed DPO path computes what the padded one does: each reply's log-prob, its gradient, the loss."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ def _pairs():
 def _model(path):
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=register_packed_attention())
+    attention = register_packed_attention()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=attention)
     install_reply_log_probs(model, torch.float32)
     return model.eval()
 
