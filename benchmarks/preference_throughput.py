@@ -31,7 +31,6 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +40,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import peak_rss_gb  # noqa: E402  (the same VmHWM reading as the SFT benchmark)
+# The SFT benchmark's VmHWM reading, options and worker runner
+from train_throughput import add_comparison_arguments, peak_rss_gb, worker_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HH = ROOT / ".." / "shared" / "datasets" / "hh-rlhf" / "harmless-base" / "test.jsonl.gz"
@@ -183,12 +183,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=128, help="training pairs (one epoch; batch 8)")
     parser.add_argument("--heldout", type=int, default=200, help="held-out pairs scored for preference accuracy")
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--trl-dtype", choices=["same", "default"], default="same",
                         help="same: TRL computes in the dtype tuneloop picks here; default: TRL's bf16 default")
-    parser.add_argument("--only", choices=["trl", "tuneloop"], help="run one side only (no ratios)")
-    parser.add_argument("--worker", choices=["trl", "tuneloop"], help=argparse.SUPPRESS)
-    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    add_comparison_arguments(parser)
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.workdir, args.pairs, args.trl_dtype)
@@ -210,12 +207,9 @@ def main() -> int:
             for tool in tools:
                 command = [sys.executable, __file__, "--worker", tool, "--workdir", str(workdir),
                            "--pairs", str(args.pairs), "--trl-dtype", args.trl_dtype]
-                done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-                line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
-                if done.returncode or line is None:
-                    print(done.stdout[-3000:], done.stderr[-3000:], file=sys.stderr)
+                result = worker_result(command, cwd=ROOT)
+                if result is None:
                     return 1
-                result = json.loads(line.removeprefix("RESULT "))
                 result["heldout"] = heldout_accuracy(result.pop("trained"), config, prepared, args.heldout)
                 result.update(repeat=repeat, load_average=load_average())
                 results[tool].append(result)

@@ -64,6 +64,24 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def add_comparison_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every tuneloop-against-TRL benchmark takes: repeats, one side only, the worker's own."""
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", choices=["trl", "tuneloop"], help="run one side only (no ratios)")
+    parser.add_argument("--worker", choices=["trl", "tuneloop"], help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+
+
+def worker_result(command: list[str], cwd: Path | None = None) -> dict | None:
+    """Run one worker subprocess and return what it printed after RESULT; None (its output shown) when it failed."""
+    done = subprocess.run(command, capture_output=True, text=True, cwd=cwd)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if done.returncode or line is None:
+        print(done.stdout[-3000:], done.stderr[-3000:], file=sys.stderr)
+        return None
+    return json.loads(line.removeprefix("RESULT "))
+
+
 def run_trl(model_path: str, method: str, train_file: Path, out: Path) -> dict:
     """TRL SFTTrainer with its defaults (bf16 autocast, gradient checkpointing, padded batches)."""
     from datasets import load_dataset
@@ -167,10 +185,7 @@ def main() -> int:
     parser.add_argument("--method", choices=["lora", "full"], default="lora")
     parser.add_argument("--rows", type=int, default=96, help="training rows (one epoch; batch 8)")
     parser.add_argument("--validation-rows", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", choices=["trl", "tuneloop"], help="run one side only (no ratios)")
-    parser.add_argument("--worker", choices=["trl", "tuneloop"], help=argparse.SUPPRESS)
-    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    add_comparison_arguments(parser)
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.model, args.method, args.workdir)
@@ -190,12 +205,9 @@ def main() -> int:
             for tool in tools:
                 command = [sys.executable, __file__, "--worker", tool, "--workdir", str(workdir),
                            "--model", args.model, "--method", args.method]
-                done = subprocess.run(command, capture_output=True, text=True)
-                line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
-                if done.returncode or line is None:
-                    print(done.stdout[-3000:], done.stderr[-3000:], file=sys.stderr)
+                result = worker_result(command)
+                if result is None:
                     return 1
-                result = json.loads(line.removeprefix("RESULT "))
                 result["validation_loss"] = validation_loss_of(result.pop("trained"), args.model, args.method,
                                                                workdir)
                 result.update(repeat=repeat, model=args.model, method=args.method)
