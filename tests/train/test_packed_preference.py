@@ -48,8 +48,13 @@ def _alone(model, prompt, reply):
 
 def test_a_packed_batch_gives_each_reply_the_log_prob_it_has_alone(tiny_model_dir):
     model, pairs = _model(tiny_model_dir), _pairs()
+    batch = pack_pairs(pairs, max_length=None)
+    # Each prompt is in the row once, shared by its two replies; the token count holds it twice, as padding would.
+    assert batch["input_ids"].shape[1] == sum(len(p["prompt_ids"] + p["chosen_ids"] + p["rejected_ids"]) for p in pairs)
+    assert int(batch["sequence_tokens"]) == sum(2 * len(p["prompt_ids"]) + len(p["chosen_ids"] + p["rejected_ids"])
+                                                for p in pairs)
     with torch.no_grad():
-        sums, counts, _ = sequence_log_probs(model, pack_pairs(pairs, max_length=None))
+        sums, counts, _ = sequence_log_probs(model, batch)
         expected = [_alone(model, p["prompt_ids"], p[side]) for side in ("chosen_ids", "rejected_ids") for p in pairs]
     assert counts.tolist() == [len(p[side]) for side in ("chosen_ids", "rejected_ids") for p in pairs]
     torch.testing.assert_close(sums, torch.stack(expected), rtol=1e-5, atol=1e-4)

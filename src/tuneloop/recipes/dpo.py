@@ -21,8 +21,8 @@ TRL logs rewards/chosen, rewards/rejected, rewards/margins and rewards/accuracie
 train_log.jsonl and the report's plots.
 
 The fast path (dpo with train.packing, on by default; docs/performance.md): a subclass of DPOTrainer whose
-batches are one padding-free row (tuneloop.train.packed_preference: chosen and rejected back to back, attention
-kept inside each sequence), whose LM head scores reply tokens only, in chunks, and whose reference log-probs are
+batches are one padding-free row (tuneloop.train.packed_preference: each pair's prompt once, then chosen and
+rejected, each reply attending to its prompt and itself only), whose LM head scores reply tokens only, in chunks, and whose reference log-probs are
 computed once before training (adapter switched off, or the untrained full model) and cached with the pairs, so
 no step runs the reference and full fine-tuning keeps no second copy. It takes the losses in PACKED_DPO_LOSSES;
 another train.preference.loss, or prefix/prompt tuning, takes TRL's padded path (one console line says so).
@@ -160,7 +160,7 @@ def _trainer(recipe: str, config: RunConfig, run: RunDir, model, tokenizer, trai
             losses.append("sft")
             weights.append(preference.sft_weight)
         if packed:
-            # Every batch is one row of real tokens; the reference is scored once, two batches at a time.
+            # The reference is scored once, two batches at a time.
             arguments.update(include_num_input_tokens_seen="all", precompute_ref_batch_size=2 * config.train.batch_size)
         args = DPOConfig(**arguments, loss_type=losses, loss_weights=weights,
                          label_smoothing=preference.label_smoothing,
@@ -223,14 +223,14 @@ def packed_dpo_trainer():
 
         def _compute_loss(self, model, inputs, return_outputs):
             mode = "train" if self.model.training else "eval"
-            sums, counts, per_token = sequence_log_probs(model, inputs)
+            sums, counts, token_log_probs = sequence_log_probs(model, inputs)
             chosen, rejected = sums.chunk(2)
             chosen_tokens, rejected_tokens = counts.chunk(2)
             pairs = chosen.shape[0]
             loss = preference_losses(
                 self.loss_types, self.loss_weights, self.beta, self.label_smoothing, chosen, rejected,
                 inputs["ref_chosen_logps"], inputs["ref_rejected_logps"], chosen_tokens, rejected_tokens,
-                per_token["log_probs"][per_token["sequence_index"] < pairs])
+                token_log_probs[inputs["sequence_index"] < pairs])
             gather = self.accelerator.gather
             chosen_rewards = self.beta * (chosen.detach() - inputs["ref_chosen_logps"])
             rejected_rewards = self.beta * (rejected.detach() - inputs["ref_rejected_logps"])
@@ -242,10 +242,16 @@ def packed_dpo_trainer():
             metrics["logps/chosen"].append(gather(chosen.detach()).mean().item())
             metrics["logps/rejected"].append(gather(rejected.detach()).mean().item())
             if mode == "train":
-                self._total_train_tokens += gather(torch.tensor(inputs["input_ids"].numel(),
-                                                                device=chosen.device)).sum().item()
+                self._total_train_tokens += gather(inputs["sequence_tokens"]).sum().item()
             metrics["num_tokens"] = [self._total_train_tokens]
             return (loss, {}) if return_outputs else loss
+
+        def _track_num_input_tokens(self, inputs):
+            # The tokens the pairs hold (each prompt with both replies), as a padded trainer's non-padding count;
+            # the row itself computes each prompt once.
+            if self.args.include_num_input_tokens_seen != "no":
+                tokens = inputs["sequence_tokens"].to(self.args.device)
+                self.state.num_input_tokens_seen += self.accelerator.gather(tokens).sum().item()
 
         def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
             # Evaluation reports the loss (and the metrics above); packed rows have no per-example logits to return.

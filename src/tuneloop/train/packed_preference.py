@@ -1,14 +1,14 @@
-"""Preference pairs on the fast path: chosen and rejected packed padding-free, log-probs of reply tokens only, chunked.
+"""Preference pairs on the fast path: packed padding-free with one prompt per pair, log-probs of reply tokens only.
 
 TRL's DPOTrainer pads each batch to its longest sequence (chosen and rejected stacked) and projects every
 position through the LM head, prompt tokens included. Here:
-- `pack_pairs` puts a batch's 2 x B sequences (chosen of every pair, then rejected, TRL's order) back to back
-  in one row, with position ids restarting per sequence and `cu_seq_lens_q` marking the boundaries, so the
-  packed attention (tuneloop.train.packed_attention) keeps attention inside each sequence and no padding
-  token is computed.
+- `pack_pairs` puts a batch's pairs back to back in one row, each as prompt, chosen, rejected: no padding
+  token is computed and each prompt is computed once for both replies (HH prompts are half of every
+  sequence); the packed attention (tuneloop.train.packed_attention) lets each reply see its prompt and
+  itself only, so every reply's log-prob is the one it has after its own copy of the prompt.
 - `install_reply_log_probs` adds a `tuneloop_reply_log_probs=True` mode to a causal LM's forward (so the call
-  still goes through PEFT, DDP and accelerate wrappers): it returns the log-prob of each reply token and the
-  sequence it belongs to; the LM head runs only on positions that predict a reply token, in chunks, and the
+  still goes through PEFT, DDP and accelerate wrappers): it returns the log-prob of each reply token; the
+  LM head runs only on the positions that predict a reply token, in chunks, and the
   full logits never exist (TRL's fused LM head does this on Triton devices only; on a CPU it scores every position).
 - `sequence_log_probs` sums them per sequence; `preference_losses` turns them into the DPO-family losses.
 
@@ -22,6 +22,7 @@ import functools
 import types
 
 from tuneloop.train.chunked_loss import CHUNK_FLOATS, MIN_CHUNK_ROWS
+from tuneloop.train.packed_attention import PAIR_SPANS
 
 # Losses computed from the summed log-probs of chosen and rejected replies alone (plus the reply lengths for
 # ipo); the others in TRL's list need TRL's padded path.
@@ -32,28 +33,51 @@ PACKED_DPO_LOSSES = ("sigmoid", "hinge", "ipo", "robust", "bco_pair", "apo_zero"
 def pack_pairs(examples: list[dict], max_length: int | None) -> dict:
     """One padding-free row from rows of prompt_ids, chosen_ids, rejected_ids (and cached ref log-probs if present).
 
-    Each sequence is prompt + reply cut to max_length from the end (the prompt was already fitted to its share of
-    max_length by tuneloop.recipes.preference_data). `reply_mask` marks reply tokens.
+    Each pair is laid out prompt, chosen, rejected: the prompt is computed once for both replies (the attention
+    keeps the rejected reply from seeing the chosen one, and its position ids continue from the prompt, as if it
+    followed its own copy). Each sequence is prompt + reply cut to max_length from the end (the prompt was already
+    fitted to its share of max_length by tuneloop.recipes.preference_data). Sequence i < B is pair i's chosen
+    reply, B + i its rejected one; every reply token comes with the row position whose hidden state predicts it.
     """
     import torch
 
-    ids, positions, reply, edges = [], [], [], [0]
-    for side in ("chosen_ids", "rejected_ids"):
-        for example in examples:
-            prompt, completion = example["prompt_ids"], example[side]
-            tokens = (prompt + completion)[:max_length]
-            ids += tokens
-            positions += range(len(tokens))
-            reply += ([0] * len(prompt) + [1] * len(completion))[:len(tokens)]
-            edges.append(len(ids))
-    boundaries = torch.tensor(edges, dtype=torch.int32)
-    longest = int(boundaries.diff().max())
+    pairs = len(examples)
+    ids, positions, spans = [], [], []
+    predictors, targets, sequence_index = [], [], []
+    sequence_tokens = 0
+    for pair, example in enumerate(examples):
+        prompt = example["prompt_ids"][:max_length]
+        room = None if max_length is None else max_length - len(prompt)
+        start = len(ids)
+        ids += prompt
+        positions += range(len(prompt))
+        span = [start]
+        for side, sequence in (("chosen_ids", pair), ("rejected_ids", pairs + pair)):
+            reply = example[side][:room]
+            span.append(len(ids))
+            # Reply token j is predicted at the token before it: the prompt's last token for j = 0.
+            before = [start + len(prompt) - 1] + list(range(len(ids), len(ids) + len(reply) - 1))
+            if not prompt:  # a reply with no prompt: its first token is predicted by nothing
+                before, reply_targets = before[1:], reply[1:]
+            else:
+                reply_targets = reply
+            predictors += before[:len(reply_targets)]
+            targets += reply_targets
+            sequence_index += [sequence] * len(reply_targets)
+            ids += reply
+            positions += range(len(prompt), len(prompt) + len(reply))
+            sequence_tokens += len(prompt) + len(reply)
+        span.append(len(ids))
+        spans.append(span)
     batch = {
         "input_ids": torch.tensor([ids]),
         "position_ids": torch.tensor([positions]),
-        "reply_mask": torch.tensor([reply], dtype=torch.bool),
-        "cu_seq_lens_q": boundaries, "cu_seq_lens_k": boundaries,
-        "max_length_q": longest, "max_length_k": longest,
+        PAIR_SPANS: torch.tensor(spans, dtype=torch.int64),
+        "reply_predictors": torch.tensor(predictors, dtype=torch.int64),
+        "reply_targets": torch.tensor(targets, dtype=torch.int64),
+        "sequence_index": torch.tensor(sequence_index, dtype=torch.int64),
+        # What the pairs hold, each prompt counted with both replies: the tokens a padded trainer would see.
+        "sequence_tokens": torch.tensor(sequence_tokens),
     }
     for key in ("ref_chosen_logps", "ref_rejected_logps"):
         if key in examples[0]:
@@ -150,43 +174,37 @@ def linear_log_probs(hidden, weight, targets, compute_dtype=None):
 def install_reply_log_probs(causal_lm, compute_dtype) -> None:
     """Give `causal_lm.forward` a `tuneloop_reply_log_probs=True` mode for `pack_pairs` batches.
 
-    That mode returns a dict: `log_probs` [M] of every reply token (predicted from the token before it, inside its
-    own sequence) and `sequence_index` [M], the sequence each belongs to. Other calls run the forward it had.
-    Install it before TRL's trainer adds its fused LM head: that head passes unknown keywords on to this forward.
+    That mode takes the batch's `reply_predictors` and `reply_targets` and returns the log-prob of every reply
+    token [M]; the LM head runs on those positions only. Other calls run the forward it had. Install it before
+    TRL's trainer adds its fused LM head: that head passes unknown keywords on to this forward.
     """
     previous_forward = causal_lm.forward
 
     @functools.wraps(type(causal_lm).forward)
-    def forward(self, *args, tuneloop_reply_log_probs=False, reply_mask=None, **kwargs):
+    def forward(self, *args, tuneloop_reply_log_probs=False, reply_predictors=None, reply_targets=None, **kwargs):
         if not tuneloop_reply_log_probs:
             return previous_forward(*args, **kwargs)
         kwargs["use_cache"] = False
         kwargs.pop("labels", None)
-        hidden = self.base_model(*args, **kwargs).last_hidden_state[0, :-1]
-        position_ids = kwargs["position_ids"][0]
-        input_ids = kwargs["input_ids"][0] if "input_ids" in kwargs else args[0][0]
-        # Token t+1 is predicted at t; a sequence's first token (position 0) is predicted by nothing.
-        keep = reply_mask[0, 1:] & (position_ids[1:] != 0)
-        sequence_index = (position_ids == 0).cumsum(0)[1:][keep] - 1
+        hidden = self.base_model(*args, **kwargs).last_hidden_state[0]
         head = self.get_output_embeddings()
-        log_probs = linear_log_probs(hidden[keep], head.weight, input_ids[1:][keep], compute_dtype)
-        return {"log_probs": log_probs, "sequence_index": sequence_index}
+        return linear_log_probs(hidden[reply_predictors], head.weight, reply_targets, compute_dtype)
 
     causal_lm.forward = types.MethodType(forward, causal_lm)
 
 
 def sequence_log_probs(model, batch: dict) -> tuple:
-    """(summed reply log-prob of each sequence [2B], reply tokens of each [2B], per-token output) for a packed batch."""
+    """(summed reply log-prob of each sequence [2B], reply tokens of each [2B], every reply token's log-prob [M])."""
     import torch
 
-    inputs = {key: batch[key] for key in ("input_ids", "position_ids", "cu_seq_lens_q", "cu_seq_lens_k",
-                                          "max_length_q", "max_length_k", "reply_mask")}
-    output = model(**inputs, tuneloop_reply_log_probs=True)
-    sequences = batch["cu_seq_lens_q"].numel() - 1
-    index = output["sequence_index"]
-    sums = torch.zeros(sequences, dtype=torch.float32, device=index.device).index_add(0, index, output["log_probs"])
+    inputs = {key: batch[key] for key in ("input_ids", "position_ids", PAIR_SPANS, "reply_predictors",
+                                          "reply_targets")}
+    log_probs = model(**inputs, tuneloop_reply_log_probs=True)
+    sequences = 2 * batch[PAIR_SPANS].shape[0]
+    index = batch["sequence_index"]
+    sums = torch.zeros(sequences, dtype=torch.float32, device=index.device).index_add(0, index, log_probs)
     counts = torch.bincount(index, minlength=sequences)
-    return sums, counts, output
+    return sums, counts, log_probs
 
 
 def preference_losses(loss_types, loss_weights, beta: float, label_smoothing: float, chosen, rejected,
