@@ -10,6 +10,7 @@ from tuneloop.config.load import validate_config
 from tuneloop.stages import data_stage, open_for_run, train_stage
 from tuneloop.train.packed_attention import register_packed_attention
 from tuneloop.train.packed_preference import (
+    KTO_SIDES,
     install_reply_log_probs,
     linear_log_probs,
     pack_pairs,
@@ -51,8 +52,8 @@ def test_a_packed_batch_gives_each_reply_the_log_prob_it_has_alone(tiny_model_di
     batch = pack_pairs(pairs, max_length=None)
     # Each prompt is in the row once, shared by its two replies; the token count holds it twice, as padding would.
     assert batch["input_ids"].shape[1] == sum(len(p["prompt_ids"] + p["chosen_ids"] + p["rejected_ids"]) for p in pairs)
-    assert int(batch["sequence_tokens"]) == sum(2 * len(p["prompt_ids"]) + len(p["chosen_ids"] + p["rejected_ids"])
-                                                for p in pairs)
+    assert batch["sequence_tokens"].tolist() == [len(p["prompt_ids"] + p[side]) for side in ("chosen_ids",
+                                                                                          "rejected_ids") for p in pairs]
     with torch.no_grad():
         sums, counts, _ = sequence_log_probs(model, batch)
         expected = [_alone(model, p["prompt_ids"], p[side]) for side in ("chosen_ids", "rejected_ids") for p in pairs]
@@ -133,3 +134,88 @@ def test_a_loss_off_the_packed_path_says_so_and_trains_padded(tmp_path, tiny_mod
     data_stage(config, run, console_print=lambda *_: None)
     train_stage(config, run, console_print=lines.append)
     assert any("discopop needs TRL's padded batches" in line for line in lines)
+
+
+def test_kto_rows_score_the_completion_and_the_kl_completion_behind_one_prompt(tiny_model_dir):
+    model = _model(tiny_model_dir)
+    rows = [{"prompt_ids": p["prompt_ids"], "completion_ids": p["chosen_ids"], "KL_completion_ids": p["rejected_ids"],
+             "label": index % 2 == 0} for index, p in enumerate(_pairs())]
+    batch = pack_pairs(rows, max_length=None, sides=KTO_SIDES)
+    with torch.no_grad():
+        sums, _, _ = sequence_log_probs(model, batch)
+        expected = [_alone(model, r["prompt_ids"], r[side]) for side in KTO_SIDES for r in rows]
+    torch.testing.assert_close(sums, torch.stack(expected), rtol=1e-5, atol=1e-4)
+    assert batch["label"].tolist() == [True, False, True]
+
+
+def _kto_trainers(tmp_path, model_dir, pair_files):
+    """TRL's padded KTOTrainer and tuneloop's packed one, each on its own copy of one LoRA model."""
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoTokenizer
+    from trl import KTOConfig, KTOTrainer
+
+    from tuneloop.recipes.kto import packed_kto_trainer
+    from tuneloop.train.packed_preference import PackedPairCollator
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    rows = [{"prompt": [{"role": "user", "content": p["prompt"]}],
+             "completion": [{"role": "assistant", "content": p[side]}], "label": side == "chosen"}
+            for p in read_jsonl(pair_files["train"])[:6] for side in ("chosen", "rejected")]
+    args = dict(per_device_train_batch_size=4, max_length=None, beta=0.5, precompute_ref_log_probs=True, use_cpu=True,
+                report_to="none", bf16=False, desirable_weight=1.0, undesirable_weight=1.5)
+    trainers = []
+    for name, trainer_class, extra in (("padded", KTOTrainer, {}),
+                                       ("packed", packed_kto_trainer(), {"data_collator": PackedPairCollator(
+                                           None, KTO_SIDES)})):
+        torch.manual_seed(0)
+        model = get_peft_model(_model(model_dir).train(), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+        trainers.append(trainer_class(model=model, args=KTOConfig(output_dir=str(tmp_path / name), **args),
+                                      train_dataset=Dataset.from_list(rows), processing_class=tokenizer, **extra))
+        # After the reference is cached, move the policy away from it, the same way in both copies.
+        generator = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for parameter in (p for n, p in model.named_parameters() if "lora_B" in n):
+                parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.5)
+    return trainers
+
+
+def test_packed_kto_loss_and_gradients_equal_trl_padded_kto(tmp_path, tiny_model_dir, pair_files):
+    losses, grads, kls = [], [], []
+    for trainer in _kto_trainers(tmp_path, tiny_model_dir, pair_files):
+        batch = next(iter(trainer.get_train_dataloader()))
+        loss = trainer.compute_loss(trainer.model, trainer._prepare_inputs(batch))
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append({n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None})
+        # The policy moved away from the reference: the rewards are not the first step's zeros.
+        assert abs(trainer._metrics["train"]["rewards/chosen"][-1]) > 1e-3
+        kls.append(trainer._metrics["train"]["kl"][-1])
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-6)
+    assert kls[1] == pytest.approx(kls[0], abs=1e-5)
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-3, atol=1e-6, msg=name)
+
+
+def test_packed_kto_trains_from_cached_reference_log_probs(tmp_path, tiny_model_dir, pair_files):
+    from conftest import preference_pairs, preference_run_config, write_jsonl
+
+    rows = [{"prompt": p["prompt"], "completion": p[side], "label": side == "chosen"}
+            for p in preference_pairs() for side in ("chosen", "rejected")]
+    files = {"train": write_jsonl(tmp_path / "feedback.jsonl", rows), "test": pair_files["test"]}
+    lines = []
+    config = validate_config(preference_run_config(tmp_path / "run", tiny_model_dir, files, "kto", max_steps=6,
+                                                   preference={"beta": 0.5}))
+    run = open_for_run(config)
+    data_stage(config, run, console_print=lambda *_: None)
+    summary = train_stage(config, run, console_print=lines.append)
+    assert any("computed once" in line for line in lines)
+    log = [r for r in read_jsonl(run.train_log) if "loss" in r and "eval_loss" not in r]
+    assert log[-1]["loss"] < log[0]["loss"]
+    # The first step's policy is the reference: the KL estimate and every implicit reward start at zero.
+    rewards = [log[0][key] for key in ("rewards/chosen", "rewards/rejected") if key in log[0]]
+    assert rewards and rewards == pytest.approx([0.0] * len(rewards), abs=1e-4)
+    assert log[0]["kl"] == pytest.approx(0.0, abs=1e-4)
+    assert summary["tokens_seen"] > 0 and (run.adapter / "adapter_config.json").is_file()
+

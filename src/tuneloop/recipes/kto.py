@@ -13,6 +13,12 @@ The KL estimate of the kto loss pairs each row with its neighbour in a fixed-ord
 rows in order: they are shuffled here once, with the run's seed (a pair split in two would otherwise sit
 side by side in every batch).
 
+The fast path (train.packing, on by default; docs/performance.md), as DPO's: a subclass of KTOTrainer whose
+batches are one padding-free row holding each row's prompt once, then its completion and the mismatched KL
+completion (each attending to the prompt and itself only); the LM head scores reply tokens only, and the
+reference log-probs of both are computed once before training (adapter switched off) and cached, so no step
+runs the reference. Prefix/prompt tuning takes TRL's padded path (one console line says so).
+
 Raises:
     ConfigError: a loss KTO does not take, a batch size of 1 (the KL term needs neighbours).
     TrainingInterrupted: the run was stopped by a signal after saving a checkpoint.
@@ -20,6 +26,8 @@ Raises:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import random
 
 from tuneloop.config.schema import RunConfig
@@ -33,7 +41,16 @@ from tuneloop.train.callbacks import replace_default_printing, trainer_callbacks
 from tuneloop.train.fit import finish_training, fit, resume_point
 from tuneloop.train.guard.freeze import freeze_lowest_blocks
 from tuneloop.train.guard.switches import check_guard, interpolate_trained, reset_record
+from tuneloop.train.lean_activations import recompute_cheap_activations
 from tuneloop.train.model_setup import keep_adapter_inputs_in_compute_dtype, setup_tokenizer
+from tuneloop.train.packed_attention import register_packed_attention
+from tuneloop.train.packed_preference import (
+    KTO_SIDES,
+    PackedPairCollator,
+    install_reply_log_probs,
+    kto_losses,
+    sequence_log_probs,
+)
 from tuneloop.workspace import RunDir
 
 KTO_LOSSES = ("kto", "apo_zero_unpaired")
@@ -71,8 +88,16 @@ def train_kto(config: RunConfig, run: RunDir, resume: bool = False, console_prin
     good = sum(row["label"] for row in splits["train"])
     lora = uses_adapter(config.train.method)
     weights_dtype = compute_dtype if lora and config.train.low_precision_base else torch.float32
-    model = load_causal_lm(base_path, weights_dtype, device)
+    packed = config.train.packing and config.train.method not in ("prefix", "prompt")
+    if config.train.packing and not packed:
+        console_print(f"train: train.method {config.train.method} adds virtual tokens; TRL's padded path for this "
+                      "run (slower; train.packing does not apply)")
+    model = load_causal_lm(base_path, weights_dtype, device, register_packed_attention() if packed else None)
     model.config.use_cache = False
+    if packed:
+        install_reply_log_probs(model, compute_dtype)  # before TRL adds its fused LM head, which passes it on
+        if config.train.lean_activations:
+            recompute_cheap_activations(model)
     check_guard(config, "kto")
     reset_record(run)
     if config.train.guard.freeze_layers:
@@ -80,14 +105,19 @@ def train_kto(config: RunConfig, run: RunDir, resume: bool = False, console_prin
 
     checkpoint = resume_point(run, resume, console_print)
     arguments = common_training_arguments(config, run, device, compute_dtype)
+    if packed:
+        # The reference is scored once, two batches at a time, in the training order (the KL pairing depends on it).
+        arguments.update(include_num_input_tokens_seen="all", precompute_ref_batch_size=2 * config.train.batch_size)
     args = KTOConfig(**arguments, max_length=config.data.max_length, beta=preference.beta, loss_type=loss,
                      desirable_weight=preference.desirable_weight, undesirable_weight=preference.undesirable_weight,
-                     precompute_ref_log_probs=preference.precompute_ref_log_probs and not lora)
+                     precompute_ref_log_probs=packed or (preference.precompute_ref_log_probs and not lora))
     model, peft_config = trainer_lora(model, config, "CAUSAL_LM") if lora else (model, None)
+    trainer_class = packed_kto_trainer() if packed else KTOTrainer
+    extra = {"data_collator": PackedPairCollator(config.data.max_length, KTO_SIDES)} if packed else {}
     try:
-        trainer = KTOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(splits["train"]),
-                             eval_dataset=Dataset.from_list(splits["validation"]), processing_class=tokenizer,
-                             callbacks=trainer_callbacks(config, run, tracker), peft_config=peft_config)
+        trainer = trainer_class(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(splits["train"]),
+                                eval_dataset=Dataset.from_list(splits["validation"]), processing_class=tokenizer,
+                                callbacks=trainer_callbacks(config, run, tracker), peft_config=peft_config, **extra)
     except ValueError as exc:
         raise ConfigError(f"train.preference: TRL refused the settings: {exc}") from None
     replace_default_printing(trainer)
@@ -97,8 +127,9 @@ def train_kto(config: RunConfig, run: RunDir, resume: bool = False, console_prin
         f"train: kto ({config.train.method}) on {config.model.name}, {device} "
         f"{str(compute_dtype).removeprefix('torch.')}, {len(splits['train'])} rows ({good} desirable, "
         f"{len(splits['train']) - good} undesirable), reference: "
-        + ("the adapter switched off" if lora else "precomputed log-probs" if args.precompute_ref_log_probs
-           else "a second copy") + ", "
+        + (("log-probs of the adapter switched off, computed once" if lora else "log-probs computed once")
+           if packed else "the adapter switched off" if lora else
+           "precomputed log-probs" if args.precompute_ref_log_probs else "a second copy") + ", "
         + (f"{config.train.max_steps} steps" if config.train.max_steps else f"{config.train.epochs:g} epoch(s)")
         + (f", resuming from {checkpoint.name}" if checkpoint else "")
     )
@@ -109,3 +140,76 @@ def train_kto(config: RunConfig, run: RunDir, resume: bool = False, console_prin
     return finish_training(trainer, tokenizer, config, run, result, elapsed, device, compute_dtype,
                            recipe="kto", loss=loss, beta=preference.beta, desirable_rows=good,
                            undesirable_rows=len(splits["train"]) - good)
+
+
+@functools.cache
+def packed_kto_trainer():
+    """KTOTrainer on packed rows (prompt, completion, KL completion; tuneloop.train.packed_preference), reference cached."""
+    import torch
+    from accelerate.utils import is_peft_model
+    from trl import KTOTrainer
+    from trl.trainer.utils import use_adapter
+
+    class PackedKTOTrainer(KTOTrainer):
+        """KTOTrainer whose batches are PackedPairCollator rows and whose losses come from summed reply log-probs.
+
+        One forward per step scores each row's completion and its mismatched KL completion behind one copy of the
+        prompt; the KL side is detached (TRL computes it without gradients), so only the completions train.
+        """
+
+        def compute_ref_log_probs(self, model, inputs):
+            # TRL calls this once per batch before training (precompute_ref_log_probs); the result is cached.
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            adapter_off = (use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None)
+                           if self.ref_model is None and is_peft_model(unwrapped) else contextlib.nullcontext())
+            with torch.no_grad(), adapter_off, self.accelerator.autocast():
+                sums, _, _ = sequence_log_probs(model, inputs)
+            rows = inputs["label"].shape[0]
+            return sums[:rows], (sums[rows:] if self.calculate_KL else None)
+
+        def _compute_loss(self, model, inputs, return_outputs):
+            mode = "train" if self.model.training else "eval"
+            sums, _, _ = sequence_log_probs(model, inputs)
+            labels = inputs["label"]
+            rows = labels.shape[0]
+            log_probs = sums[:rows]
+            gather = self.accelerator.gather_for_metrics
+            if self.calculate_KL:
+                kl = (sums[rows:].detach() - inputs["ref_KL_logps"]).mean()
+                kl = gather(kl).mean().clamp(min=0)
+            else:
+                kl = torch.zeros((), device=log_probs.device)
+            losses, rewards = kto_losses(self.loss_type, self.beta, self.desirable_weight, self.undesirable_weight,
+                                         log_probs, inputs["ref_logps"], labels, kl)
+            metrics = self._metrics[mode]
+            metrics["kl"].append(kl.item())
+            mean_reward = {}
+            for side, chosen in (("chosen", labels), ("rejected", ~labels)):
+                count = gather(chosen.sum()).sum().item()
+                if count:
+                    mean_reward[side] = gather(rewards[chosen].sum()).sum().item() / count
+                    metrics[f"rewards/{side}"].append(mean_reward[side])
+                    metrics[f"logps/{side}"].append(gather(log_probs.detach()[chosen].sum()).sum().item() / count)
+            if len(mean_reward) == 2:
+                metrics["rewards/margins"].append(mean_reward["chosen"] - mean_reward["rejected"])
+            if mode == "train":
+                self._total_train_tokens += gather(inputs["sequence_tokens"][:rows].sum()).sum().item()
+            metrics["num_tokens"] = [self._total_train_tokens]
+            loss = losses.mean()
+            return (loss, {}) if return_outputs else loss
+
+        def _track_num_input_tokens(self, inputs):
+            # The rows' prompt + completion tokens, as TRL counts them (the KL completions are not counted).
+            if self.args.include_num_input_tokens_seen != "no":
+                rows = inputs["label"].shape[0]
+                tokens = inputs["sequence_tokens"][:rows].sum().to(self.args.device)
+                self.state.num_input_tokens_seen += self.accelerator.gather(tokens).sum().item()
+
+        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+            # Evaluation reports the loss (and the metrics above); packed rows have no per-example logits to return.
+            inputs = self._prepare_inputs(inputs)
+            with torch.no_grad(), self.compute_loss_context_manager():
+                loss = self.compute_loss(model, inputs)
+            return loss.detach(), None, None
+
+    return PackedKTOTrainer

@@ -30,30 +30,39 @@ PACKED_DPO_LOSSES = ("sigmoid", "hinge", "ipo", "robust", "bco_pair", "apo_zero"
                      "sigmoid_norm", "sft")
 
 
-def pack_pairs(examples: list[dict], max_length: int | None) -> dict:
-    """One padding-free row from rows of prompt_ids, chosen_ids, rejected_ids (and cached ref log-probs if present).
+# The two replies of a row: DPO's chosen and rejected; KTO's completion and the mismatched completion TRL pairs with
+# the row's prompt for the KL estimate (KTO without the KL term has the completion alone).
+PAIR_SIDES = ("chosen_ids", "rejected_ids")
+KTO_SIDES = ("completion_ids", "KL_completion_ids")
+# Columns a row may carry through to the batch: cached reference log-probs and KTO's desirable/undesirable label.
+CARRIED_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps", "ref_logps", "ref_KL_logps")
 
-    Each pair is laid out prompt, chosen, rejected: the prompt is computed once for both replies (the attention
-    keeps the rejected reply from seeing the chosen one, and its position ids continue from the prompt, as if it
-    followed its own copy). Each sequence is prompt + reply cut to max_length from the end (the prompt was already
-    fitted to its share of max_length by tuneloop.recipes.preference_data). Sequence i < B is pair i's chosen
-    reply, B + i its rejected one; every reply token comes with the row position whose hidden state predicts it.
+
+def pack_pairs(examples: list[dict], max_length: int | None, sides: tuple[str, ...] = PAIR_SIDES) -> dict:
+    """One padding-free row from rows of prompt_ids and one or two replies (and cached ref log-probs if present).
+
+    Each row is laid out prompt, first reply, second reply: the prompt is computed once for both replies (the
+    attention keeps the second reply from seeing the first, and its position ids continue from the prompt, as if
+    it followed its own copy). Each sequence is prompt + reply cut to max_length from the end (the prompt was
+    already fitted to its share of max_length by tuneloop.recipes.preference_data). Sequence i < B is row i's
+    first reply, B + i its second; every reply token comes with the row position whose hidden state predicts it.
     """
     import torch
 
-    pairs = len(examples)
+    rows = len(examples)
     ids, positions, spans = [], [], []
     predictors, targets, sequence_index = [], [], []
-    sequence_tokens = 0
-    for pair, example in enumerate(examples):
+    sequence_tokens = [0] * (len(sides) * rows)
+    for row, example in enumerate(examples):
         prompt = example["prompt_ids"][:max_length]
         room = None if max_length is None else max_length - len(prompt)
         start = len(ids)
         ids += prompt
         positions += range(len(prompt))
         span = [start]
-        for side, sequence in (("chosen_ids", pair), ("rejected_ids", pairs + pair)):
+        for side_number, side in enumerate(sides):
             reply = example[side][:room]
+            sequence = side_number * rows + row
             span.append(len(ids))
             # Reply token j is predicted at the token before it: the prompt's last token for j = 0.
             before = [start + len(prompt) - 1] + list(range(len(ids), len(ids) + len(reply) - 1))
@@ -66,8 +75,8 @@ def pack_pairs(examples: list[dict], max_length: int | None) -> dict:
             sequence_index += [sequence] * len(reply_targets)
             ids += reply
             positions += range(len(prompt), len(prompt) + len(reply))
-            sequence_tokens += len(prompt) + len(reply)
-        span.append(len(ids))
+            sequence_tokens[sequence] = len(prompt) + len(reply)
+        span += [len(ids)] * (4 - len(span))
         spans.append(span)
     batch = {
         "input_ids": torch.tensor([ids]),
@@ -76,23 +85,27 @@ def pack_pairs(examples: list[dict], max_length: int | None) -> dict:
         "reply_predictors": torch.tensor(predictors, dtype=torch.int64),
         "reply_targets": torch.tensor(targets, dtype=torch.int64),
         "sequence_index": torch.tensor(sequence_index, dtype=torch.int64),
-        # What the pairs hold, each prompt counted with both replies: the tokens a padded trainer would see.
+        # Each sequence's prompt + reply: what a padded trainer counts as its non-padding tokens.
         "sequence_tokens": torch.tensor(sequence_tokens),
     }
-    for key in ("ref_chosen_logps", "ref_rejected_logps"):
+    for key in CARRIED_COLUMNS:
         if key in examples[0]:
             batch[key] = torch.tensor([example[key] for example in examples], dtype=torch.float32)
+    if "label" in examples[0]:
+        batch["label"] = torch.tensor([bool(example["label"]) for example in examples])
     return batch
 
 
 class PackedPairCollator:
     """The data collator giving `pack_pairs` batches (the Trainer moves the tensors to the device)."""
 
-    def __init__(self, max_length: int | None) -> None:
+    def __init__(self, max_length: int | None, sides: tuple[str, ...] = PAIR_SIDES) -> None:
         self.max_length = max_length
+        self.sides = sides
 
     def __call__(self, examples: list[dict]) -> dict:
-        return pack_pairs(examples, self.max_length)
+        sides = tuple(side for side in self.sides if side in examples[0])
+        return pack_pairs(examples, self.max_length, sides)
 
 
 def _log_prob_function():
@@ -194,13 +207,13 @@ def install_reply_log_probs(causal_lm, compute_dtype) -> None:
 
 
 def sequence_log_probs(model, batch: dict) -> tuple:
-    """(summed reply log-prob of each sequence [2B], reply tokens of each [2B], every reply token's log-prob [M])."""
+    """(summed reply log-prob of each sequence [S], reply tokens of each [S], every reply token's log-prob [M])."""
     import torch
 
     inputs = {key: batch[key] for key in ("input_ids", "position_ids", PAIR_SPANS, "reply_predictors",
                                           "reply_targets")}
     log_probs = model(**inputs, tuneloop_reply_log_probs=True)
-    sequences = 2 * batch[PAIR_SPANS].shape[0]
+    sequences = batch["sequence_tokens"].numel()
     index = batch["sequence_index"]
     sums = torch.zeros(sequences, dtype=torch.float32, device=index.device).index_add(0, index, log_probs)
     counts = torch.bincount(index, minlength=sequences)
@@ -246,3 +259,22 @@ def preference_losses(loss_types, loss_weights, beta: float, label_smoothing: fl
             raise ValueError(f"loss {loss_type!r} is not on the packed path; PACKED_DPO_LOSSES lists those that are")
         total = total + per_pair.mean() * weight
     return total
+
+
+def kto_losses(loss_type: str, beta: float, desirable_weight: float, undesirable_weight: float, log_probs, ref_log_probs,
+               labels, kl):
+    """TRL's KTO losses (kto, apo_zero_unpaired) per row [B] from summed reply log-probs, with each row's reward.
+
+    labels: True for a desirable row; kl: the batch's detached KL estimate (kto only; TRL clamps it at 0).
+    """
+    import torch
+
+    ratios = log_probs - ref_log_probs
+    if loss_type == "kto":
+        losses = torch.where(labels, 1 - torch.sigmoid(beta * (ratios - kl)), 1 - torch.sigmoid(beta * (kl - ratios)))
+    elif loss_type == "apo_zero_unpaired":
+        losses = torch.where(labels, 1 - torch.sigmoid(beta * ratios), torch.sigmoid(beta * ratios))
+    else:
+        raise ValueError(f"KTO loss {loss_type!r}: kto or apo_zero_unpaired")
+    weights = torch.where(labels, desirable_weight, undesirable_weight)
+    return losses * weights, beta * ratios.detach()
