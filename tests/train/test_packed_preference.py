@@ -52,8 +52,8 @@ def test_a_packed_batch_gives_each_reply_the_log_prob_it_has_alone(tiny_model_di
     batch = pack_pairs(pairs, max_length=None)
     # Each prompt is in the row once, shared by its two replies; the token count holds it twice, as padding would.
     assert batch["input_ids"].shape[1] == sum(len(p["prompt_ids"] + p["chosen_ids"] + p["rejected_ids"]) for p in pairs)
-    assert batch["sequence_tokens"].tolist() == [len(p["prompt_ids"] + p[side]) for side in ("chosen_ids",
-                                                                                          "rejected_ids") for p in pairs]
+    sides = ("chosen_ids", "rejected_ids")
+    assert batch["sequence_tokens"].tolist() == [len(p["prompt_ids"] + p[side]) for side in sides for p in pairs]
     with torch.no_grad():
         sums, counts, _ = sequence_log_probs(model, batch)
         expected = [_alone(model, p["prompt_ids"], p[side]) for side in ("chosen_ids", "rejected_ids") for p in pairs]

@@ -22,9 +22,10 @@ train_log.jsonl and the report's plots.
 
 The fast path (dpo with train.packing, on by default; docs/performance.md): a subclass of DPOTrainer whose
 batches are one padding-free row (tuneloop.train.packed_preference: each pair's prompt once, then chosen and
-rejected, each reply attending to its prompt and itself only), whose LM head scores reply tokens only, in chunks, and whose reference log-probs are
-computed once before training (adapter switched off, or the untrained full model) and cached with the pairs, so
-no step runs the reference and full fine-tuning keeps no second copy. It takes the losses in PACKED_DPO_LOSSES;
+rejected, each reply attending to its prompt and itself only), whose LM head scores reply tokens only, in
+chunks, and whose reference log-probs are computed once before training (adapter switched off, or the
+untrained full model) and cached with the pairs, so no step runs the reference and full fine-tuning keeps no
+second copy. It takes the losses in PACKED_DPO_LOSSES;
 another train.preference.loss, or prefix/prompt tuning, takes TRL's padded path (one console line says so).
 
 Raises:

@@ -115,7 +115,8 @@ def train_kto(config: RunConfig, run: RunDir, resume: bool = False, console_prin
     trainer_class = packed_kto_trainer() if packed else KTOTrainer
     extra = {"data_collator": PackedPairCollator(config.data.max_length, KTO_SIDES)} if packed else {}
     try:
-        trainer = trainer_class(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(splits["train"]),
+        trainer = trainer_class(model=model, ref_model=None, args=args,
+                                train_dataset=Dataset.from_list(splits["train"]),
                                 eval_dataset=Dataset.from_list(splits["validation"]), processing_class=tokenizer,
                                 callbacks=trainer_callbacks(config, run, tracker), peft_config=peft_config, **extra)
     except ValueError as exc:
@@ -144,7 +145,7 @@ def train_kto(config: RunConfig, run: RunDir, resume: bool = False, console_prin
 
 @functools.cache
 def packed_kto_trainer():
-    """KTOTrainer on packed rows (prompt, completion, KL completion; tuneloop.train.packed_preference), reference cached."""
+    """KTOTrainer on packed rows (prompt, completion, KL completion: tuneloop.train.packed_preference), ref cached."""
     import torch
     from accelerate.utils import is_peft_model
     from trl import KTOTrainer

@@ -261,8 +261,8 @@ def preference_losses(loss_types, loss_weights, beta: float, label_smoothing: fl
     return total
 
 
-def kto_losses(loss_type: str, beta: float, desirable_weight: float, undesirable_weight: float, log_probs, ref_log_probs,
-               labels, kl):
+def kto_losses(loss_type: str, beta: float, desirable_weight: float, undesirable_weight: float, log_probs,
+               ref_log_probs, labels, kl):
     """TRL's KTO losses (kto, apo_zero_unpaired) per row [B] from summed reply log-probs, with each row's reward.
 
     labels: True for a desirable row; kl: the batch's detached KL estimate (kto only; TRL clamps it at 0).
