@@ -31,13 +31,15 @@ test: $(VENV)/.installed system-deps
 	$(BIN)/python -m pytest -q
 
 # Debian packages the tests use, installed when we may: WordNet (synonym augmentation), PostgreSQL (the
-# serve store and search storage; tests/postgres_server.py starts a throwaway cluster on a free port) and
-# chromium (tests/ui drive it with Playwright; Playwright's own browser download would need the internet).
+# serve store and search storage; tests/postgres_server.py starts a throwaway cluster on a free port),
+# chromium (tests/ui drive it with Playwright; Playwright's own browser download would need the internet)
+# and jemalloc (training commands preload it for a lower peak memory: tuneloop.train.allocator).
 system-deps:
 	@missing=""; \
 	[ -d /usr/share/wordnet ] || missing="$$missing wordnet-base"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	ls /usr/lib/*/libjemalloc.so.2 /usr/lib64/libjemalloc.so.2 >/dev/null 2>&1 || missing="$$missing libjemalloc2"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing Debian packages:$$missing"; \

@@ -1,4 +1,4 @@
-"""DPO training speed and memory of tuneloop against TRL's DPOTrainer with its defaults, same pairs, model and LoRA.
+"""DPO and KTO training speed and memory of tuneloop against TRL's trainers with their defaults, same data and LoRA.
 
 Both train one epoch on the same HH-RLHF harmless pairs (../shared/datasets/hh-rlhf, the seeded split of
 benchmarks/hh_dpo.yaml, prompts fitted to half of max length 128 by tuneloop's preference rows), on
@@ -11,6 +11,11 @@ and computes the reference log-probs once before training. Each run is its own s
 own) and its time covers loading the model, preparing the trainer (tuneloop's reference pass included) and
 training. Tokens are real tokens, chosen + rejected, no padding: the trainers' own counters, which must agree.
 
+--recipe kto does the same with TRL's KTOTrainer and tuneloop's KTO on the same pairs split into one desirable
+and one undesirable row each (tuneloop's unpaired rows, in the order the recipe shuffles them, since KTO's KL
+term pairs neighbours in a batch): tokens are each row's prompt + completion, as TRL counts them (the
+mismatched KL completions both compute are not counted).
+
 Afterwards every trained adapter and the base are scored by the same code on the same held-out pairs
 (preference accuracy: the chosen reply has the higher per-token log-likelihood; Wilson 95% interval).
 
@@ -20,6 +25,7 @@ Prints one JSON line per run, then the medians, then one line with tokens_per_s_
     .venv/bin/python benchmarks/preference_throughput.py                 # 128 pairs (16 steps), 3 repeats
     .venv/bin/python benchmarks/preference_throughput.py --pairs 64 --repeats 1 --heldout 100
     .venv/bin/python benchmarks/preference_throughput.py --trl-dtype default   # TRL's bf16 even where it is slow
+    .venv/bin/python benchmarks/preference_throughput.py --recipe kto
 
 Run it alone on the machine (no tests beside it) and quote the load average it prints.
 """
@@ -50,27 +56,27 @@ LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": "all-l
 BATCH_SIZE, MAX_LENGTH, LEARNING_RATE, BETA, WARMUP = 8, 128, 5e-4, 0.05, 0.1
 
 
-def run_config(output_dir: Path, pairs: int) -> dict:
+def run_config(output_dir: Path, pairs: int, recipe: str = "dpo") -> dict:
     """tuneloop's config for the run: hh_dpo.yaml's data and settings, with the shared LoRA and no evaluation."""
     return {
         "output_dir": str(output_dir), "seed": 42, "model": {"name": MODEL},
         "data": {"train_file": str(HH), "test_size": 0.2, "max_train_examples": pairs, "max_validation_examples": 16,
                  "max_length": MAX_LENGTH, "skip_invalid": True, "audit": {"enabled": False}},
-        "train": {"recipe": "dpo", "method": "lora", "preset": "none", "epochs": 1, "batch_size": BATCH_SIZE,
+        "train": {"recipe": recipe, "method": "lora", "preset": "none", "epochs": 1, "batch_size": BATCH_SIZE,
                   "learning_rate": LEARNING_RATE, "warmup_ratio": WARMUP, "eval_every": 10**6, "save_every": 10**6,
                   "early_stopping_patience": None, "logging_steps": 1000,
                   "lora": {"rank": LORA["r"], "alpha": LORA["lora_alpha"], "dropout": LORA["lora_dropout"]},
-                  "preference": {"loss": "sigmoid", "beta": BETA}},
+                  "preference": {"loss": "sigmoid" if recipe == "dpo" else "kto", "beta": BETA}},
         "tracking": {"backend": "none"},
     }
 
 
-def prepare(workdir: Path, pairs: int):
+def prepare(workdir: Path, pairs: int, recipe: str):
     """The split both tools read: tuneloop's data stage on the HH file, once."""
     from tuneloop.config.load import validate_config
     from tuneloop.stages import data_stage, open_for_run
 
-    config = validate_config(run_config(workdir / "prepared", pairs))
+    config = validate_config(run_config(workdir / "prepared", pairs, recipe))
     run = open_for_run(config, overwrite=True)
     data_stage(config, run, lambda *a, **k: None)
     return config, run
@@ -83,33 +89,44 @@ def compute_dtype():
     return pick_dtype("cpu")
 
 
-def run_trl(out: Path, pairs: int, prepared: Path, trl_dtype: str) -> dict:
-    """TRL's DPOTrainer with its defaults but for the shared settings above (and, unless trl_dtype is "default",
-    the compute dtype tuneloop picks here: TRL's bf16 default on a CPU without AVX512-BF16 runs emulated bf16
-    matmuls, which measured 70x slower than fp32 on such a machine and would say nothing about the training path)."""
+def run_trl(out: Path, pairs: int, prepared: Path, trl_dtype: str, recipe: str) -> dict:
+    """TRL's DPOTrainer (or KTOTrainer) with its defaults but for the shared settings above.
+
+    Unless trl_dtype is "default", TRL computes in the dtype tuneloop picks here: TRL's bf16 default on a CPU
+    without AVX512-BF16 runs emulated bf16 matmuls, which measured 70x slower than fp32 on such a machine and would
+    say nothing about the training path.
+    """
+    import random
+
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
     from tuneloop.config.load import validate_config
     from tuneloop.models.load import load_causal_lm
     from tuneloop.models.registry import resolve_model
-    from tuneloop.recipes.preference_data import preference_rows
+    from tuneloop.recipes.preference_data import preference_rows, unpaired_rows
     from tuneloop.train.model_setup import setup_tokenizer
     from tuneloop.workspace import RunDir
 
-    config = validate_config(run_config(prepared, pairs))
+    config = validate_config(run_config(prepared, pairs, recipe))
     base = resolve_model(MODEL, lambda *a: None)
     started = time.perf_counter()
     tokenizer = setup_tokenizer(config, base)
-    rows = preference_rows(config, RunDir(prepared), "train", tokenizer, lambda *a: None)
+    if recipe == "kto":
+        rows = unpaired_rows(config, RunDir(prepared), "train", tokenizer, lambda *a: None)
+        random.Random(config.seed).shuffle(rows)  # as recipes/kto.py: the KL term pairs neighbours in a batch
+        trainer_config, trainer_class = KTOConfig, KTOTrainer
+    else:
+        rows = preference_rows(config, RunDir(prepared), "train", tokenizer, lambda *a: None)
+        trainer_config, trainer_class = DPOConfig, DPOTrainer
     dtype = {} if trl_dtype == "default" else {"bf16": compute_dtype() == torch.bfloat16}
-    args = DPOConfig(output_dir=str(out / "trl-checkpoints"), per_device_train_batch_size=BATCH_SIZE,
+    args = trainer_config(output_dir=str(out / "trl-checkpoints"), per_device_train_batch_size=BATCH_SIZE,
                      max_length=MAX_LENGTH, num_train_epochs=1, save_strategy="no", report_to="none",
                      logging_steps=1000, seed=42, use_cpu=True, disable_tqdm=True, learning_rate=LEARNING_RATE,
                      warmup_steps=WARMUP, beta=BETA, include_num_input_tokens_seen="non_padding", **dtype)
-    trainer = DPOTrainer(model=load_causal_lm(base, torch.float32), args=args, processing_class=tokenizer,
+    trainer = trainer_class(model=load_causal_lm(base, torch.float32), args=args, processing_class=tokenizer,
                          train_dataset=Dataset.from_list(rows), peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA))
     trainer.train()
     seconds = time.perf_counter() - started
@@ -118,12 +135,12 @@ def run_trl(out: Path, pairs: int, prepared: Path, trl_dtype: str) -> dict:
             "gradient_checkpointing": bool(args.activation_checkpointing), "bf16": bool(args.bf16)}
 
 
-def run_tuneloop(out: Path, pairs: int) -> dict:
-    """tuneloop's DPO recipe with its defaults, through the stages `tuneloop train` runs."""
+def run_tuneloop(out: Path, pairs: int, recipe: str) -> dict:
+    """tuneloop's DPO (or KTO) recipe with its defaults, through the stages `tuneloop train` runs."""
     from tuneloop.config.load import validate_config
     from tuneloop.stages import data_stage, open_for_run, train_stage
 
-    config = validate_config(run_config(out / "run", pairs))
+    config = validate_config(run_config(out / "run", pairs, recipe))
     run = open_for_run(config, overwrite=True)
     quiet = lambda *args, **kwargs: None  # noqa: E731
     data_stage(config, run, quiet)
@@ -134,12 +151,15 @@ def run_tuneloop(out: Path, pairs: int) -> dict:
     return {"tokens": int(summary["tokens_seen"]), "seconds": seconds, "fit_seconds": summary["seconds"]}
 
 
-def worker(tool: str, workdir: Path, pairs: int, trl_dtype: str) -> None:
+def worker(tool: str, workdir: Path, pairs: int, trl_dtype: str, recipe: str) -> None:
+    from tuneloop.train.allocator import current_allocator
+
     out = workdir / f"{tool}-{time.time_ns()}"
     out.mkdir()
-    result = run_trl(out, pairs, workdir / "prepared", trl_dtype) if tool == "trl" else run_tuneloop(out, pairs)
+    result = (run_trl(out, pairs, workdir / "prepared", trl_dtype, recipe) if tool == "trl" else
+              run_tuneloop(out, pairs, recipe))
     result.update(tool=tool, tokens_per_second=result["tokens"] / result["seconds"], peak_rss_gb=peak_rss_gb(),
-                  trained=str(out / "trained"))
+                  allocator=current_allocator(), trained=str(out / "trained"))
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -183,12 +203,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=128, help="training pairs (one epoch; batch 8)")
     parser.add_argument("--heldout", type=int, default=200, help="held-out pairs scored for preference accuracy")
+    parser.add_argument("--recipe", choices=["dpo", "kto"], default="dpo", help="the objective both train")
     parser.add_argument("--trl-dtype", choices=["same", "default"], default="same",
                         help="same: TRL computes in the dtype tuneloop picks here; default: TRL's bf16 default")
     add_comparison_arguments(parser)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.workdir, args.pairs, args.trl_dtype)
+        worker(args.worker, args.workdir, args.pairs, args.trl_dtype, args.recipe)
         return 0
     if not HH.is_file():
         print(f"skipped: {HH} is absent (the shared datasets folder is not beside this checkout)")
@@ -196,18 +217,19 @@ def main() -> int:
 
     tools = [args.only] if args.only else ["trl", "tuneloop"]
     results: dict[str, list[dict]] = {tool: [] for tool in tools}
-    print(json.dumps({"load_average_at_start": load_average(), "pairs": args.pairs, "repeats": args.repeats,
+    print(json.dumps({"load_average_at_start": load_average(), "recipe": args.recipe, "pairs": args.pairs,
+                      "repeats": args.repeats,
                       "compute_dtype": str(compute_dtype()), "trl_dtype": args.trl_dtype}), flush=True)
     with tempfile.TemporaryDirectory(prefix="tuneloop-preference-") as tmp:
         workdir = Path(tmp)
-        config, prepared = prepare(workdir, args.pairs)
+        config, prepared = prepare(workdir, args.pairs, args.recipe)
         base = heldout_accuracy(None, config, prepared, args.heldout)
         print(json.dumps({"base": base}), flush=True)
         for repeat in range(args.repeats):
             for tool in tools:
                 command = [sys.executable, __file__, "--worker", tool, "--workdir", str(workdir),
-                           "--pairs", str(args.pairs), "--trl-dtype", args.trl_dtype]
-                result = worker_result(command, cwd=ROOT)
+                           "--pairs", str(args.pairs), "--trl-dtype", args.trl_dtype, "--recipe", args.recipe]
+                result = worker_result(command, cwd=ROOT, tool=tool)
                 if result is None:
                     return 1
                 result["heldout"] = heldout_accuracy(result.pop("trained"), config, prepared, args.heldout)

@@ -72,9 +72,16 @@ def add_comparison_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
 
 
-def worker_result(command: list[str], cwd: Path | None = None) -> dict | None:
-    """Run one worker subprocess and return what it printed after RESULT; None (its output shown) when it failed."""
-    done = subprocess.run(command, capture_output=True, text=True, cwd=cwd)
+def worker_result(command: list[str], cwd: Path | None = None, tool: str = "trl") -> dict | None:
+    """Run one worker subprocess and return what it printed after RESULT; None (its output shown) when it failed.
+
+    tuneloop's worker starts as the `tuneloop` command starts a training process (jemalloc preloaded where it is
+    installed: tuneloop.train.allocator); TRL's with the environment as it is.
+    """
+    from tuneloop.train.allocator import training_environment
+
+    env = training_environment()[0] if tool == "tuneloop" else None
+    done = subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env)
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if done.returncode or line is None:
         print(done.stdout[-3000:], done.stderr[-3000:], file=sys.stderr)
@@ -140,6 +147,7 @@ def run_tuneloop(model_name: str, method: str, train_file: Path, out: Path) -> d
 
 def worker(tool: str, model: str, method: str, workdir: Path) -> None:
     from tuneloop.models.registry import resolve_model
+    from tuneloop.train.allocator import current_allocator
 
     model_path = resolve_model(model, lambda *a: None)
     out = workdir / f"{tool}-{time.time_ns()}"
@@ -150,7 +158,7 @@ def worker(tool: str, model: str, method: str, workdir: Path) -> None:
     else:
         result = run_tuneloop(model, method, train_file, out)
     result.update(tool=tool, tokens_per_second=result["tokens"] / result["seconds"], peak_rss_gb=peak_rss_gb(),
-                  trained=str(out / "trained"))
+                  allocator=current_allocator(), trained=str(out / "trained"))
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -205,7 +213,7 @@ def main() -> int:
             for tool in tools:
                 command = [sys.executable, __file__, "--worker", tool, "--workdir", str(workdir),
                            "--model", args.model, "--method", args.method]
-                result = worker_result(command)
+                result = worker_result(command, tool=tool)
                 if result is None:
                     return 1
                 result["validation_loss"] = validation_loss_of(result.pop("trained"), args.model, args.method,

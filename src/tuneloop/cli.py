@@ -16,6 +16,7 @@ from tuneloop.data.commands import data_app
 from tuneloop.errors import ConfigError, TuneloopError
 from tuneloop.feedback.commands import feedback_app
 from tuneloop.serve.commands import monitor_command, serve_command
+from tuneloop.train.allocator import reexec_training_under_jemalloc
 from tuneloop.ui.commands import ui_command
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenizers' fork warning adds nothing here
@@ -664,6 +665,8 @@ def _with_interval(value, interval) -> str:
 
 
 def main() -> None:
+    # Before any work: a training command re-executes itself under jemalloc (tuneloop.train.allocator).
+    reexec_training_under_jemalloc(sys.argv, lambda line: typer.echo(line, err=True))
     try:
         app()
     except TuneloopError as exc:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from tuneloop.errors import TrainingInterrupted
+from tuneloop.train.allocator import current_allocator
 from tuneloop.train.callbacks import GracefulInterrupt, ProgressCallback
 from tuneloop.workspace import RunDir, read_jsonl, write_json, write_jsonl
 
@@ -83,6 +84,7 @@ def training_summary(trainer, result, seconds: float, model, method: str, device
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "total_parameters": sum(p.numel() for p in model.parameters()),
         "peak_memory_mb": peak_memory_mb(device),
+        "allocator": current_allocator(),
     }
 
 
