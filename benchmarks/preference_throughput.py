@@ -9,7 +9,9 @@ checkpoints activations, keeps fp32 weights under bf16 autocast and runs the ref
 in every step; tuneloop packs each batch into one row, scores reply tokens only, keeps the frozen base in bf16
 and computes the reference log-probs once before training. Each run is its own subprocess (peak RSS is its
 own) and its time covers loading the model, preparing the trainer (tuneloop's reference pass included) and
-training. Tokens are real tokens, chosen + rejected, no padding: the trainers' own counters, which must agree.
+training. TRL is given no validation set (its default evaluates nothing); tuneloop always validates, so it
+gets the smallest set it takes, 2 pairs (VALIDATION_PAIRS; its reference pass and final evaluation cover
+them too). Tokens are real tokens, chosen + rejected, no padding: the trainers' own counters, which must agree.
 
 --recipe kto does the same with TRL's KTOTrainer and tuneloop's KTO on the same pairs split into one desirable
 and one undesirable row each (tuneloop's unpaired rows, in the order the recipe shuffles them, since KTO's KL
@@ -54,13 +56,15 @@ HH = ROOT / ".." / "shared" / "datasets" / "hh-rlhf" / "harmless-base" / "test.j
 MODEL = "smollm2-135m-instruct"
 LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": "all-linear"}
 BATCH_SIZE, MAX_LENGTH, LEARNING_RATE, BETA, WARMUP = 8, 128, 5e-4, 0.05, 0.1
+VALIDATION_PAIRS = 2
 
 
 def run_config(output_dir: Path, pairs: int, recipe: str = "dpo") -> dict:
     """tuneloop's config for the run: hh_dpo.yaml's data and settings, with the shared LoRA and no evaluation."""
     return {
         "output_dir": str(output_dir), "seed": 42, "model": {"name": MODEL},
-        "data": {"train_file": str(HH), "test_size": 0.2, "max_train_examples": pairs, "max_validation_examples": 16,
+        "data": {"train_file": str(HH), "test_size": 0.2, "max_train_examples": pairs,
+                 "max_validation_examples": VALIDATION_PAIRS,
                  "max_length": MAX_LENGTH, "skip_invalid": True, "audit": {"enabled": False}},
         "train": {"recipe": recipe, "method": "lora", "preset": "none", "epochs": 1, "batch_size": BATCH_SIZE,
                   "learning_rate": LEARNING_RATE, "warmup_ratio": WARMUP, "eval_every": 10**6, "save_every": 10**6,
