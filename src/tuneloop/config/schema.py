@@ -184,8 +184,8 @@ class PreferenceConfig(_Section):
     )
     precompute_ref_log_probs: bool = Field(
         False, description="dpo/kto with full fine-tuning: score the reference once before training instead of "
-        "keeping a second copy of the model in memory. With LoRA the reference is the adapter switched off. DPO on its "
-        "packed path (train.packing, the default) always scores the reference once."
+        "keeping a second copy of the model in memory. With LoRA the reference is the adapter switched off. DPO and "
+        "KTO on their packed path (train.packing, the default) always score the reference once."
     )
     simpo_gamma: float = Field(0.5, ge=0, description="simpo: the target reward margin (gamma).")
     desirable_weight: float = Field(1.0, gt=0, description="kto: weight of the losses on desirable completions.")
@@ -236,8 +236,8 @@ class TrainConfig(_Section):
         False, description="Recompute activations in backward: less memory, about 30% slower."
     )
     packing: bool = Field(
-        True, description="SFT and DPO: run each batch's examples (DPO: chosen and rejected) back to back in one row "
-        "(no padding tokens; attention stays within each sequence)."
+        True, description="SFT, DPO and KTO: run each batch's examples back to back in one row (no padding tokens; "
+        "attention stays within each sequence; DPO/KTO compute each prompt once for both replies)."
     )
     chunked_loss: bool = Field(
         True, description="SFT: compute the loss on target tokens only, in chunks, never holding the full logits."
