@@ -35,7 +35,6 @@ Raises:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import warnings
 
@@ -56,6 +55,7 @@ from tuneloop.train.packed_attention import register_packed_attention
 from tuneloop.train.packed_preference import (
     PACKED_DPO_LOSSES,
     PackedPairCollator,
+    PackedTrainerSteps,
     install_reply_log_probs,
     preference_losses,
     sequence_log_probs,
@@ -205,22 +205,14 @@ def _checked(build):
 @functools.cache
 def packed_dpo_trainer():
     """DPOTrainer on packed pairs (tuneloop.train.packed_preference) with the reference log-probs cached."""
-    import torch
-    from accelerate.utils import is_peft_model
     from trl import DPOTrainer
-    from trl.trainer.utils import use_adapter
 
-    class PackedDPOTrainer(DPOTrainer):
+    class PackedDPOTrainer(PackedTrainerSteps, DPOTrainer):
         """DPOTrainer whose batches are PackedPairCollator rows and whose losses come from summed reply log-probs."""
 
         def compute_ref_log_probs(self, model, inputs):
             # TRL calls this once per batch before training (precompute_ref_log_probs); the result is cached.
-            unwrapped = self.accelerator.unwrap_model(self.model)
-            adapter_off = (use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None)
-                           if self.ref_model is None and is_peft_model(unwrapped) else contextlib.nullcontext())
-            with torch.no_grad(), adapter_off, self.accelerator.autocast():
-                sums, _, _ = sequence_log_probs(model, inputs)
-            return sums.chunk(2)
+            return self.reference_log_probs(model, inputs).chunk(2)
 
         def _compute_loss(self, model, inputs, return_outputs):
             mode = "train" if self.model.training else "eval"
@@ -253,12 +245,5 @@ def packed_dpo_trainer():
             if self.args.include_num_input_tokens_seen != "no":
                 tokens = inputs["sequence_tokens"].to(self.args.device)
                 self.state.num_input_tokens_seen += self.accelerator.gather(tokens).sum().item()
-
-        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-            # Evaluation reports the loss (and the metrics above); packed rows have no per-example logits to return.
-            inputs = self._prepare_inputs(inputs)
-            with torch.no_grad(), self.compute_loss_context_manager():
-                loss = self.compute_loss(model, inputs)
-            return loss.detach(), None, None
 
     return PackedDPOTrainer

@@ -26,7 +26,6 @@ Raises:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import random
 
@@ -47,6 +46,7 @@ from tuneloop.train.packed_attention import register_packed_attention
 from tuneloop.train.packed_preference import (
     KTO_SIDES,
     PackedPairCollator,
+    PackedTrainerSteps,
     install_reply_log_probs,
     kto_losses,
     sequence_log_probs,
@@ -147,11 +147,9 @@ def train_kto(config: RunConfig, run: RunDir, resume: bool = False, console_prin
 def packed_kto_trainer():
     """KTOTrainer on packed rows (prompt, completion, KL completion: tuneloop.train.packed_preference), ref cached."""
     import torch
-    from accelerate.utils import is_peft_model
     from trl import KTOTrainer
-    from trl.trainer.utils import use_adapter
 
-    class PackedKTOTrainer(KTOTrainer):
+    class PackedKTOTrainer(PackedTrainerSteps, KTOTrainer):
         """KTOTrainer whose batches are PackedPairCollator rows and whose losses come from summed reply log-probs.
 
         One forward per step scores each row's completion and its mismatched KL completion behind one copy of the
@@ -160,11 +158,7 @@ def packed_kto_trainer():
 
         def compute_ref_log_probs(self, model, inputs):
             # TRL calls this once per batch before training (precompute_ref_log_probs); the result is cached.
-            unwrapped = self.accelerator.unwrap_model(self.model)
-            adapter_off = (use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None)
-                           if self.ref_model is None and is_peft_model(unwrapped) else contextlib.nullcontext())
-            with torch.no_grad(), adapter_off, self.accelerator.autocast():
-                sums, _, _ = sequence_log_probs(model, inputs)
+            sums = self.reference_log_probs(model, inputs)
             rows = inputs["label"].shape[0]
             return sums[:rows], (sums[rows:] if self.calculate_KL else None)
 
@@ -205,12 +199,5 @@ def packed_kto_trainer():
                 rows = inputs["label"].shape[0]
                 tokens = inputs["sequence_tokens"][:rows].sum().to(self.args.device)
                 self.state.num_input_tokens_seen += self.accelerator.gather(tokens).sum().item()
-
-        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-            # Evaluation reports the loss (and the metrics above); packed rows have no per-example logits to return.
-            inputs = self._prepare_inputs(inputs)
-            with torch.no_grad(), self.compute_loss_context_manager():
-                loss = self.compute_loss(model, inputs)
-            return loss.detach(), None, None
 
     return PackedKTOTrainer

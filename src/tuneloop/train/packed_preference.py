@@ -220,6 +220,35 @@ def sequence_log_probs(model, batch: dict) -> tuple:
     return sums, counts, log_probs
 
 
+class PackedTrainerSteps:
+    """What DPO's and KTO's packed trainers share (mixed in before TRL's trainer class): the reference pass and
+    loss-only evaluation."""
+
+    def reference_log_probs(self, model, inputs):
+        """Every sequence's summed reply log-prob under the reference: with LoRA, the adapter switched off."""
+        import contextlib
+
+        import torch
+        from accelerate.utils import is_peft_model
+        from trl.trainer.utils import use_adapter
+
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        adapter_off = (use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None)
+                       if self.ref_model is None and is_peft_model(unwrapped) else contextlib.nullcontext())
+        with torch.no_grad(), adapter_off, self.accelerator.autocast():
+            sums, _, _ = sequence_log_probs(model, inputs)
+        return sums
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        # Evaluation reports the loss (and the trainer's metrics); packed rows have no per-example logits to return.
+        import torch
+
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+
 def preference_losses(loss_types, loss_weights, beta: float, label_smoothing: float, chosen, rejected,
                       ref_chosen, ref_rejected, chosen_tokens, rejected_tokens, chosen_token_log_probs=None):
     """The weighted sum of TRL's DPO losses (the PACKED_DPO_LOSSES), each the mean over pairs, from summed log-probs.
