@@ -104,13 +104,9 @@ def test_linear_log_probs_gradient_matches_autograd_through_full_logits():
     torch.testing.assert_close(ours[1], weight.grad)
 
 
-@pytest.mark.parametrize("loss", ["sigmoid", "ipo"])
-def test_packed_dpo_trains_from_cached_reference_log_probs(tmp_path, tiny_model_dir, pair_files, loss):
-    from conftest import preference_run_config
-
+def _train_packed(raw: dict):
+    """Train a packed preference run: (run, summary, training-log records); its loss fell, its reference ran once."""
     lines = []
-    raw = preference_run_config(tmp_path / "run", tiny_model_dir, pair_files, "dpo", max_steps=6,
-                                preference={"beta": 0.5, "loss": loss})
     config = validate_config(raw)
     run = open_for_run(config)
     data_stage(config, run, console_print=lambda *_: None)
@@ -118,6 +114,16 @@ def test_packed_dpo_trains_from_cached_reference_log_probs(tmp_path, tiny_model_
     assert any("computed once" in line for line in lines)
     log = [r for r in read_jsonl(run.train_log) if "loss" in r and "eval_loss" not in r]
     assert log[-1]["loss"] < log[0]["loss"]
+    return run, summary, log
+
+
+@pytest.mark.parametrize("loss", ["sigmoid", "ipo"])
+def test_packed_dpo_trains_from_cached_reference_log_probs(tmp_path, tiny_model_dir, pair_files, loss):
+    from conftest import preference_run_config
+
+    raw = preference_run_config(tmp_path / "run", tiny_model_dir, pair_files, "dpo", max_steps=6,
+                                preference={"beta": 0.5, "loss": loss})
+    run, summary, log = _train_packed(raw)
     # The first step's policy is the reference: every implicit reward starts at zero.
     assert log[0]["rewards/chosen"] == pytest.approx(0.0, abs=1e-4)
     assert summary["tokens_seen"] > 0 and (run.adapter / "adapter_config.json").is_file()
@@ -204,15 +210,8 @@ def test_packed_kto_trains_from_cached_reference_log_probs(tmp_path, tiny_model_
     rows = [{"prompt": p["prompt"], "completion": p[side], "label": side == "chosen"}
             for p in preference_pairs() for side in ("chosen", "rejected")]
     files = {"train": write_jsonl(tmp_path / "feedback.jsonl", rows), "test": pair_files["test"]}
-    lines = []
-    config = validate_config(preference_run_config(tmp_path / "run", tiny_model_dir, files, "kto", max_steps=6,
-                                                   preference={"beta": 0.5}))
-    run = open_for_run(config)
-    data_stage(config, run, console_print=lambda *_: None)
-    summary = train_stage(config, run, console_print=lines.append)
-    assert any("computed once" in line for line in lines)
-    log = [r for r in read_jsonl(run.train_log) if "loss" in r and "eval_loss" not in r]
-    assert log[-1]["loss"] < log[0]["loss"]
+    run, summary, log = _train_packed(preference_run_config(tmp_path / "run", tiny_model_dir, files, "kto",
+                                                            max_steps=6, preference={"beta": 0.5}))
     # The first step's policy is the reference: the KL estimate and every implicit reward start at zero.
     rewards = [log[0][key] for key in ("rewards/chosen", "rewards/rejected") if key in log[0]]
     assert rewards and rewards == pytest.approx([0.0] * len(rewards), abs=1e-4)

@@ -34,7 +34,7 @@ PACKED_DPO_LOSSES = ("sigmoid", "hinge", "ipo", "robust", "bco_pair", "apo_zero"
 # the row's prompt for the KL estimate (KTO without the KL term has the completion alone).
 PAIR_SIDES = ("chosen_ids", "rejected_ids")
 KTO_SIDES = ("completion_ids", "KL_completion_ids")
-# Columns a row may carry through to the batch: cached reference log-probs and KTO's desirable/undesirable label.
+# Cached reference log-probs a row may carry through to the batch (KTO's label comes through as well).
 CARRIED_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps", "ref_logps", "ref_KL_logps")
 
 
