@@ -383,12 +383,27 @@ def rollback(server: ServerOption, model: Annotated[str, typer.Option(help="The 
 
 
 @app.command()
-def loop(config: Annotated[Path, typer.Argument(help="A loop config (see examples/loop.yaml).")]) -> None:
-    """Run the feedback loop unattended: on enough new feedback, export, retrain, gate and promote; repeat."""
+def loop(config: Annotated[Path, typer.Argument(help="A loop config (see examples/loop.yaml).")],
+         once: Annotated[bool, typer.Option("--once", help="Check once, finish an interrupted cycle or run at most "
+                                                           "one new one, then exit (for cron).")] = False) -> None:
+    """Run the feedback loop unattended: on enough new feedback, export, retrain, gate and promote; repeat.
+
+    Its state lives in the store, so a loop stopped at any step (even kill -9) resumes that step when started
+    again; a second loop of the same name waits for the first. Exit status 1 when the last cycle failed.
+    """
+    import signal
+
     from tuneloop.feedback.loop import load_loop_config, run_loop
 
-    state = run_loop(load_loop_config(config), console_print=say)
-    say(f"loop: {len(state['cycles'])} cycle(s); in service: {state['served']}")
+    # systemd stops a service with SIGTERM: leave through the finally blocks, so the lease is released at once.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    state = run_loop(load_loop_config(config), console_print=say, once=once)
+    if state.get("held_by_another"):
+        return
+    done = sum(1 for entry in state["cycles"] if entry["state"] == "done")
+    say(f"loop: {done} cycle(s) done, {len(state['cycles']) - done} failed; in service: {state['served']}")
+    if state["ran"] and state["ran"][-1]["state"] == "failed":
+        raise typer.Exit(1)
 
 
 def _next_free(stem: Path) -> Path:

@@ -16,10 +16,16 @@ A loop config names the served run, the store the server writes and the server t
       max_regression: 2.0
       set: []                          # --set overrides for the retrained runs, e.g. train.epochs=4
       out: runs/loop                   # each cycle's run lands in out/cycle-N
+      name: null                       # the loop's name in the store (default: the model id)
+      lease: 120                       # seconds without a heartbeat before another loop may take over
+      max_failures: 3                  # stop after this many failed cycles in a row
 
-State lives in out/loop.json (cycles done, the run now in service, the time feedback was last read), so a
-stopped loop continues where it was. out/loop.html lists every cycle, each linking its run's report and
-the previous cycle.
+The loop is meant to run for weeks in the foreground (under systemd, or `--once` from cron): its state — the run
+in service, the feedback window read so far, every cycle with the step it is in — lives in the store's `loops`
+table under the loop's name, saved before and after every step (tuneloop.feedback.loop_cycle), and is mirrored
+to out/loop.json and out/loop.html for people. A lease in the same row (tuneloop.feedback.loop_lease) keeps two
+loops of one name from running a cycle side by side; a loop killed at any step resumes that step when it starts
+again, and never promotes a candidate whose gate did not finish.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tuneloop.errors import ConfigError
+from tuneloop.errors import ConfigError, TuneloopError
 from tuneloop.workspace import read_json, write_json, write_text
 
 
@@ -55,6 +61,11 @@ class LoopSettings(BaseModel):
     max_regression: float = Field(2.0, ge=0)
     set: list[str] = Field(default_factory=list)
     out: str = "runs/loop"
+    name: str | None = Field(None, description="The loop's name in the store (its lease and state); default: the "
+                                               "model id, else the run directory's name.")
+    lease: float = Field(120, ge=5, description="Seconds without a heartbeat after which another loop may take "
+                                                "this one's lease over.")
+    max_failures: int = Field(3, ge=1, description="Stop after this many failed cycles in a row.")
 
 
 def load_loop_config(path: Path) -> LoopSettings:
@@ -79,76 +90,169 @@ def count_feedback(store_url: str, since: datetime | None) -> int:
     return len(feedback)
 
 
-def run_cycle(settings: LoopSettings, state: dict, console_print=print) -> dict:
-    """One cycle: export the feedback since the last cycle, retrain, gate, and promote a passing run."""
-    from tuneloop.feedback.gate import GateRule
-    from tuneloop.feedback.promote import promote, read_api_key
-    from tuneloop.feedback.retrain import retrain
-    from tuneloop.feedback.store_export import export_store
+def fresh_state(settings: LoopSettings) -> dict:
+    return {"name": loop_name(settings), "first": settings.run, "served": settings.run, "since": None, "cycles": [],
+            "current": None, "status": None}
 
-    out = Path(settings.out)
-    number = len(state["cycles"]) + 1
-    started = datetime.now(timezone.utc)
-    served = Path(state["served"])
-    export_dir = out / f"cycle-{number}-feedback"
-    export_store(settings.store, export_dir, served, state.get("since"), None, console_print)
-    candidate = out / f"cycle-{number}"
-    decision = retrain(served, export_dir, candidate, settings.recipe, settings.replay_ratio, settings.holdout,
-                       overrides=settings.set, rule=GateRule(max_regression=settings.max_regression),
-                       overwrite=True, console_print=console_print, paraphrases=settings.paraphrases)
-    entry = {"cycle": number, "started": started.isoformat(), "served": str(served), "candidate": str(candidate),
-             "decision": decision["decision"], "reasons": decision["reasons"], "promoted": False}
-    if decision["decision"] == "promote" and settings.server:
-        answer = promote(candidate, settings.server, settings.model or Path(state["first"]).name,
-                         read_api_key(Path(settings.api_key_file)) if settings.api_key_file else None)
-        entry.update(promoted=True, version=answer.get("version"), previous_version=answer.get("previous_version"))
-    if decision["decision"] == "promote":
-        state["served"] = str(candidate)  # the next cycle starts from the model now in service
-    state["since"] = started.isoformat()
-    state["cycles"].append(entry)
+
+def loop_name(settings: LoopSettings) -> str:
+    return settings.name or settings.model or Path(settings.run).name
+
+
+def run_cycle(settings: LoopSettings, state: dict, console_print=print, save=None) -> dict:
+    """One whole cycle on an in-memory state (save(state) after each step when given); raises when it fails.
+
+    What the loop demo and the retrain benchmark drive; `run_loop` adds the store's lease and resuming.
+    """
+    from tuneloop.feedback.loop_cycle import new_cycle, run_steps
+
+    state.setdefault("current", None)
+    new_cycle(state)
+    entry = run_steps(settings, state, save or (lambda _state: None), console_print)
+    if entry["state"] == "failed":
+        raise TuneloopError(f"loop cycle {entry['cycle']} failed while {entry['failed_step']}: {entry['error']}")
     return entry
 
 
-def run_loop(settings: LoopSettings, console_print=print, sleep=time.sleep) -> dict:
-    """Cycle whenever min_feedback new rows arrived, checking every `every` seconds, up to `cycles` cycles."""
+class LoopMirror:
+    """out/loop.json and out/loop.html, rewritten after every save; a full disk is said once, never fatal."""
+
+    def __init__(self, out: Path, console_print=print):
+        self.out, self.say, self.failing = out, console_print, False
+
+    def write(self, state: dict) -> None:
+        try:
+            write_json(self.out / "loop.json", state)
+            write_text(self.out / "loop.html", loop_page(state))
+            self.failing = False
+        except OSError as exc:
+            if not self.failing:
+                self.say(f"loop: cannot write {self.out}/loop.json and loop.html ({exc}); the state is safe in the "
+                         "store and the pages are written again once the disk allows")
+            self.failing = True
+
+
+def run_loop(settings: LoopSettings, console_print=print, sleep=time.sleep, once: bool = False) -> dict:
+    """Cycle whenever min_feedback new rows arrived, checking every `every` seconds, up to `cycles` cycles.
+
+    once: check once (resuming an interrupted cycle first), run at most one cycle, and return (for cron).
+    A loop of the same name holding the lease makes this one wait (once: return) instead of running beside it.
+    """
+    from tuneloop.feedback.loop_cycle import new_cycle, run_steps
+    from tuneloop.feedback.loop_lease import LeaseHeld, LoopLease
     from tuneloop.feedback.store_export import store_url_of
 
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
-    state_file = out / "loop.json"
-    state = read_json(state_file) if state_file.is_file() else {"first": settings.run, "served": settings.run,
-                                                                  "since": None, "cycles": []}
     url = store_url_of(settings.store)
-    while settings.cycles is None or len(state["cycles"]) < settings.cycles:
-        since = datetime.fromisoformat(state["since"]) if state.get("since") else None
-        waiting = count_feedback(url, since)
-        if waiting < settings.min_feedback:
-            console_print(f"loop: {waiting} new feedback row(s), waiting for {settings.min_feedback}; next check "
-                          f"in {settings.every:g}s")
+    mirror = LoopMirror(out, console_print)
+    lease = LoopLease(url, loop_name(settings), settings.lease, console_print)
+    while True:
+        try:
+            saved = lease.acquire()
+            break
+        except LeaseHeld as exc:
+            if once:
+                console_print(f"loop: {exc}")
+                return {**fresh_state(settings), "held_by_another": True, "ran": []}
+            console_print(f"loop: {exc} Checking again in {settings.every:g}s.")
             sleep(settings.every)
-            continue
-        console_print(f"loop: cycle {len(state['cycles']) + 1} on {waiting} new feedback row(s)")
-        entry = run_cycle(settings, state, console_print)
-        write_json(state_file, state)
-        write_text(out / "loop.html", loop_page(state))
-        console_print(f"loop: cycle {entry['cycle']}: {entry['decision']}"
-                      + (" and promoted" if entry["promoted"] else ""))
+    try:
+        state = saved or _legacy_state(out) or fresh_state(settings)
+        state.setdefault("current", None)
+
+        def save(current: dict) -> None:
+            lease.save(current)
+            mirror.write(current)
+
+        failures = 0
+        ran: list[dict] = []  # the cycles this call ran (returned beside the state, not saved)
+        while True:
+            if state["current"]:
+                entry = state["current"]
+                entry["resumed"] += 1
+                console_print(f"loop: resuming cycle {entry['cycle']} at {entry['state']} (the loop stopped there)")
+                save(state)
+            else:
+                done = sum(1 for entry in state["cycles"] if entry["state"] == "done")
+                if settings.cycles is not None and done >= settings.cycles:
+                    break
+                since = datetime.fromisoformat(state["since"]) if state.get("since") else None
+                waiting = count_feedback(url, since)
+                state["status"] = {"state": "collecting", "waiting": waiting, "checked": datetime.now(
+                    timezone.utc).isoformat()}
+                if waiting < settings.min_feedback:
+                    save(state)
+                    console_print(f"loop: {waiting} new feedback row(s), waiting for {settings.min_feedback}"
+                                  + ("" if once else f"; next check in {settings.every:g}s"))
+                    if once:
+                        break
+                    sleep(settings.every)
+                    continue
+                entry = new_cycle(state)
+                save(state)
+                console_print(f"loop: cycle {entry['cycle']} on {waiting} new feedback row(s)")
+            entry = run_steps(settings, state, save, console_print)
+            ran.append(entry)
+            if entry["state"] == "failed":
+                failures += 1
+                if failures >= settings.max_failures:
+                    raise TuneloopError(f"loop: {failures} cycles in a row failed; the last: {entry['error']}. The "
+                                        f"served model stays ({state['served']}). Fix the cause and start the loop "
+                                        "again.")
+            else:
+                failures = 0
+                console_print(f"loop: cycle {entry['cycle']}: {entry['decision']}"
+                              + (" and promoted" if entry["promoted"] else ""))
+            if once:
+                break
+            if entry["state"] == "failed":
+                sleep(settings.every)
+        return {**state, "ran": ran}
+    finally:
+        lease.release()
+
+
+def _legacy_state(out: Path) -> dict | None:
+    """out/loop.json from a loop that kept its state only there (before the store held it)."""
+    path = out / "loop.json"
+    if not path.is_file():
+        return None
+    state = read_json(path)
+    for entry in state.get("cycles", []):
+        entry.setdefault("state", "done")  # that loop recorded only finished cycles
     return state
 
 
 def loop_page(state: dict) -> str:
-    """out/loop.html: one row per cycle with its decision, linking the run's report and the previous cycle."""
+    """out/loop.html: one row per cycle — done, failed or in progress — with its steps, resumes and decision."""
+    entries = list(state["cycles"]) + ([state["current"]] if state.get("current") else [])
     rows = []
-    for entry in state["cycles"]:
-        report = Path(entry["candidate"]).name + "/report.html"
+    for entry in entries:
+        candidate = entry.get("candidate") or ""
+        report = f"<a href='{html.escape(Path(candidate).name)}/report.html'>{html.escape(candidate)}</a>" \
+            if candidate and entry["state"] == "done" else html.escape(candidate)
         previous = f"<a href='#cycle-{entry['cycle'] - 1}'>cycle {entry['cycle'] - 1}</a>" if entry["cycle"] > 1 \
             else html.escape(entry["served"])
-        rows.append(f"<tr id='cycle-{entry['cycle']}'><td>{entry['cycle']}</td><td>{html.escape(entry['started'])}</td>"
-                    f"<td>{previous}</td><td><a href='{html.escape(report)}'>{html.escape(entry['candidate'])}</a></td>"
-                    f"<td>{entry['decision']}{' (promoted)' if entry['promoted'] else ''}</td>"
-                    f"<td>{html.escape('; '.join(entry['reasons']))}</td></tr>")
+        if entry["state"] == "failed":
+            outcome = f"failed while {html.escape(entry.get('failed_step', '?'))}"
+            why = html.escape(entry.get("error", ""))
+        elif entry["state"] == "done":
+            outcome = html.escape(str(entry["decision"])) + (" (promoted)" if entry["promoted"] else "")
+            why = html.escape("; ".join(entry["reasons"]))
+        else:
+            outcome, why = f"in progress: {html.escape(entry['state'])}", ""
+        steps = ", ".join(f"{html.escape(step['step'])} {step['seconds']:g}s" for step in entry.get("steps", []))
+        resumed = f"{entry.get('resumed', 0)}" if entry.get("resumed") else ""
+        rows.append(f"<tr id='cycle-{entry['cycle']}' class='{html.escape(entry['state'])}'><td>{entry['cycle']}</td>"
+                    f"<td>{html.escape(entry['started'])}</td><td>{previous}</td><td>{report}</td><td>{outcome}</td>"
+                    f"<td>{why}</td><td>{steps}</td><td>{resumed}</td></tr>")
+    status = state.get("status") or {}
+    waiting = (f"<p>Collecting: {status['waiting']} new feedback row(s) at {html.escape(status['checked'])}.</p>"
+               if status.get("state") == "collecting" and not state.get("current") else "")
     return ("<!doctype html><meta charset='utf-8'><title>tuneloop loop</title>"
             "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:4px 8px}"
-            "table{border-collapse:collapse}</style><h1>Feedback loop</h1>"
-            f"<p>In service now: {html.escape(state['served'])}</p><table><tr><th>cycle</th><th>started</th>"
-            "<th>started from</th><th>run</th><th>gate</th><th>why</th></tr>" + "".join(rows) + "</table>")
+            "table{border-collapse:collapse}tr.failed td{background:#fde8e8}</style><h1>Feedback loop</h1>"
+            f"<p>In service now: {html.escape(state['served'])}</p>{waiting}<table><tr><th>cycle</th><th>started</th>"
+            "<th>started from</th><th>run</th><th>outcome</th><th>why</th><th>steps</th><th>resumed</th></tr>"
+            + "".join(rows) + "</table>")

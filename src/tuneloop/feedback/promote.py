@@ -13,13 +13,15 @@ from pathlib import Path
 from tuneloop.errors import TuneloopError
 
 
-def _post(server: str, path: str, payload: dict, api_key: str | None, timeout: float = 600.0) -> dict:
+def _post(server: str, path: str, payload: dict | None, api_key: str | None, timeout: float = 600.0) -> dict:
+    """POST payload to the server's path (GET when payload is None); the answer, or a TuneloopError saying why."""
     import httpx
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     url = server.rstrip("/").removesuffix("/v1") + path
     try:
-        response = httpx.post(url, json=payload, headers=headers, timeout=timeout)
+        response = (httpx.get(url, headers=headers, timeout=timeout) if payload is None
+                    else httpx.post(url, json=payload, headers=headers, timeout=timeout))
     except httpx.HTTPError as exc:
         raise TuneloopError(f"--server {server}: cannot reach the server ({exc}). Is `tuneloop serve` running "
                             "there?") from None
@@ -61,3 +63,11 @@ def promote(run_dir: Path, server: str, model: str, api_key: str | None = None, 
 def rollback(server: str, model: str, api_key: str | None = None) -> dict:
     """Serve the weights model id `model` had before its last promotion."""
     return _post(server, "/admin/rollback", {"model": model}, api_key)
+
+
+def served_run_dir(server: str, model: str, api_key: str | None = None) -> Path | None:
+    """The run directory the server answers model id `model` from now (None when its weights came from no run)."""
+    from urllib.parse import quote
+
+    root = _post(server, f"/v1/models/{quote(model, safe='')}", None, api_key, timeout=30.0).get("root")
+    return Path(root) if root else None

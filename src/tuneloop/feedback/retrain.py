@@ -15,6 +15,7 @@
 5. runs it like any run (audit, train, evaluate, report);
 6. scores the served and the new model on the frozen test set, the forgetting files and the feedback slice,
    and writes promotion.json with the gate's decision (tuneloop.feedback.gate).
+train_candidate does steps 1-5 and gate_candidate step 6, so the loop can save its state between them.
 
 Recipes: sft trains on corrections (plus replay); dpo on preference pairs (correction over the rejected
 reply, pairwise picks); kto on thumbs up/down. auto picks sft when there are corrections, else dpo when there
@@ -40,6 +41,7 @@ RECIPES = ("auto", "sft", "dpo", "kto")
 RECIPE_FILES = {"sft": ("sft.jsonl", "auto"), "dpo": ("preference.jsonl", "preference"),
                 "kto": ("kto.jsonl", "unpaired")}
 PROMOTION_FILE = "promotion.json"
+RETRAIN_FILE = "retrain.json"  # in the run's feedback/ directory: the recipe and data counts the gate reports
 PARAPHRASE_FILE = "paraphrase.json"  # in the run's feedback/ directory: what paraphrasing kept and dropped
 # Four rewordings per correction: enough that the model learns the fact rather than one sentence, at five times
 # the feedback rows (and, through replay_ratio, the replay rows) to train on.
@@ -264,6 +266,20 @@ def retrain(served_dir: Path, export_dir: Path, out: Path, recipe: str = "auto",
     paraphrases: rewordings of each training correction's question (sft only; 0 turns it off), written by
     `generator`, by default a local generator on the served run's base model.
     """
+    run = train_candidate(served_dir, export_dir, out, recipe, replay_ratio, holdout, seed, overrides, overwrite,
+                          console_print, paraphrases, generator)
+    return gate_candidate(served_dir, run.root, rule, console_print)
+
+
+def train_candidate(served_dir: Path, export_dir: Path, out: Path, recipe: str = "auto", replay_ratio: float = 1.0,
+                    holdout: float = 0.2, seed: int = 42, overrides: list[str] | None = None, overwrite: bool = False,
+                    console_print=print, paraphrases: int = DEFAULT_PARAPHRASES,
+                    generator: TextGenerator | None = None) -> RunDir:
+    """The first half of retrain: prepare the feedback data and run the new run (no gate yet).
+
+    The run's feedback/ directory gets the training and held-out rows and retrain.json (recipe and counts), all
+    gate_candidate needs, so the gate can run later in another process (a resumed loop).
+    """
     from tuneloop.config.load import validate_config
     from tuneloop.stages import run_all
 
@@ -274,13 +290,16 @@ def retrain(served_dir: Path, export_dir: Path, out: Path, recipe: str = "auto",
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise TuneloopError(f"--out: {out} exists and is not empty; choose a new directory or pass --overwrite.")
-    if overwrite and out.exists():
+    staging = out.parent / f".{out.name}-feedback"
+    if overwrite:
         import shutil
 
-        shutil.rmtree(out)
+        for stale in (out, staging):  # what an interrupted attempt left
+            if stale.exists():
+                shutil.rmtree(stale)
     out.mkdir(parents=True, exist_ok=True)
-    data = prepare_data(served, Path(export_dir), out.parent / f".{out.name}-feedback", recipe, replay_ratio,
-                        holdout, seed, paraphrases, generator, console_print)
+    data = prepare_data(served, Path(export_dir), staging, recipe, replay_ratio, holdout, seed, paraphrases,
+                        generator, console_print)
     console_print(f"retrain: {recipe} on {data['train_feedback']} feedback row(s) + {data['paraphrased']} "
                   f"paraphrase(s) + {data['replay']} replay row(s) from {served.root}; {data['holdout']} held out "
                   "for the gate")
@@ -294,10 +313,28 @@ def retrain(served_dir: Path, export_dir: Path, out: Path, recipe: str = "auto",
     # The feedback files move inside the run directory: the run is self-contained.
     moved = run.root / "feedback"
     data["paths"]["train"].parent.rename(moved)
-    holdout_rows = read_jsonl(moved / "holdout.jsonl")
+    write_json(moved / RETRAIN_FILE, {"served": str(served.root.resolve()), "recipe": recipe,
+                                      "data": {key: value for key, value in data.items() if key != "paths"}})
+    return run
+
+
+def gate_candidate(served_dir: Path, candidate_dir: Path, rule: GateRule = GateRule(), console_print=print) -> dict:
+    """The second half of retrain: score both runs on the same rows, decide, write promotion.json last.
+
+    promotion.json appears only once the whole gate has run (and atomically), so a gate cut short leaves no
+    decision that `tuneloop promote` or the loop could act on.
+    """
+    served, run = open_run_dir(served_dir), open_run_dir(candidate_dir)
+    feedback = run.root / "feedback"
+    if not (feedback / RETRAIN_FILE).is_file():
+        raise TuneloopError(f"{run.root}: no feedback/{RETRAIN_FILE}; the run was not made by `tuneloop retrain`, "
+                            "or its training did not finish.")
+    made = read_json(feedback / RETRAIN_FILE)
+    (run.root / PROMOTION_FILE).unlink(missing_ok=True)
+    holdout_rows = read_jsonl(feedback / "holdout.jsonl")
     decision = decide(gate_checks(served, run, holdout_rows, console_print), rule)
-    decision.update(served=str(served.root.resolve()), candidate=str(run.root.resolve()), recipe=recipe,
-                    data={key: value for key, value in data.items() if key != "paths"})
+    decision.update(served=str(served.root.resolve()), candidate=str(run.root.resolve()), recipe=made["recipe"],
+                    data=made["data"])
     write_json(run.root / PROMOTION_FILE, decision)
     return decision
 

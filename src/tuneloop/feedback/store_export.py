@@ -20,8 +20,12 @@ def store_url_of(store: str) -> str:
 
 
 def export_store(store: str, out: Path, run_dir: Path | None = None, since: str | None = None,
-                 model: str | None = None, console_print=print, reviewed_only: bool = False) -> dict:
-    """Export the store's feedback to out/, dropping prompts that copy run_dir's frozen test set; audit it."""
+                 model: str | None = None, console_print=print, reviewed_only: bool = False,
+                 until: str | None = None) -> dict:
+    """Export the store's feedback to out/, dropping prompts that copy run_dir's frozen test set; audit it.
+
+    since and until bound the feedback's time (since inclusive, until exclusive): a loop cycle's window.
+    """
     from tuneloop.data.audit import AuditOptions, audit_files
     from tuneloop.data.audit_html import render_audit_html
     from tuneloop.feedback.export import export_feedback
@@ -39,7 +43,8 @@ def export_store(store: str, out: Path, run_dir: Path | None = None, since: str 
     else:
         console_print("feedback: no --run given, so feedback copying a run's test questions is not dropped; "
                       "pass --run RUN_DIR before training on this export")
-    ratings, pairs = read_feedback(store_url_of(store), parse_since(since), model, reviewed_only)
+    ratings, pairs = read_feedback(store_url_of(store), parse_since(since), model, reviewed_only,
+                                   parse_since(until))
     summary = export_feedback(ratings, pairs, out, test_rows)
     sft = out / "sft.jsonl"
     if summary["sft_rows"]:

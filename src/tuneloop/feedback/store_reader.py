@@ -1,7 +1,8 @@
 """Read the serve store's requests and feedback as export records (tuneloop.feedback.export's Feedback, PairwisePick).
 
 Only chat requests that got a reply (status 200) count. `model` keeps the requests a given model id answered
-or was asked for (an A/B alias or one of its variants); `since` keeps feedback given at or after a time.
+or was asked for (an A/B alias or one of its variants); `since` keeps feedback given at or after a time, `until`
+feedback given before one.
 Feedback a reviewer discarded in the UI's inbox never counts; `reviewed_only` keeps only what a reviewer accepted.
 """
 
@@ -12,8 +13,8 @@ from datetime import datetime
 from tuneloop.feedback.export import Feedback, PairwisePick
 
 
-def read_feedback(url: str, since: datetime | None = None, model: str | None = None, reviewed_only: bool = False
-                  ) -> tuple[list[Feedback], list[PairwisePick]]:
+def read_feedback(url: str, since: datetime | None = None, model: str | None = None, reviewed_only: bool = False,
+                  until: datetime | None = None) -> tuple[list[Feedback], list[PairwisePick]]:
     """Feedback and pairwise picks from the store at url, joined with the requests they rate."""
     from tuneloop.serve.store import read_tables
 
@@ -21,7 +22,7 @@ def read_feedback(url: str, since: datetime | None = None, model: str | None = N
     by_id = {row["id"]: row for row in requests if _usable(row)}
     ratings, pairs = [], []
     for row in feedback:
-        if since is not None and row["created_at"] < since:
+        if (since is not None and row["created_at"] < since) or (until is not None and row["created_at"] >= until):
             continue
         if row.get("review") == "discarded" or (reviewed_only and row.get("review") != "accepted"):
             continue

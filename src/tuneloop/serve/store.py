@@ -1,11 +1,12 @@
 """The request and feedback store: SQLAlchemy models, migrations at open, and the writes the server makes.
 
 One row per request (prompt messages, reply, which model id, run, adapter version and A/B variant answered,
-token counts, latency, status) and one per piece of feedback (a rating, correction or comment on one reply, or
-a preference between two). SQLite by default (WAL, synchronous=FULL: a committed row survives a killed
-process and a power cut), PostgreSQL for several server processes. Every write commits before the server
-answers, so whatever a client saw acknowledged is in the store. PII is redacted before writing unless the
-server runs with --store-raw. The next stage of the loop (feedback export) reads these tables as training data.
+token counts, latency, status), one per piece of feedback (a rating, correction or comment on one reply, or
+a preference between two) and one per `tuneloop loop` (its lease and saved state). SQLite by default (WAL,
+synchronous=FULL: a committed row survives a killed process and a power cut), PostgreSQL for several server
+processes. Every write commits before the server answers, so whatever a client saw acknowledged is in the
+store. PII is redacted before writing unless the server runs with --store-raw. The next stage of the loop
+(feedback export) reads these tables as training data.
 """
 
 from __future__ import annotations
@@ -77,6 +78,20 @@ class FeedbackRow(Base):
     review: Mapped[str | None] = mapped_column(String(16))  # None (not reviewed) | accepted | discarded
     reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     original_correction: Mapped[str | None] = mapped_column(Text)  # the user's words when a reviewer edited them
+
+
+class LoopRow(Base):
+    """One `tuneloop loop` by name: who holds its lease (tuneloop.feedback.loop_lease) and the state it saved."""
+
+    __tablename__ = "loops"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(200))  # host:pid:nonce; None once released
+    host: Mapped[str | None] = mapped_column(String(200))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    heartbeat: Mapped[float | None] = mapped_column(Float)  # epoch seconds: a float compares alike in every dialect
+    state: Mapped[dict | None] = mapped_column(JSON)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 def store_url(value: str | None, default_dir: Path) -> str:
