@@ -69,7 +69,7 @@ def run_steps(settings, state: dict, save, console_print=print) -> dict:
         except Exception as exc:  # noqa: BLE001 - an unattended loop records any failure and keeps serving
             if isinstance(exc, LeaseLost):
                 raise
-            fail(state, entry, step, exc, console_print)
+            fail(state, entry, step, exc, console_print, Path(settings.out))
             save(state)
             return entry
         fault_point(step, "end")
@@ -82,13 +82,38 @@ def run_steps(settings, state: dict, save, console_print=print) -> dict:
     return entry
 
 
-def fail(state: dict, entry: dict, step: str, exc: Exception, console_print) -> None:
-    entry.update(state="failed", decision="failed", failed_step=step, error=f"{type(exc).__name__}: {exc}",
+def fail(state: dict, entry: dict, step: str, exc: Exception, console_print, out: Path) -> None:
+    error = f"{type(exc).__name__}: {exc}"
+    full = disk_full_hint(out, exc)
+    entry.update(state="failed", decision="failed", failed_step=step, error=error + (f" ({full})" if full else ""),
                  finished=now_iso().isoformat())
     state["cycles"].append(entry)
     state["current"] = None
     console_print(f"loop: cycle {entry['cycle']} failed while {step}: {entry['error']}. The served model stays "
                   f"({state['served']}); its feedback is kept for the next cycle.")
+
+
+# Less free space than this beside a failed write: the disk is the likely cause, whatever the library said (torch
+# reports a full disk while saving a checkpoint as "enforce fail at inline_container.cc ... unexpected pos").
+LOW_SPACE_BYTES = 64 << 20
+
+
+def disk_full_hint(out: Path, exc: BaseException) -> str | None:
+    """A sentence saying the disk holding out is (nearly) full, when it is; None otherwise."""
+    import errno
+
+    chained, no_space = exc, False
+    while chained is not None:
+        no_space = no_space or (isinstance(chained, OSError) and chained.errno == errno.ENOSPC)
+        chained = chained.__cause__ or chained.__context__
+    try:
+        free = shutil.disk_usage(out).free
+    except OSError:
+        return "No space left on device" if no_space else None
+    if not no_space and free >= LOW_SPACE_BYTES:
+        return None
+    return (f"No space left on device: the disk holding {out} has {free / 1024:.0f} KiB free; free space there or "
+            "point loop.out at a larger disk")
 
 
 def finish(state: dict, entry: dict) -> None:
