@@ -4,7 +4,8 @@ POST /admin/promote {"model": ID, "run_dir": PATH} loads the run's weights besid
 routes new requests for ID to them; requests already queued or decoding finish on the old weights (the
 engine binds the weights when a request is queued, and deletes old adapters once their last row is done).
 POST /admin/rollback {"model": ID} does the same with the weights ID had before its last promotion.
-Both answer {"model", "version", "previous_version", "run_dir"}.
+Both answer {"model", "version", "previous_version", "run_dir"}, and both are recorded in the store, whose newest
+row every replica on that store follows (tuneloop.serve.promotions).
 
 Guarded like every route by the API keys; a server without keys takes admin calls from loopback clients
 only, so `--insecure-no-auth` on a public address never opens them. A run directory that does not exist or
@@ -13,6 +14,7 @@ holds no trained weights is a 400 that says so, never a 200 (the opposite of vLL
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -22,6 +24,7 @@ from tuneloop.errors import TuneloopError
 from tuneloop.serve import auth
 from tuneloop.serve.protocol import APIError
 from tuneloop.serve.request_body import parse, read_json
+from tuneloop.serve.store import RETRY_AFTER_S, StoreUnavailable
 
 
 class PromoteRequest(BaseModel):
@@ -47,8 +50,11 @@ def add_admin_routes(app: FastAPI, state) -> None:
         if not run_dir.is_dir():
             raise APIError(400, f"run_dir: {run_dir} is not a directory on the server; give the path of a trained "
                            "run as the server sees it", "run_dir")
-        loaded = await _load(state, body.model, run_dir)
-        state.history.setdefault(body.model, []).append(current)
+        async with state.promotion_lock:
+            current = _served(state, body.model)
+            loaded = await _load(state, body.model, run_dir)
+            await _record(state, "promote", loaded, current)
+            state.history.setdefault(body.model, []).append(current)
         return _answer(loaded, current)
 
     @app.post("/admin/rollback")
@@ -64,8 +70,10 @@ def add_admin_routes(app: FastAPI, state) -> None:
         if previous.run_dir is None:
             raise APIError(409, f"model {body.model!r}: the previous weights came from no run directory",
                            "model")
-        loaded = await _load(state, body.model, previous.run_dir)
-        history.pop()
+        async with state.promotion_lock:
+            loaded = await _load(state, body.model, previous.run_dir)
+            await _record(state, "rollback", loaded, current)
+            history.pop()
         return _answer(loaded, current)
 
 
@@ -93,6 +101,22 @@ async def _load(state, model: str, run_dir: Path):
         return await state.engine.load(model, run_dir)
     except TuneloopError as exc:
         raise APIError(400, f"run_dir: {exc}", "run_dir") from None
+
+
+async def _record(state, action: str, loaded, previous) -> None:
+    """Record the promotion in the store for the other replicas; undo it here when the store does not take it."""
+    if state.store is None:
+        return
+    try:
+        row = await asyncio.to_thread(state.store.record_promotion, loaded.model_id, action, str(loaded.run_dir),
+                                      loaded.version, previous.version, state.replica)
+    except StoreUnavailable as exc:
+        if previous.run_dir is not None:
+            await state.engine.load(loaded.model_id, previous.run_dir)
+        raise APIError(503, f"{exc}: the {action} is undone on this replica too, so every replica still serves "
+                       f"weights {previous.version}; retry in {RETRY_AFTER_S} s", code="store_unavailable",
+                       headers={"Retry-After": str(RETRY_AFTER_S)}) from None
+    state.promotions_seen[loaded.model_id] = row
 
 
 def _answer(loaded, previous) -> dict:

@@ -27,6 +27,7 @@ from tuneloop.serve import auth
 from tuneloop.serve.admin import add_admin_routes
 from tuneloop.serve.engine import Engine, Finished, GenerationRequest, TextDelta
 from tuneloop.serve.metrics import ServeMetrics
+from tuneloop.serve.promotions import DEFAULT_INTERVAL_S, apply_newest, follow_promotions
 from tuneloop.serve.protocol import (
     APIError,
     AssistantMessage,
@@ -47,7 +48,7 @@ from tuneloop.serve.protocol import (
 )
 from tuneloop.serve.request_body import body_too_large, parse, read_json
 from tuneloop.serve.routing import Router, hash_user
-from tuneloop.serve.store import Store, UnknownRequest, utcnow
+from tuneloop.serve.store import RETRY_AFTER_S, Store, StoreUnavailable, UnknownRequest, utcnow
 
 log = logging.getLogger("tuneloop.serve")
 VARIANT_HEADER = "x-tuneloop-variant"  # the model id that answered (the body's `model` is the name asked for)
@@ -75,6 +76,10 @@ class ServeState:
     in_flight: int = 0
     # model id -> what answered before each promotion, newest last (for rollback)
     history: dict[str, list] = field(default_factory=dict)
+    replica: str | None = None  # host:port, recorded with the promotions this replica takes
+    promotion_interval: float = DEFAULT_INTERVAL_S  # seconds between checks of the store's promotions; 0: never
+    promotions_seen: dict[str, int] = field(default_factory=dict)  # model id -> newest promotion row applied
+    promotion_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one promotion at a time per replica
 
 
 def new_request_id(path: str) -> str:
@@ -119,9 +124,15 @@ def create_app(state: ServeState) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app):
         await state.engine.start()
+        follower = None
+        if state.store is not None and state.promotion_interval > 0:
+            await apply_newest(state)  # a replica (re)started after a promotion serves the promoted weights
+            follower = asyncio.create_task(follow_promotions(state, state.promotion_interval))
         try:
             yield
         finally:
+            if follower is not None:
+                follower.cancel()
             await state.engine.stop()
             if state.store is not None:
                 state.store.close()
@@ -132,7 +143,7 @@ def create_app(state: ServeState) -> FastAPI:
 
     @app.exception_handler(APIError)
     async def api_error(_request, exc: APIError):
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request, exc: RequestValidationError):
@@ -241,6 +252,10 @@ async def answer(state: ServeState, request: Request, model, kind: str):
                 if isinstance(event, Finished):
                     finished = event
         await store_answer(state, call, finished)
+    except StoreUnavailable as exc:  # not stored, so not answered: the client retries, nothing is lost
+        failure = store_unavailable(exc)
+        state.metrics.failed(call.body.model, call.model_id, failure.status)
+        raise failure from None
     except TuneloopError as exc:  # the engine failed (an upstream down, out of memory): a 500 that says so
         failure = APIError(500, str(exc), code="engine_error")
         await refuse(state, call, failure)
@@ -321,7 +336,9 @@ async def stream(state: ServeState, call: _Call, generation: GenerationRequest):
         await store_answer(state, call, finished)
     except Exception as exc:  # the status line is sent already: end the stream with an error, never [DONE]
         log.error("stream %s failed: %s: %s", call.id, type(exc).__name__, exc)
-        yield sse(APIError(500, f"the reply could not be finished or stored: {exc}").body())
+        error = (store_unavailable(exc) if isinstance(exc, StoreUnavailable)
+                 else APIError(500, f"the reply could not be finished or stored: {exc}"))
+        yield sse(error.body())
         return
     last = (chunk(call, DeltaMessage(), finished.finish_reason) if call.kind == "chat"
             else completion_chunk(call, "", finished.finish_reason))
@@ -386,6 +403,11 @@ async def store_answer(state: ServeState, call: _Call, finished: Finished) -> No
         completion_tokens=finished.completion_tokens, latency_s=latency, ttft_s=call.ttft, status=200)
 
 
+def store_unavailable(exc: StoreUnavailable) -> APIError:
+    return APIError(503, f"{exc}; retry in {RETRY_AFTER_S} s", code="store_unavailable",
+                    headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
 async def refuse(state: ServeState, call: _Call, exc: APIError) -> None:
     """Count a refused request and keep it in the store (status and message), so monitoring sees errors."""
     model = call.body.model if call.body is not None else None
@@ -414,6 +436,8 @@ async def record_feedback(state: ServeState, feedback: FeedbackRequest) -> JSONR
             preferred_request_id=feedback.preferred_id() if pairwise else None,
             rating=None if feedback.rating is None else str(feedback.rating), score=feedback.score(),
             correction=feedback.correction, comment=feedback.comment, user_hash=hash_user(feedback.user))
+    except StoreUnavailable as exc:
+        raise store_unavailable(exc) from None
     except UnknownRequest as exc:
         missing = str(exc)
         param = "id" if not pairwise else ("id_a" if missing == feedback.id_a else "id_b")

@@ -42,6 +42,8 @@ def serve_command(
     max_tokens: Annotated[int, typer.Option(min=1, help="The most a request may ask for.")] = 2048,
     default_max_tokens: Annotated[int, typer.Option(min=1, help="When a request does not say.")] = 256,
     max_body_bytes: Annotated[int, typer.Option(min=1024)] = 1_000_000,
+    follow_promotions: Annotated[float, typer.Option(min=0, help="Seconds between checks of the store for "
+                                                                 "promotions other replicas took (0: never).")] = 5.0,
 ) -> None:
     """Serve runs over the OpenAI API (chat, completions, streaming), storing requests and feedback."""
     from tuneloop.serve.app import Limits
@@ -55,7 +57,8 @@ def serve_command(
     serve(ServeOptions(run_dirs=list(run_dirs or []), names=list(name or []), splits=list(split or []), host=host,
                        port=port, api_key_file=api_key_file, insecure_no_auth=insecure_no_auth, store=store,
                        no_store=no_store, store_raw=store_raw, engine_url=engine, engine_api_key=engine_api_key,
-                       device=device, dtype=dtype, max_batch_size=max_batch_size, limits=limits),
+                       device=device, dtype=dtype, max_batch_size=max_batch_size, limits=limits,
+                       follow_promotions=follow_promotions),
           say=lambda message: typer.echo(message, err=True))
 
 

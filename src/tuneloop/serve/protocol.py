@@ -12,9 +12,10 @@ class APIError(Exception):
     """An error answered in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
 
     def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 kind: str | None = None):
+                 kind: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
+        self.headers = headers or {}  # e.g. Retry-After on a 503
         self.kind = kind or {401: "authentication_error", 404: "not_found_error", 413: "invalid_request_error",
                              429: "rate_limit_error"}.get(status, "invalid_request_error" if status < 500
                                                           else "server_error")

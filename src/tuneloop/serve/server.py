@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuneloop.errors import ConfigError
 from tuneloop.serve import auth
 from tuneloop.serve.app import Limits, ServeState, create_app
+from tuneloop.serve.promotions import DEFAULT_INTERVAL_S
 from tuneloop.serve.routing import Router, plan_models
 from tuneloop.serve.run_weights import read_run
 from tuneloop.serve.store import Store, store_url
@@ -33,6 +35,7 @@ class ServeOptions:
     dtype: str | None = None
     max_batch_size: int = 32
     limits: Limits = field(default_factory=Limits)
+    follow_promotions: float = DEFAULT_INTERVAL_S  # seconds between checks of the store's promotions; 0: never
 
 
 def build_state(options: ServeOptions, say=print) -> ServeState:
@@ -71,7 +74,8 @@ def build_state(options: ServeOptions, say=print) -> ServeState:
         store = Store(url, raw=options.store_raw)
         say(f"store: {store.engine.url.render_as_string(hide_password=True)}"
             f"{' (raw: PII kept)' if options.store_raw else ' (PII redacted)'}")
-    return ServeState(engine, Router(list(served), splits), store, options.limits, keys)
+    return ServeState(engine, Router(list(served), splits), store, options.limits, keys,
+                      replica=f"{socket.gethostname()}:{options.port}", promotion_interval=options.follow_promotions)
 
 
 async def _list_upstream(engine) -> None:

@@ -12,13 +12,14 @@ store. PII is redacted before writing unless the server runs with --store-raw. T
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from tuneloop.errors import ConfigError
+from tuneloop.errors import ConfigError, TuneloopError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -94,6 +95,21 @@ class LoopRow(Base):
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class PromotionRow(Base):
+    """One promote or rollback a replica took; the newest row per model is the version every replica serves."""
+
+    __tablename__ = "promotions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    model: Mapped[str] = mapped_column(String(200), index=True)
+    action: Mapped[str] = mapped_column(String(16))  # promote | rollback
+    run_dir: Mapped[str] = mapped_column(Text)
+    version: Mapped[str | None] = mapped_column(String(64))
+    previous_version: Mapped[str | None] = mapped_column(String(64))
+    replica: Mapped[str | None] = mapped_column(String(200))
+
+
 def store_url(value: str | None, default_dir: Path) -> str:
     """A SQLAlchemy URL from --store: a URL as given, a file path as SQLite, nothing as serve.db in default_dir."""
     if not value:
@@ -163,6 +179,28 @@ class UnknownRequest(LookupError):
     """Feedback named a response id that is not in the store."""
 
 
+class StoreUnavailable(TuneloopError):
+    """The database did not take a write (PostgreSQL down or restarting, SQLite locked): nothing was kept."""
+
+
+RETRY_AFTER_S = 2  # what a 503 for an unavailable store tells clients to wait; pool_pre_ping reconnects by then
+
+
+@contextmanager
+def writing(engine):
+    """A session whose commit either happens or raises StoreUnavailable (for the database's own failures)."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    try:
+        with Session(engine) as session, session.begin():
+            yield session
+    except (OperationalError, InterfaceError, PoolTimeout) as exc:
+        raise StoreUnavailable(f"the store {engine.url.render_as_string(hide_password=True)} did not take the "
+                               f"write ({type(exc.orig if hasattr(exc, 'orig') else exc).__name__}); nothing was "
+                               "kept") from None
+
+
 class Store:
     """The writes the server makes; each commits before it returns."""
 
@@ -178,7 +216,7 @@ class Store:
             fields["messages"] = [{**m, "content": redact(m.get("content"), counts, self.raw)} for m in messages]
         fields["prompt"] = redact(fields.get("prompt"), counts, self.raw)
         fields["reply"] = redact(fields.get("reply"), counts, self.raw)
-        with Session(self.engine) as session, session.begin():
+        with writing(self.engine) as session:
             session.add(RequestRow(redacted=not self.raw, pii=dict(counts) or None, **fields))
 
     def record_feedback(self, kind: str, request_id: str, other_request_id: str | None = None, **fields) -> int:
@@ -186,7 +224,7 @@ class Store:
         counts: Counter = Counter()
         for key in ("correction", "comment"):
             fields[key] = redact(fields.get(key), counts, self.raw)
-        with Session(self.engine) as session, session.begin():
+        with writing(self.engine) as session:
             wanted = {request_id} | ({other_request_id} if other_request_id else set())
             found = set(session.scalars(select(RequestRow.id).where(RequestRow.id.in_(wanted))))
             missing = sorted(wanted - found)
@@ -197,6 +235,29 @@ class Store:
             session.add(row)
             session.flush()
             return row.id
+
+    def record_promotion(self, model: str, action: str, run_dir: str, version: str | None,
+                         previous_version: str | None, replica: str | None) -> int:
+        with writing(self.engine) as session:
+            row = PromotionRow(created_at=utcnow(), model=model, action=action, run_dir=run_dir, version=version,
+                               previous_version=previous_version, replica=replica)
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def newest_promotions(self, models: list[str]) -> dict[str, dict]:
+        """The newest promotion row (as a dict) of each of these models that has one."""
+        from sqlalchemy import func
+        from sqlalchemy.exc import InterfaceError, OperationalError
+
+        newest = (select(PromotionRow.model, func.max(PromotionRow.id).label("id"))
+                  .where(PromotionRow.model.in_(models)).group_by(PromotionRow.model).subquery())
+        try:
+            with Session(self.engine) as session:
+                rows = session.scalars(select(PromotionRow).join(newest, PromotionRow.id == newest.c.id))
+                return {row.model: _as_dict(row) for row in rows}
+        except (OperationalError, InterfaceError) as exc:
+            raise StoreUnavailable(f"the store did not answer ({type(exc).__name__})") from None
 
     def close(self) -> None:
         self.engine.dispose()
