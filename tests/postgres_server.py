@@ -73,6 +73,10 @@ class PostgresServer:
 
     def start(self) -> PostgresServer:
         self._run("initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        return self.launch()
+
+    def launch(self) -> PostgresServer:
+        """Start the cluster's server (again, after stop(): the restart the outage tests do)."""
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
         self._run("pg_ctl", "-D", str(self.data_dir), "-o", options, "-l", str(self.root / "server.log"),
                   "-w", "-t", "60", "start")

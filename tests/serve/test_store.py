@@ -47,3 +47,20 @@ def test_store_urls_and_since():
     assert parse_since("2026-01-31") == datetime(2026, 1, 31, tzinfo=timezone.utc)
     with pytest.raises(ConfigError, match="--since"):
         parse_since("yesterday")
+
+
+def test_a_nul_in_a_reply_is_stored_on_postgresql_and_newest_promotions(postgres_url):
+    store = Store(postgres_url)
+    # A small model's byte-level decoding emits NUL now and then; PostgreSQL's text refuses it outright.
+    record(store, "chatcmpl-nul", "odd\x00byte")
+    assert store.newest_promotions(["m"]) == {}
+    for run_dir in ("runs/a", "runs/b"):
+        store.record_promotion("m", "promote", run_dir, run_dir[-1], None, "host:1")
+    store.record_promotion("other", "rollback", "runs/c", "c", "d", "host:2")
+    newest = store.newest_promotions(["m", "other", "unknown"])
+    store.close()
+    (row,) = read_tables(postgres_url)[0]
+    assert row["messages"][0]["content"] == "odd\ufffdbyte" and row["reply"] == "Noted, odd\ufffdbyte"
+    assert {model: (found["run_dir"], found["action"]) for model, found in newest.items()} == {
+        "m": ("runs/b", "promote"), "other": ("runs/c", "rollback")}
+    assert {"loops", "promotions"} <= set(inspect(Store(postgres_url).engine).get_table_names())

@@ -162,11 +162,16 @@ def migrate(engine) -> None:
 
 
 def redact(text: str | None, counts: Counter, raw: bool) -> str | None:
-    """text with PII replaced (counted into counts); unchanged when raw, but still counted."""
+    """text as stored: PII replaced (counted into counts), or unchanged but still counted when raw.
+
+    A NUL character becomes U+FFFD either way: PostgreSQL's text cannot hold one (a small model's byte-level
+    decoding emits it now and then), and refusing the row would lose a reply the client is about to get.
+    """
     from tuneloop.data.privacy import find_pii, redact_pii
 
     if not text:
         return text
+    text = text.replace("\x00", "\ufffd")
     if raw:
         counts.update(f.kind for f in find_pii(text))
         return text
