@@ -90,3 +90,30 @@ def test_a_loss_dpo_does_not_take_is_a_config_error(tmp_path, tiny_model_dir, pa
     raw = preference_run_config(tmp_path / "run", tiny_model_dir, pair_files, "dpo", preference={"loss": "kto"})
     with pytest.raises(ConfigError, match="train.preference.loss='kto'.*train.recipe kto"):
         run_all(validate_config(raw), evaluate=False, console_print=lambda *_: None)
+
+
+@pytest.mark.parametrize("recipe", ["dpo", "kto"])
+def test_continuing_an_adapter_makes_that_adapter_the_reference(tmp_path, tiny_model_dir, pair_files, adapter_runs,
+                                                                recipe):
+    """What `tuneloop retrain --recipe dpo|kto` does from a served run: the served adapter is the reference."""
+    from peft import PeftModel
+
+    served = adapter_runs["alpha"] / "adapter"  # random LoRA weights: far from the base model
+    raw = preference_run_config(tmp_path / "run", tiny_model_dir, pair_files, recipe, max_steps=2)
+    raw["model"]["adapter"] = str(served)
+    said = []
+    run, _ = run_all(validate_config(raw), console_print=said.append)
+    assert any(f"reference: the adapter training starts from ({served}), frozen" in line for line in said)
+    first = next(r for r in read_jsonl(run.train_log) if "loss" in r and "eval_loss" not in r)
+    # Policy equal to the reference at the first step: zero rewards, DPO's loss log 2 and KTO's 0.5 exactly.
+    assert first["rewards/chosen"] == 0.0 and first["rewards/rejected"] == 0.0
+    assert first["loss"] == pytest.approx(0.6931472 if recipe == "dpo" else 0.5, abs=1e-6)
+    # Which the base model could not give: the served adapter moves the log-probs far from the base's.
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(served))
+    ids = torch.tensor([[5, 17, 42, 9, 3, 11, 8]])
+    with torch.no_grad():
+        gap = (adapted(ids).logits.log_softmax(-1) - base(ids).logits.log_softmax(-1)).abs().max()
+    assert gap > 0.5
+    # The saved adapter is the trained one alone, not the frozen reference copy beside it.
+    assert not (run.adapter / "ref").exists() and (run.adapter / "adapter_model.safetensors").is_file()

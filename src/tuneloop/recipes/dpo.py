@@ -9,8 +9,10 @@ train.recipe picks the objective:
            SFT loss on chosen replies (LLaMA-Factory's pref_ftx; TRL's "sft" loss term).
            The reference model: with LoRA, the same model with its adapter switched off (TRL does this when
            it wraps the model itself from a peft_config and no ref_model is given: no second copy in
-           memory). With full fine-tuning TRL loads a second copy, unless
-           train.preference.precompute_ref_log_probs scores the reference once before training.
+           memory); continuing an adapter (model.adapter, as `tuneloop retrain` does from the served run), a
+           frozen copy of that adapter as loaded, so the served model is the reference. With full
+           fine-tuning TRL loads a second copy, unless train.preference.precompute_ref_log_probs scores the
+           reference once before training.
     cpo    TRL's CPOTrainer (trl.experimental.cpo): the DPO-style loss on the policy alone plus
            behaviour cloning on chosen replies (sft_weight); no reference model.
     simpo  CPOTrainer with loss_type simpo and no behaviour-cloning term: length-normalized rewards with a
@@ -44,7 +46,14 @@ from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_causal_lm
 from tuneloop.models.registry import resolve_model
 from tuneloop.recipes.preference_data import preference_rows
-from tuneloop.train.arguments import common_training_arguments, trainer_lora, uses_adapter, wrap_with_lora
+from tuneloop.train.arguments import (
+    common_training_arguments,
+    drop_reference_adapter,
+    reference_description,
+    trainer_lora,
+    uses_adapter,
+    wrap_with_lora,
+)
 from tuneloop.train.callbacks import replace_default_printing, trainer_callbacks
 from tuneloop.train.fit import finish_training, fit, release_memory, resume_point
 from tuneloop.train.guard.freeze import freeze_lowest_blocks
@@ -105,10 +114,8 @@ def train_preference(config: RunConfig, run: RunDir, resume: bool = False, conso
     if lora and weights_dtype != torch.float32:
         keep_adapter_inputs_in_compute_dtype(trainer.model)
 
-    reference = "none (reference-free)" if recipe in REFERENCE_FREE else (
-        ("log-probs of the adapter switched off, computed once" if lora else "log-probs computed once") if packed else
-        "the adapter switched off" if lora else
-        "precomputed log-probs" if config.train.preference.precompute_ref_log_probs else "a second copy")
+    reference = "none (reference-free)" if recipe in REFERENCE_FREE else reference_description(
+        config, lora, packed or (config.train.preference.precompute_ref_log_probs and not lora))
     console_print(
         f"train: {recipe} ({config.train.method}) on {config.model.name}, {device} "
         f"{str(compute_dtype).removeprefix('torch.')}, {len(train_dataset)} pairs, reference: {reference}, "
@@ -116,6 +123,7 @@ def train_preference(config: RunConfig, run: RunDir, resume: bool = False, conso
         + (f", resuming from {checkpoint.name}" if checkpoint else "")
     )
     result, elapsed = fit(trainer, run, checkpoint)
+    drop_reference_adapter(trainer.model)
     if config.train.guard.interpolate is not None and trainer.is_world_process_zero():
         interpolate_trained(config, run, trainer.model, base_path, tokenizer, device, console_print,
                             lambda m, t=trainer: t.evaluate()["eval_loss"])

@@ -6,7 +6,8 @@ undesirable row) and writes adapter/ (LoRA) or model/ (full), as recipes/dpo.py.
 
 Settings: train.preference.loss (kto, or apo_zero_unpaired), beta, desirable_weight and undesirable_weight
 (KTO's paper weighs the rarer side up so that weight * count is about equal on both sides). The reference
-is the adapter switched off with LoRA (TRL wraps the model from a peft_config; no second copy), a second
+is the adapter switched off with LoRA (TRL wraps the model from a peft_config; no second copy), a frozen copy
+of the adapter training starts from when continuing one (model.adapter: the served run, in a retrain), a second
 copy with full fine-tuning unless train.preference.precompute_ref_log_probs.
 
 The KL estimate of the kto loss pairs each row with its neighbour in a fixed-order batch, so TRL reads the
@@ -35,7 +36,13 @@ from tuneloop.models.device import pick_device, pick_dtype
 from tuneloop.models.load import load_causal_lm
 from tuneloop.models.registry import resolve_model
 from tuneloop.recipes.preference_data import unpaired_rows
-from tuneloop.train.arguments import common_training_arguments, trainer_lora, uses_adapter
+from tuneloop.train.arguments import (
+    common_training_arguments,
+    drop_reference_adapter,
+    reference_description,
+    trainer_lora,
+    uses_adapter,
+)
 from tuneloop.train.callbacks import replace_default_printing, trainer_callbacks
 from tuneloop.train.fit import finish_training, fit, resume_point
 from tuneloop.train.guard.freeze import freeze_lowest_blocks
@@ -128,13 +135,12 @@ def train_kto(config: RunConfig, run: RunDir, resume: bool = False, console_prin
         f"train: kto ({config.train.method}) on {config.model.name}, {device} "
         f"{str(compute_dtype).removeprefix('torch.')}, {len(splits['train'])} rows ({good} desirable, "
         f"{len(splits['train']) - good} undesirable), reference: "
-        + (("log-probs of the adapter switched off, computed once" if lora else "log-probs computed once")
-           if packed else "the adapter switched off" if lora else
-           "precomputed log-probs" if args.precompute_ref_log_probs else "a second copy") + ", "
+        + reference_description(config, lora, packed or (args.precompute_ref_log_probs and not lora)) + ", "
         + (f"{config.train.max_steps} steps" if config.train.max_steps else f"{config.train.epochs:g} epoch(s)")
         + (f", resuming from {checkpoint.name}" if checkpoint else "")
     )
     result, elapsed = fit(trainer, run, checkpoint)
+    drop_reference_adapter(trainer.model)
     if config.train.guard.interpolate is not None and trainer.is_world_process_zero():
         interpolate_trained(config, run, trainer.model, base_path, tokenizer, device, console_print,
                             lambda m, t=trainer: t.evaluate()["eval_loss"])

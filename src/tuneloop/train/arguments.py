@@ -158,8 +158,9 @@ def lora_config(config: RunConfig, task_type: str, modules_to_save: list[str] | 
 
 def trainer_lora(model, config: RunConfig, task_type: str):
     """(model, peft_config) for TRL trainers that wrap the model themselves: a fresh adapter's config, or, with
-    model.adapter, the model already holding that adapter (trainable) and no config. Either way the trainer's
-    reference is the model with the adapter switched off."""
+    model.adapter, the model already holding that adapter (trainable) and no config. The trainer's reference is
+    then the model with the adapter switched off (a fresh adapter), or, with model.adapter, a frozen copy of that
+    adapter as loaded (TRL adds it as the adapter "ref"): retraining a served adapter is judged against it."""
     if config.model.adapter:
         return continue_adapter(model, config.model.adapter), None
     return model, lora_config(config, task_type)
@@ -177,3 +178,23 @@ def continue_adapter(model, adapter_dir: str):
         raise ConfigError(f"model.adapter: {adapter_dir} holds no adapter_config.json; point it at a run's "
                           "adapter/ directory, or remove the key to train a new adapter.")
     return PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
+
+
+REFERENCE_ADAPTER = "ref"  # TRL's name for the frozen copy of a continued adapter that scores the reference
+
+
+def reference_description(config: RunConfig, lora: bool, precomputed: bool, copy_otherwise: bool = True) -> str:
+    """What scores a preference trainer's reference, for its console line."""
+    if lora and config.model.adapter:
+        return f"the adapter training starts from ({config.model.adapter}), frozen" + (
+            ", log-probs computed once" if precomputed else "")
+    if lora:
+        return "log-probs of the adapter switched off, computed once" if precomputed else "the adapter switched off"
+    return "log-probs computed once" if precomputed else "a second copy" if copy_otherwise else "none"
+
+
+def drop_reference_adapter(model) -> None:
+    """Remove the frozen reference copy before saving, so adapter/ holds the trained adapter only."""
+    config = getattr(model, "peft_config", None)
+    if config and REFERENCE_ADAPTER in config:
+        model.delete_adapter(REFERENCE_ADAPTER)

@@ -225,7 +225,8 @@ class PackedTrainerSteps:
     loss-only evaluation."""
 
     def reference_log_probs(self, model, inputs):
-        """Every sequence's summed reply log-prob under the reference: with LoRA, the adapter switched off."""
+        """Every sequence's summed reply log-prob under the reference: with LoRA, the adapter switched off, or
+        TRL's frozen "ref" copy of an adapter training continues (model.adapter)."""
         import contextlib
 
         import torch
