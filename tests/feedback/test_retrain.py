@@ -247,3 +247,25 @@ def test_a_base_model_that_cannot_paraphrase_is_said_and_retraining_goes_on(tmp_
     assert data["paraphrased"] == 0 and "no chat template" in data["paraphrase"]["skipped"]
     assert said == ["retrain: no paraphrases: " + data["paraphrase"]["skipped"]]
     assert len(read_jsonl(data["paths"]["train"])) == data["train_feedback"] + data["replay"]
+
+
+def test_the_gate_scores_the_served_model_on_the_frozen_set_once_per_weights_and_rows(served_run):
+    from tuneloop.feedback.retrain import GATE_SCORES_FILE, gate_checks
+    from tuneloop.workspace import write_json
+
+    slice_rows = [chat_row(question, statement) for question, statement in NEW_FACTS[:3]]
+    said = []
+    first = gate_checks(served_run, served_run, slice_rows, said.append)
+    kept = read_json(served_run.root / GATE_SCORES_FILE)
+    assert not any("earlier gate" in line for line in said) and len(kept["frozen"]) == len(first[0].served) > 0
+    # Marked scores show the second gate takes the served side from the file instead of generating again ...
+    write_json(served_run.root / GATE_SCORES_FILE, {**kept, "frozen": [55.0] * len(kept["frozen"])})
+    said.clear()
+    second = gate_checks(served_run, served_run, slice_rows, said.append)
+    assert any("earlier gate" in line for line in said)
+    assert list(second[0].served) == [55.0] * len(kept["frozen"]) and list(second[0].candidate) == kept["frozen"]
+    assert list(second[-1].served) == list(first[-1].served)  # the feedback slice is always scored
+    # ... and only while the key (rows, settings, weights) is the same: other weights are scored afresh.
+    write_json(served_run.root / GATE_SCORES_FILE, {**kept, "key": "other weights", "frozen": [55.0]})
+    third = gate_checks(served_run, served_run, slice_rows, said.append)
+    assert list(third[0].served) == kept["frozen"]

@@ -41,6 +41,7 @@ RECIPES = ("auto", "sft", "dpo", "kto")
 RECIPE_FILES = {"sft": ("sft.jsonl", "auto"), "dpo": ("preference.jsonl", "preference"),
                 "kto": ("kto.jsonl", "unpaired")}
 PROMOTION_FILE = "promotion.json"
+GATE_SCORES_FILE = "gate_scores.json"  # in a served run: its frozen-set scores from the last gate
 RETRAIN_FILE = "retrain.json"  # in the run's feedback/ directory: the recipe and data counts the gate reports
 PARAPHRASE_FILE = "paraphrase.json"  # in the run's feedback/ directory: what paraphrasing kept and dropped
 # Four rewordings per correction: enough that the model learns the fact rather than one sentence, at five times
@@ -201,7 +202,13 @@ def retrain_config(served: RunDir, data: dict, out: Path, recipe: str, overrides
 
 
 def gate_checks(served: RunDir, candidate: RunDir, holdout_rows: list[dict], console_print=print) -> list[GateCheck]:
-    """Score both models on the same rows: frozen test set, forgetting files, feedback slice."""
+    """Score both models on the same rows: frozen test set, forgetting files, feedback slice.
+
+    The served model's frozen-set and forgetting scores are kept in its run directory (GATE_SCORES_FILE), keyed
+    by those rows, the settings that score them and the served weights, so a loop whose candidates keep being
+    rejected does not score the same served model on the same frozen set every cycle. The feedback slice is new
+    each cycle and always scored.
+    """
     from tuneloop.config.load import load_run_config
 
     config = load_run_config(candidate)
@@ -209,9 +216,19 @@ def gate_checks(served: RunDir, candidate: RunDir, holdout_rows: list[dict], con
     frozen_rows = [row for row in frozen_rows if row.get("messages")][: config.evaluate.max_samples]
     frozen_metric = "contains_answer" if frozen_rows and all(row.get("answer") for row in frozen_rows) else "rouge_l"
     slice_rows = [row for row in holdout_rows if row.get("messages")]
-    scores = {}
-    for name, run in (("served", served), ("candidate", candidate)):
-        scores[name] = _score_model(run, config, frozen_rows, frozen_metric, slice_rows, console_print, name)
+    key = _frozen_key(served, config, frozen_rows, frozen_metric)
+    cached = _cached_scores(served, key)
+    if cached is not None:
+        console_print(f"gate: the served model's frozen-set and forgetting scores are those of an earlier gate "
+                      f"(same rows, settings and weights; {served.root / GATE_SCORES_FILE})")
+    scores = {"served": _score_model(served, config, frozen_rows, frozen_metric, slice_rows, console_print, "served",
+                                     guarded=cached is None),
+              "candidate": _score_model(candidate, config, frozen_rows, frozen_metric, slice_rows, console_print,
+                                        "candidate")}
+    if cached is None:
+        _store_scores(served, key, scores["served"], console_print)
+    else:
+        scores["served"].update(cached)
     checks = [GateCheck("frozen test set", "frozen", frozen_metric, scores["served"]["frozen"],
                         scores["candidate"]["frozen"])]
     for path in config.evaluate.forgetting:
@@ -222,7 +239,41 @@ def gate_checks(served: RunDir, candidate: RunDir, holdout_rows: list[dict], con
     return checks
 
 
-def _score_model(run: RunDir, config, frozen_rows, frozen_metric, slice_rows, console_print, label) -> dict:
+def _frozen_key(served: RunDir, config, frozen_rows: list[dict], frozen_metric: str) -> str:
+    import hashlib
+    import json
+
+    from tuneloop.serve.local_engine import weights_version
+
+    evaluate = config.evaluate
+    weights = served.adapter if served.adapter.is_dir() else served.root / "model"
+    payload = {"rows": frozen_rows, "metric": frozen_metric, "max_new_tokens": evaluate.max_new_tokens,
+               "forgetting": [str(Path(path).resolve()) for path in evaluate.forgetting],
+               "forgetting_format": evaluate.forgetting_format, "forgetting_limit": evaluate.forgetting_limit,
+               "model": config.model.name, "dtype": config.model.dtype, "weights": weights_version(weights)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _cached_scores(served: RunDir, key: str) -> dict | None:
+    path = served.root / GATE_SCORES_FILE
+    if not path.is_file():
+        return None
+    found = read_json(path)
+    return {"frozen": found["frozen"], "forgetting": found["forgetting"]} if found.get("key") == key else None
+
+
+def _store_scores(served: RunDir, key: str, scores: dict, console_print) -> None:
+    try:
+        write_json(served.root / GATE_SCORES_FILE, {"key": key, "frozen": scores["frozen"],
+                                                    "forgetting": scores["forgetting"]})
+    except OSError as exc:  # a read-only served run: the next gate scores it again
+        console_print(f"gate: cannot keep the served model's scores in {served.root} ({exc}); the next gate scores "
+                      "it again")
+
+
+def _score_model(run: RunDir, config, frozen_rows, frozen_metric, slice_rows, console_print, label,
+                 guarded: bool = True) -> dict:
+    """Per-row scores of one model: the frozen set and forgetting files (unless not guarded), the feedback slice."""
     import torch
 
     from tuneloop.data.encode import render_prompt
@@ -237,15 +288,16 @@ def _score_model(run: RunDir, config, frozen_rows, frozen_metric, slice_rows, co
     dtype = pick_dtype(device, config.model.dtype)
     model, tokenizer = load_tuned(run, resolve_model(config.model.name, console_print), dtype, device)
     found: dict = {"forgetting": {}}
+    sets = ([("frozen", frozen_rows, frozen_metric)] if guarded else []) + [("slice", slice_rows, "rouge_l")]
     try:
-        for key, rows, metric in (("frozen", frozen_rows, frozen_metric), ("slice", slice_rows, "rouge_l")):
+        for key, rows, metric in sets:
             prompts = [render_prompt(tokenizer, row["messages"]) for row in rows]
             replies = generate_replies(model, tokenizer, prompts, config.evaluate.max_new_tokens,
                                        config.evaluate.batch_size, desc=f"gate: {label} {key}") if prompts else []
             references = [row["messages"][-1]["content"] for row in rows]
             answers = [row.get("answer") or ref for row, ref in zip(rows, references, strict=True)]
             found[key] = generation_scores(replies, references, answers, [metric])[1].get(metric, [])
-        for path in config.evaluate.forgetting:
+        for path in config.evaluate.forgetting if guarded else []:
             questions = load_questions(path, config.evaluate.forgetting_format, config.evaluate.forgetting_limit)
             correct = score_multiple_choice(model, tokenizer, questions, config.evaluate.batch_size)["correct"]
             found["forgetting"][path] = [100.0 * float(c) for c in correct]
