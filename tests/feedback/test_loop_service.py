@@ -237,3 +237,29 @@ def test_the_lease_admits_one_loop_per_name_and_fences_a_holder_that_lost_it(tmp
         last = LoopLease(url, "bot", console_print=lambda *_: None)
         assert last.acquire() == {"cycles": [1]}
         last.release()
+
+
+def test_a_dpo_cycle_on_pairwise_picks_sent_through_the_server_uses_the_served_adapter_as_reference(served):
+    """Preference feedback end to end: two replies per prompt from the server, a user's pick, a DPO cycle."""
+    url = served["server"].url
+    for index, question in enumerate(QUESTIONS[:48]):
+        replies = [httpx.post(url + "/v1/chat/completions", timeout=60, json={
+            "model": MODEL, "max_tokens": 6, "temperature": 1.0, "seed": index * 2 + side, "user": f"user-{index % 4}",
+            "messages": [{"role": "user", "content": question}]}).json()["id"] for side in (0, 1)]
+        picked = httpx.post(url + "/v1/feedback", timeout=30, json={"id_a": replies[0], "id_b": replies[1],
+                                                                  "preferred": "a" if index % 3 else "b"})
+        assert picked.status_code == 201, picked.text
+    served["config"]["loop"].update(recipe="dpo", min_feedback=40, set=["train.epochs=1", "tracking.backend=none"])
+    result = run_loop_process(served)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (entry,) = saved_state(served)["cycles"]
+    assert entry["state"] == "done" and entry["recipe"] == "dpo" and entry["pairwise_rows"] == 48
+    adapter = served["run"] / "adapter"
+    assert f"reference: the adapter training starts from ({adapter.resolve()}), frozen" in result.stderr \
+        or f"reference: the adapter training starts from ({adapter}), frozen" in result.stderr, result.stderr[-3000:]
+    decision = read_json(served["out"] / "cycle-1" / "promotion.json")
+    assert decision["recipe"] == "dpo" and {"frozen test set", "feedback slice"} <= set(decision["checks"])
+    assert entry["decision"] == decision["decision"]
+    # Promoted only if the gate said so; otherwise the served model stays.
+    expected = served["out"] / "cycle-1" if decision["decision"] == "promote" else served["run"]
+    assert served_root(served) == expected.resolve()
