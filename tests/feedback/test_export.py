@@ -113,3 +113,16 @@ def test_feedback_on_a_copy_of_a_frozen_test_question_is_dropped_and_counted(tmp
     assert summary["leaked_prompts"] == 2 and summary["leaked_feedback"] == 3
     assert [row["messages"][1]["content"] for row in read(tmp_path / "sft.jsonl")] == ["How long is a fitting?"]
     assert json.loads((tmp_path / "summary.json").read_text())["leaked_feedback"] == 3
+
+
+def test_empty_replies_are_left_out_of_preference_and_kto_rows_and_counted(tmp_path):
+    messages = conversation("Where is the pump?")
+    summary = export_feedback([
+        Feedback("r1", messages, "", "bot", user="ana", rating="down", correction="By the door."),
+        Feedback("r2", conversation("And the oil?"), "  ", "bot", user="bo", rating="up"),
+    ], [PairwisePick(conversation("Saddle?"), "", "The Perchwell.", "cy")], tmp_path)
+    # The correction of an empty reply is still learned; no row anywhere has an empty reply.
+    assert [row["messages"][-1]["content"] for row in read(tmp_path / "sft.jsonl")] == ["By the door."]
+    assert read(tmp_path / "preference.jsonl") == []
+    assert all(row["completion"].strip() for row in read(tmp_path / "kto.jsonl"))
+    assert summary["empty_replies"] == 4  # counted per row left out: a preference and a kto row of r1, one each

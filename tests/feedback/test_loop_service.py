@@ -259,6 +259,8 @@ def test_a_dpo_cycle_on_pairwise_picks_sent_through_the_server_uses_the_served_a
         or f"reference: the adapter training starts from ({adapter}), frozen" in result.stderr, result.stderr[-3000:]
     decision = read_json(served["out"] / "cycle-1" / "promotion.json")
     assert decision["recipe"] == "dpo" and {"frozen test set", "feedback slice"} <= set(decision["checks"])
+    # Judged like an SFT cycle: the frozen chat test set, and the held-out picks' preferred replies as the slice.
+    assert decision["checks"]["frozen test set"]["n"] > 0 and decision["checks"]["feedback slice"]["n"] == 12
     assert entry["decision"] == decision["decision"]
     # Promoted only if the gate said so; otherwise the served model stays.
     expected = served["out"] / "cycle-1" if decision["decision"] == "promote" else served["run"]

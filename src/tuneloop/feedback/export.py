@@ -19,6 +19,8 @@ Rules (docs/feedback-loop.md states them for users):
 - A prompt that copies a row of the frozen test set (equal after normalization, or a near copy: 5-gram Jaccard
   at or above `leak_threshold`) is dropped and counted, with every piece of feedback on it: training on it
   would make the evaluation on that test set a lie.
+- An empty reply (the model stopped at once) is left out of preference and kto rows and counted: trainers refuse
+  an empty completion, and there is nothing in it to prefer; a correction of it still becomes an sft row.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class ExportSummary:
     overruled_corrections: int = 0
     conflicting_ratings: int = 0
     conflicting_pairs: int = 0
+    empty_replies: int = 0  # rated or picked replies with no text (the model stopped at once): dropped
     sft_rows: int = 0
     thumbs_up_rows: int = 0
     preference_rows: int = 0
@@ -138,9 +141,15 @@ def export_feedback(
             rejected = {item.reply for item in items if (item.correction or rating_sign(item.rating) < 0)}
             rejected |= {reply for reply, sign in replies.items() if sign < 0}
             for reply in sorted(rejected - {correction}):
+                if not reply.strip():
+                    summary.empty_replies += 1
+                    continue
                 preference.append({"prompt": messages, "chosen": correction, "rejected": reply})
         for reply, sign in replies.items():
             if reply == correction:
+                continue
+            if not reply.strip():
+                summary.empty_replies += 1
                 continue
             kto.append({"messages": messages, "completion": reply, "label": sign > 0})
             if sign > 0 and correction is None:
@@ -222,6 +231,9 @@ def _pairwise_rows(pairs: list[PairwisePick], summary: ExportSummary) -> list[di
         rejected = next(iter(key[1] - {chosen}), None)
         if rejected is None:
             continue  # both replies were the same text: nothing to learn
+        if not chosen.strip() or not rejected.strip():
+            summary.empty_replies += 1  # a trainer refuses an empty reply, and it teaches no preference
+            continue
         rows.append({"prompt": conversation[key], "chosen": chosen, "rejected": rejected})
     return rows
 

@@ -186,11 +186,19 @@ def retrain_config(served: RunDir, data: dict, out: Path, recipe: str, overrides
     else:
         model["name"] = str(weights.resolve())
         model.pop("adapter", None)
-    frozen_test = served.split("test")
+    frozen_test, frozen_validation = frozen_splits(served)
+    if recipe == "sft":
+        # The served run's frozen validation and test splits: the same held-out set, so the comparison is fair.
+        validation, test = frozen_validation, frozen_test
+    else:
+        # Preference rows cannot be validated or tested on chat rows: the run validates on a share of its own
+        # feedback pairs and is evaluated (held-out pair accuracy) on the gate's slice; the gate still scores
+        # the frozen chat test set itself.
+        validation, test = None, data["paths"]["holdout"] if data["holdout"] else None
     raw["data"] = {**raw.get("data", {}),
                    "train_file": str(data["paths"]["train"]),
-                   "validation_file": str(served.split("validation").resolve()),
-                   "test_file": str(frozen_test.resolve()) if frozen_test.is_file() else None,
+                   "validation_file": str(Path(validation).resolve()) if validation else None,
+                   "test_file": str(Path(test).resolve()) if test else None,
                    "test_size": None, "format": data["format"], "max_train_examples": None}
     train = raw.setdefault("train", {})
     train["preset"] = "none"  # a few dozen feedback rows must not switch on the few-shot cross-validation
@@ -199,6 +207,38 @@ def retrain_config(served: RunDir, data: dict, out: Path, recipe: str, overrides
     for item in overrides or []:
         apply_override(raw, item)
     return raw
+
+
+def frozen_splits(served: RunDir) -> tuple[Path | None, Path | None]:
+    """(test, validation) chat files of the original run behind served: what every gate and SFT cycle holds fixed.
+
+    A served run made by retrain names them in its feedback/retrain.json (a DPO or KTO cycle's own splits are
+    preference rows); any other run's are its own splits.
+    """
+    made = served.root / "feedback" / RETRAIN_FILE
+    if made.is_file():
+        found = read_json(made)
+        if "frozen_test" in found:
+            return (Path(found["frozen_test"]) if found["frozen_test"] else None,
+                    Path(found["frozen_validation"]) if found["frozen_validation"] else None)
+    test, validation = served.split("test"), served.split("validation")
+    return (test.resolve() if test.is_file() else None, validation.resolve() if validation.is_file() else None)
+
+
+def slice_chat_rows(holdout_rows: list[dict]) -> list[dict]:
+    """The held-out feedback as chat rows whose reply is the one users wanted: corrections as they are, the
+    preferred reply of a pair, a desirable KTO completion (an undesirable one says nothing about what to answer)."""
+    rows = []
+    for row in holdout_rows:
+        if "completion" in row:
+            if row.get("label"):
+                rows.append({"messages": list(row["messages"]) + [{"role": "assistant", "content": row["completion"]}]})
+        elif "chosen" in row:
+            prompt = row["prompt"] if isinstance(row["prompt"], list) else [{"role": "user", "content": row["prompt"]}]
+            rows.append({"messages": list(prompt) + [{"role": "assistant", "content": row["chosen"]}]})
+        elif row.get("messages"):
+            rows.append(row)
+    return rows
 
 
 def gate_checks(served: RunDir, candidate: RunDir, holdout_rows: list[dict], console_print=print) -> list[GateCheck]:
@@ -212,10 +252,11 @@ def gate_checks(served: RunDir, candidate: RunDir, holdout_rows: list[dict], con
     from tuneloop.config.load import load_run_config
 
     config = load_run_config(candidate)
-    frozen_rows = read_jsonl(candidate.split("test")) if candidate.split("test").is_file() else []
+    frozen_test, _ = frozen_splits(served)
+    frozen_rows = read_jsonl(frozen_test) if frozen_test and frozen_test.is_file() else []
     frozen_rows = [row for row in frozen_rows if row.get("messages")][: config.evaluate.max_samples]
     frozen_metric = "contains_answer" if frozen_rows and all(row.get("answer") for row in frozen_rows) else "rouge_l"
-    slice_rows = [row for row in holdout_rows if row.get("messages")]
+    slice_rows = slice_chat_rows(holdout_rows)
     key = _frozen_key(served, config, frozen_rows, frozen_metric)
     cached = _cached_scores(served, key)
     if cached is not None:
@@ -365,7 +406,10 @@ def train_candidate(served_dir: Path, export_dir: Path, out: Path, recipe: str =
     # The feedback files move inside the run directory: the run is self-contained.
     moved = run.root / "feedback"
     data["paths"]["train"].parent.rename(moved)
+    frozen_test, frozen_validation = frozen_splits(served)
     write_json(moved / RETRAIN_FILE, {"served": str(served.root.resolve()), "recipe": recipe,
+                                      "frozen_test": str(frozen_test) if frozen_test else None,
+                                      "frozen_validation": str(frozen_validation) if frozen_validation else None,
                                       "data": {key: value for key, value in data.items() if key != "paths"}})
     return run
 

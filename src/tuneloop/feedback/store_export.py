@@ -68,6 +68,7 @@ def describe_export(summary: dict, out: Path) -> str:
                (summary["overruled_corrections"], "corrections overruled by another correction of the same prompt"),
                (summary["conflicting_ratings"], "replies rated up and down by as many users (dropped)"),
                (summary["conflicting_pairs"], "pairwise picks tied (dropped)"),
+               (summary.get("empty_replies", 0), "empty replies left out of preference and kto rows"),
                (summary["neutral_ratings"], "neutral ratings (3) ignored")]
     lines += [f"  {count} {what}" for count, what in dropped if count]
     lines += [f"  audit: {line}" for line in summary.get("audit", [])[:5]]
