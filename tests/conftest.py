@@ -132,14 +132,19 @@ def postgres_server():
     Installed with apt-get when missing and running as root (as CI does); elsewhere the tests that use it
     skip with the command that installs it.
     """
+    server = postgres_or_skip()
+    yield server
+    server.stop()
+
+
+def postgres_or_skip():
+    """A started throwaway PostgreSQL cluster (the caller stops it), or a skip that says why there is none."""
     from postgres_server import PostgresUnavailable, start_postgres
 
     try:
-        server = start_postgres()
+        return start_postgres()
     except PostgresUnavailable as exc:
         pytest.skip(f"PostgreSQL unavailable: {exc}")
-    yield server
-    server.stop()
 
 
 @pytest.fixture()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import postgres_or_skip
 from serve_helpers import PROMPTS, ServerProcess
 
 from tuneloop.serve.store import read_tables
@@ -136,12 +137,7 @@ def test_one_replica_killed_under_load_loses_nothing_and_the_other_keeps_answeri
 @pytest.fixture()
 def own_postgres():
     """A PostgreSQL cluster of this test's own, since the test stops and restarts it."""
-    from postgres_server import PostgresUnavailable, start_postgres
-
-    try:
-        server = start_postgres()
-    except PostgresUnavailable as exc:
-        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    server = postgres_or_skip()
     yield server
     server.stop()
 
