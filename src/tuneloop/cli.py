@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from tuneloop.data.commands import data_app
-from tuneloop.errors import ConfigError, TuneloopError
+from tuneloop.errors import ConfigError, TrainingInterrupted, TuneloopError
 from tuneloop.feedback.commands import feedback_app
 from tuneloop.serve.commands import monitor_command, serve_command
 from tuneloop.train.allocator import reexec_training_under_jemalloc
@@ -397,7 +397,12 @@ def loop(config: Annotated[Path, typer.Argument(help="A loop config (see example
 
     # systemd stops a service with SIGTERM: leave through the finally blocks, so the lease is released at once.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    state = run_loop(load_loop_config(config), console_print=say, once=once)
+    try:
+        state = run_loop(load_loop_config(config), console_print=say, once=once)
+    except TrainingInterrupted:
+        # The trainer took the signal itself (it saves a checkpoint first); the cycle stays at training.
+        say("loop: stopped while training; the cycle resumes at its training step when the loop starts again")
+        raise typer.Exit(143) from None
     if state.get("held_by_another"):
         return
     done = sum(1 for entry in state["cycles"] if entry["state"] == "done")

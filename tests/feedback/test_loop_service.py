@@ -140,17 +140,28 @@ def wait_for(condition, timeout: float = 120, what: str = "") -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def start_loop_and_wait_until_it_trains(setup: dict) -> subprocess.Popen:
+    """`tuneloop loop --once` in the background, returned once its first optimizer steps are logged."""
+    command, environment = loop_command(setup)
+    process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def training() -> bool:
+        state = saved_state(setup) if process.poll() is None else None
+        return bool(state and state.get("current") and state["current"]["state"] == "training"
+                    and (setup["out"] / "cycle-1" / "train_log.jsonl").exists())
+
+    try:
+        wait_for(training, what="the loop to be training")
+    except AssertionError:
+        process.kill()
+        raise
+    return process
+
+
 def test_a_second_loop_waits_for_the_first_and_takes_over_once_it_is_killed_mid_training(served):
     add_feedback(served["url"], 48)
-    command, environment = loop_command(served)
-    first = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = start_loop_and_wait_until_it_trains(served)
     try:
-        def training() -> bool:
-            state = saved_state(served) if first.poll() is None else None
-            return bool(state and state.get("current") and state["current"]["state"] == "training"
-                        and (served["out"] / "cycle-1" / "train_log.jsonl").exists())
-
-        wait_for(training, what="the first loop to be training")
         # A second loop on the same store and name: it must not run the cycle beside the first.
         second = run_loop_process(served)
         assert second.returncode == 0 and "is held by" in second.stderr, second.stderr
@@ -172,6 +183,25 @@ def test_a_second_loop_waits_for_the_first_and_takes_over_once_it_is_killed_mid_
     assert entry["state"] == "done" and entry["resumed"] == 1 and entry["decision"] == "promote"
     assert [step["step"] for step in entry["steps"]] == ["exporting", "training", "gating", "promoting"]
     assert served_root(served) == (served["out"] / "cycle-1").resolve()
+
+
+def test_sigterm_during_training_stops_the_loop_with_the_cycle_left_to_resume_not_failed(served):
+    # systemd stops a service with SIGTERM; the trainer takes that signal itself (checkpoint, then stop), and the
+    # loop must then stop too, leaving the cycle at training, rather than record a failure and start the next.
+    add_feedback(served["url"], 48)
+    loop = start_loop_and_wait_until_it_trains(served)
+    loop.terminate()
+    output, _ = loop.communicate(timeout=60)
+    assert loop.returncode == 143, output
+    assert "stopped while training" in output and "failed" not in output
+    state = saved_state(served)
+    assert state["current"]["state"] == "training" and state["cycles"] == []
+    assert served_root(served) == served["run"].resolve()
+    resumed = run_loop_process(served)  # the lease was released: no takeover needed
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "took over" not in resumed.stderr and "resuming cycle 1 at training" in resumed.stderr
+    (entry,) = saved_state(served)["cycles"]
+    assert entry["state"] == "done" and entry["decision"] == "promote" and entry["resumed"] == 1
 
 
 @pytest.fixture()

@@ -21,6 +21,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tuneloop.errors import TrainingInterrupted
 from tuneloop.feedback.loop_lease import LeaseLost
 
 STEPS = ("exporting", "training", "gating", "promoting")
@@ -67,7 +68,9 @@ def run_steps(settings, state: dict, save, console_print=print) -> dict:
         try:
             following = STEP_FUNCTIONS[step](settings, state, entry, console_print)
         except Exception as exc:  # noqa: BLE001 - an unattended loop records any failure and keeps serving
-            if isinstance(exc, LeaseLost):
+            if isinstance(exc, (LeaseLost, TrainingInterrupted)):
+                # A lost lease, or SIGTERM/Ctrl-C during training (the trainer saves a checkpoint and stops):
+                # the loop stops with this cycle still in its step, which the next start resumes.
                 raise
             fail(state, entry, step, exc, console_print, Path(settings.out))
             save(state)
