@@ -22,8 +22,8 @@ from tuneloop.serve.store import read_tables
 FOLLOW = ["--follow-promotions", "0.5"]
 
 
-def replica(adapter_runs, url: str, log: Path) -> ServerProcess:
-    return ServerProcess(["--name", f"bot={adapter_runs['alpha']}", "--store", url, *FOLLOW], log)
+def replica(adapter_runs, url: str, log: Path, *options: str) -> ServerProcess:
+    return ServerProcess(["--name", f"bot={adapter_runs['alpha']}", "--store", url, *FOLLOW, *options], log)
 
 
 def chat(server: ServerProcess, index: int, timeout: float = 60) -> httpx.Response:
@@ -45,10 +45,41 @@ def wait_until(condition, timeout: float = 30, what: str = "") -> float:
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
 
 
+BOUNDS = ["--max-body-bytes", "20000", "--max-tokens", "64", "--max-concurrent", "2"]
+
+
+def assert_bounded(server: ServerProcess, store_url: str) -> None:
+    """Each replica refuses, with a 4xx naming the field or option, what is beyond its own bounds."""
+    before = {row["id"] for row in read_tables(store_url)[0]}
+    message = [{"role": "user", "content": "hi"}]
+    refusals = {
+        "body": httpx.post(server.url + "/v1/chat/completions", timeout=30,
+                           json={"model": "bot", "messages": [{"role": "user", "content": "x" * 30_000}]}),
+        "max_tokens": httpx.post(server.url + "/v1/chat/completions", timeout=30,
+                                 json={"model": "bot", "messages": message, "max_tokens": 65}),
+        "n": httpx.post(server.url + "/v1/chat/completions", timeout=30,
+                        json={"model": "bot", "messages": message, "n": 3}),
+    }
+    assert refusals["body"].status_code == 413 and "--max-body-bytes" in refusals["body"].json()["error"]["message"]
+    assert refusals["max_tokens"].status_code == 400 and refusals["max_tokens"].json()["error"]["param"] == "max_tokens"
+    assert refusals["n"].status_code == 400 and refusals["n"].json()["error"]["param"] == "n"
+    with ThreadPoolExecutor(8) as pool:  # 8 at once against --max-concurrent 2
+        burst = list(pool.map(lambda _: httpx.post(server.url + "/v1/chat/completions", timeout=60, json={
+            "model": "bot", "messages": message, "max_tokens": 48, "temperature": 0}), range(8)))
+    statuses = [response.status_code for response in burst]
+    assert set(statuses) == {200, 429} and statuses.count(200) >= 2, statuses
+    refusal = next(response for response in burst if response.status_code == 429).json()["error"]
+    assert "--max-concurrent" in refusal["message"]
+    # The store logs every answered request with the status its client got (the monitor counts refusals); an
+    # oversized body is refused before it is read, so it leaves no row.
+    added = [row["status"] for row in read_tables(store_url)[0] if row["id"] not in before]
+    assert sorted(added) == sorted([400, 400, *statuses])
+
+
 def test_replicas_share_rows_and_follow_each_others_promotions(adapter_runs, tmp_path, postgres_url):
     alpha, beta = adapter_runs["alpha"].resolve(), adapter_runs["beta"].resolve()
-    first = replica(adapter_runs, postgres_url, tmp_path / "first.log")
-    second = replica(adapter_runs, postgres_url, tmp_path / "second.log")
+    first = replica(adapter_runs, postgres_url, tmp_path / "first.log", *BOUNDS)
+    second = replica(adapter_runs, postgres_url, tmp_path / "second.log", *BOUNDS)
     third = None
     try:
         replies = [chat(server, index) for index, server in enumerate([first, second] * 4)]
@@ -62,6 +93,8 @@ def test_replicas_share_rows_and_follow_each_others_promotions(adapter_runs, tmp
         requests, feedback = read_tables(postgres_url)
         assert sorted(row["id"] for row in requests) == sorted(ids) and len(set(ids)) == len(ids)
         assert sorted(row["request_id"] for row in feedback) == sorted(ids)
+        for server in (first, second):
+            assert_bounded(server, postgres_url)
 
         promoted = httpx.post(first.url + "/admin/promote", json={"model": "bot", "run_dir": str(beta)}, timeout=60)
         assert promoted.status_code == 200, promoted.text
