@@ -234,7 +234,11 @@ def test_a_full_disk_fails_the_cycle_clearly_and_the_served_model_stays(served, 
     assert not (small_disk / "loop" / "cycle-1" / "promotion.json").exists()
 
 
-def test_the_lease_admits_one_loop_per_name_and_fences_a_holder_that_lost_it(tmp_path, request):
+def test_the_lease_admits_one_loop_per_name_and_fences_a_holder_that_lost_it(tmp_path, request, monkeypatch):
+    from sqlalchemy import update
+
+    from tuneloop.serve.store import LoopRow
+
     for url in (f"sqlite:///{tmp_path / 'serve.db'}", request.getfixturevalue("postgres_url")):
         holder = LoopLease(url, "bot", seconds=60, console_print=lambda *_: None)
         assert holder.acquire() is None
@@ -244,11 +248,16 @@ def test_the_lease_admits_one_loop_per_name_and_fences_a_holder_that_lost_it(tmp
         other = LoopLease(url, "another-model", console_print=lambda *_: None)
         assert other.acquire() is None
         other.release()
+        # A loop on a host whose clock runs 10 minutes ahead still sees a live holder on another host as live:
+        # heartbeats are written and compared on the database's clock, not each host's.
+        with holder.engine.begin() as connection:
+            connection.execute(update(LoopRow).where(LoopRow.name == "bot").values(host="elsewhere"))
+        holder.save({"cycles": [1]})
+        with monkeypatch.context() as skewed:
+            skewed.setattr(time, "time", lambda real=time.time: real() + 600)
+            with pytest.raises(LeaseHeld, match="is held by"):
+                LoopLease(url, "bot", seconds=60, console_print=lambda *_: None).acquire()
         # A holder on another host whose heartbeat stopped longer ago than the lease is taken over ...
-        from sqlalchemy import update
-
-        from tuneloop.serve.store import LoopRow
-
         with holder.engine.begin() as connection:
             connection.execute(update(LoopRow).where(LoopRow.name == "bot").values(
                 host="elsewhere", heartbeat=time.time() - 61))

@@ -3,7 +3,8 @@
 A loop takes its name's row in the store's `loops` table (tuneloop.serve.store.LoopRow) and renews a heartbeat
 from a background thread while it works, so two loops for one served model, on one host or on two, never run a
 cycle side by side. Another loop takes the lease over when the holder's heartbeat is older than the lease
-(`seconds`), or at once when the holder was a process on this host that no longer exists (a kill -9, a reboot).
+(`seconds`; both times come from the database's clock, so hosts whose clocks disagree still agree on it), or at
+once when the holder was a process on this host that no longer exists (a kill -9, a reboot).
 
 Every save is fenced: it writes only while this process still owns the row, so a loop that lost its lease (it
 stalled past the lease and another took over) fails at its next step with LeaseLost instead of overwriting the
@@ -36,6 +37,22 @@ class LeaseLost(TuneloopError):
     """This loop's lease was taken over while it worked: it must stop without saving or promoting."""
 
 
+def database_now(connection) -> float:
+    """Epoch seconds by the database's clock, so loops on hosts whose clocks disagree still agree on a heartbeat's age.
+
+    PostgreSQL's clock_timestamp() and SQLite's julianday('now') (the clock of the host that holds the file);
+    another database falls back to this host's clock.
+    """
+    from sqlalchemy import text
+
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        return float(connection.execute(text("SELECT EXTRACT(EPOCH FROM clock_timestamp())")).scalar_one())
+    if dialect == "sqlite":
+        return float(connection.execute(text("SELECT (julianday('now') - 2440587.5) * 86400.0")).scalar_one())
+    return time.time()
+
+
 def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -60,8 +77,8 @@ class LoopLease:
 
     def acquire(self) -> dict | None:
         """Take the lease (LeaseHeld when a live loop has it); returns the state the last holder saved, if any."""
-        now = time.time()
         with self.engine.begin() as connection:
+            now = database_now(connection)
             row = connection.execute(select(LoopRow).where(LoopRow.name == self.name)).first()
             if row is None:
                 try:
@@ -100,7 +117,8 @@ class LoopLease:
             try:
                 with self.engine.begin() as connection:
                     renewed = connection.execute(update(LoopRow).where(
-                        LoopRow.name == self.name, LoopRow.owner == self.owner).values(heartbeat=time.time())).rowcount
+                        LoopRow.name == self.name, LoopRow.owner == self.owner).values(
+                            heartbeat=database_now(connection))).rowcount
             except SQLAlchemyError as exc:  # the store is down: keep trying; the lease lasts `seconds`
                 self.say(f"loop: cannot renew the lease ({type(exc).__name__}); retrying")
                 continue
@@ -114,7 +132,7 @@ class LoopLease:
             raise self._lost()
         with self.engine.begin() as connection:
             saved = connection.execute(update(LoopRow).where(LoopRow.name == self.name, LoopRow.owner == self.owner)
-                                       .values(state=state, heartbeat=time.time(),
+                                       .values(state=state, heartbeat=database_now(connection),
                                                updated_at=datetime.now(timezone.utc))).rowcount
         if saved != 1:
             self.lost = True
