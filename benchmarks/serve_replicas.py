@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,7 +31,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "serve"))
 from postgres_server import start_postgres  # noqa: E402
+from serve_helpers import ServerProcess  # noqa: E402
 from serve_load import QUESTIONS, free_port  # noqa: E402
 from serve_soak import adapter_run  # noqa: E402
 
@@ -40,38 +41,24 @@ MODEL_ID = "bot"
 
 
 class Replica:
+    """One replica on a port of its own that it keeps across restarts, where the clients look for it."""
+
     def __init__(self, run: Path, url: str, log: Path):
-        self.run, self.store, self.log = run, url, log
+        self.args = ["--name", f"{MODEL_ID}={run}", "--store", url, "--max-batch-size", "16"]
+        self.log = log
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
+        self.server: ServerProcess | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tuneloop.cli", "serve", "--name", f"{MODEL_ID}={self.run}", "--store",
-             self.store, "--port", str(self.port), "--max-batch-size", "16"],
-            stdout=self.log.open("a"), stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(f"replica exited with {self.process.returncode}; see {self.log}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise SystemExit(f"replica did not start in 180 s; see {self.log}")
+        self.server = ServerProcess(self.args, self.log, port=self.port, start_timeout=180)
 
     def kill9(self) -> None:
-        self.process.kill()
-        self.process.wait(10)
+        self.server.kill9()
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(30)
+        if self.server is not None:
+            self.server.stop()
 
 
 def percentile(values: list[float], share: float) -> float | None:

@@ -53,10 +53,11 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """`tuneloop serve ...` in a subprocess on a free loopback port; waits for /health."""
+    """`tuneloop serve ...` in a subprocess on a free loopback port (or `port`); waits for /health."""
 
-    def __init__(self, args: list[str], log: Path, env: dict | None = None):
-        self.port = free_port()
+    def __init__(self, args: list[str], log: Path, env: dict | None = None, port: int | None = None,
+                 start_timeout: float = 90):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         environment = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
@@ -67,7 +68,7 @@ class ServerProcess:
         self.process = subprocess.Popen([sys.executable, "-m", "tuneloop.cli", "serve", *args, "--port",
                                          str(self.port)], stdout=self.handle, stderr=subprocess.STDOUT,
                                         env=environment)
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + start_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{log.read_text()}")
@@ -78,7 +79,7 @@ class ServerProcess:
                 pass
             time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"server did not start in 90 s:\n{log.read_text()}")
+        raise RuntimeError(f"server did not start in {start_timeout:g} s:\n{log.read_text()}")
 
     def kill9(self) -> None:
         self.process.send_signal(signal.SIGKILL)
