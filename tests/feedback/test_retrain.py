@@ -178,6 +178,26 @@ def test_the_loop_waits_for_enough_feedback_then_runs_a_gated_cycle(tmp_path, se
     assert "cycle-1/report.html" in (tmp_path / "loop" / "loop.html").read_text()
 
 
+def test_the_loop_warns_when_its_threshold_leaves_the_gate_too_few_rows_to_judge(tmp_path):
+    from tuneloop.feedback.gate import MIN_FEEDBACK_ROWS
+    from tuneloop.feedback.loop import LoopSettings, run_loop, slice_warning
+
+    defaults = LoopSettings(run="runs/quickstart", store="runs/serve.db")
+    assert slice_warning(defaults) is None  # the defaults hold out exactly the fewest rows the gate judges
+    assert defaults.min_feedback * defaults.holdout == MIN_FEEDBACK_ROWS
+    warning = slice_warning(LoopSettings(run="r", store="s", min_feedback=50, holdout=0.2))
+    assert "holds out about 10 feedback row(s)" in warning and "set min_feedback to at least 100" in warning
+    assert "set holdout above 0" in slice_warning(LoopSettings(run="r", store="s", holdout=0))
+    from tuneloop.serve.store import Store
+
+    Store(f"sqlite:///{tmp_path / 'serve.db'}").close()  # an empty store: the loop warns, then waits
+    said = []
+    settings = LoopSettings(run="r", store=str(tmp_path / "serve.db"), min_feedback=40, holdout=0.35,
+                            out=str(tmp_path / "loop"))
+    run_loop(settings, console_print=said.append, once=True)
+    assert "set min_feedback to at least 58" in said[0] and "waiting for 40" in said[-1]
+
+
 def test_feedback_on_the_served_validation_prompts_is_dropped(tmp_path):
     from tuneloop.feedback.retrain import drop_validation_copies
     from tuneloop.workspace import RunDir, write_jsonl

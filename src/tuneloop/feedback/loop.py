@@ -7,7 +7,7 @@ A loop config names the served run, the store the server writes and the server t
       store: runs/serve.db             # tuneloop serve --store
       server: http://127.0.0.1:8000    # promote here (omit to gate only)
       model: quickstart                # the model id on the server (default: the run directory's name)
-      min_feedback: 50                 # a cycle starts when this many new feedback rows arrived ...
+      min_feedback: 100                # a cycle starts when this many new feedback rows arrived ...
       every: 3600                      # ... checked this often (seconds)
       cycles: null                     # stop after this many cycles (null: run until stopped)
       recipe: auto                     # sft | dpo | kto | auto
@@ -51,7 +51,8 @@ class LoopSettings(BaseModel):
     server: str | None = Field(None, description="The tuneloop server to promote to; omit to gate only.")
     model: str | None = Field(None, description="The model id on the server (default: the run directory's name).")
     api_key_file: str | None = None
-    min_feedback: int = Field(50, ge=1)
+    # 100 at holdout 0.2: a slice of 20 held-out rows, the fewest the gate judges (gate.MIN_FEEDBACK_ROWS).
+    min_feedback: int = Field(100, ge=1)
     every: float = Field(3600, gt=0, description="Seconds between checks for new feedback.")
     cycles: int | None = Field(None, ge=1)
     recipe: Literal["auto", "sft", "dpo", "kto"] = "auto"
@@ -88,6 +89,23 @@ def count_feedback(store_url: str, since: datetime | None) -> int:
 
     _, feedback = read_tables(store_url, since)
     return len(feedback)
+
+
+def slice_warning(settings: LoopSettings) -> str | None:
+    """A sentence when a cycle on min_feedback rows would hold out fewer rows than the gate judges; else None."""
+    import math
+
+    from tuneloop.feedback.gate import MIN_FEEDBACK_ROWS
+
+    held_out = math.floor(settings.min_feedback * settings.holdout)
+    if held_out >= MIN_FEEDBACK_ROWS:
+        return None
+    enough = math.ceil(MIN_FEEDBACK_ROWS / settings.holdout) if settings.holdout else None
+    fix = (f"set min_feedback to at least {enough} (or raise holdout)" if enough
+           else "set holdout above 0 so the gate has feedback to judge")
+    return (f"loop: min_feedback {settings.min_feedback} at holdout {settings.holdout:g} holds out about {held_out} "
+            f"feedback row(s) per cycle, fewer than the {MIN_FEEDBACK_ROWS} the gate needs to judge a gain, so a "
+            f"cycle on that little feedback is rejected as too small to judge; {fix}.")
 
 
 def fresh_state(settings: LoopSettings) -> dict:
@@ -146,6 +164,9 @@ def run_loop(settings: LoopSettings, console_print=print, sleep=time.sleep, once
     out.mkdir(parents=True, exist_ok=True)
     url = store_url_of(settings.store)
     mirror = LoopMirror(out, console_print)
+    warning = slice_warning(settings)
+    if warning:
+        console_print(warning)
     lease = LoopLease(url, loop_name(settings), settings.lease, console_print)
     while True:
         try:
