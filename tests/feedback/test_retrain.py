@@ -186,7 +186,7 @@ def test_the_loop_warns_when_its_threshold_leaves_the_gate_too_few_rows_to_judge
     assert slice_warning(defaults) is None  # the defaults hold out exactly the fewest rows the gate judges
     assert defaults.min_feedback * defaults.holdout == MIN_FEEDBACK_ROWS
     warning = slice_warning(LoopSettings(run="r", store="s", min_feedback=50, holdout=0.2))
-    assert "holds out about 10 feedback row(s)" in warning and "set min_feedback to at least 100" in warning
+    assert "holds out at most 10 feedback prompt(s)" in warning and "set min_feedback to at least 100" in warning
     assert "set holdout above 0" in slice_warning(LoopSettings(run="r", store="s", holdout=0))
     from tuneloop.serve.store import Store
 

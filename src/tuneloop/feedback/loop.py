@@ -103,9 +103,10 @@ def slice_warning(settings: LoopSettings) -> str | None:
     enough = math.ceil(MIN_FEEDBACK_ROWS / settings.holdout) if settings.holdout else None
     fix = (f"set min_feedback to at least {enough} (or raise holdout)" if enough
            else "set holdout above 0 so the gate has feedback to judge")
-    return (f"loop: min_feedback {settings.min_feedback} at holdout {settings.holdout:g} holds out about {held_out} "
-            f"feedback row(s) per cycle, fewer than the {MIN_FEEDBACK_ROWS} the gate needs to judge a gain, so a "
-            f"cycle on that little feedback is rejected as too small to judge; {fix}.")
+    return (f"loop: min_feedback {settings.min_feedback} at holdout {settings.holdout:g} holds out at most "
+            f"{held_out} feedback prompt(s) per cycle (fewer when users repeat a prompt), fewer than the "
+            f"{MIN_FEEDBACK_ROWS} the gate needs to judge a gain, so a cycle on that little feedback is rejected as "
+            f"too small to judge; {fix}.")
 
 
 def fresh_state(settings: LoopSettings) -> dict:
