@@ -154,3 +154,45 @@ def test_a_grpo_stage_trains_after_an_sft_stage_from_its_merged_weights(grpo_con
     assert read_json(rl.root / "train_summary.json")["recipe"] == "grpo"
     assert (rl.adapter / "adapter_config.json").is_file()
     assert read_json(Path(raw["output_dir"]) / "chain.json")["stages"][1]["recipe"] == "grpo"
+
+
+def test_the_fast_path_samples_and_trains_as_trls_padded_path(grpo_config, tmp_path, monkeypatch):
+    """train.packing (the default) and TRL's own GRPOTrainer, same seed: the same replies reach the rewards and
+    every logged step's loss, reward and KL agree (to float rounding)."""
+    import tuneloop.recipes.grpo as grpo_recipe
+    from tuneloop.stages import data_stage, open_for_run, train_stage
+
+    packed_passes = []
+
+    def counted(*args, **kwargs):
+        result = grpo_recipe.group_token_log_probs.__wrapped__(*args, **kwargs)
+        packed_passes.append(result is not None)
+        return result
+
+    counted.__wrapped__ = grpo_recipe.group_token_log_probs
+    monkeypatch.setattr(grpo_recipe, "group_token_log_probs", counted)
+
+    grpo_config["train"].update(max_steps=3, batch_size=6)
+    grpo_config["train"]["grpo"].update(num_generations=3, temperature=0.9)
+    logs, calls = {}, {}
+    for packing in (True, False):
+        grpo_config["output_dir"] = str(tmp_path / f"run-{packing}")
+        grpo_config["train"]["packing"] = packing
+        config = validate_config(grpo_config)
+        run = open_for_run(config)
+        data_stage(config, run, console_print=lambda *_: None)
+        lines = []
+        train_stage(config, run, console_print=lines.append)
+        assert any(("prompt-shared sampling" if packing else "TRL's padded path") in line for line in lines)
+        logs[packing] = [r for r in read_jsonl(run.train_log) if "loss" in r]
+        recorded = tmp_path / "my_rewards.py.calls.jsonl"
+        calls[packing] = read_jsonl(recorded)
+        recorded.unlink()
+    assert [c["completions"] for c in calls[True]] == [c["completions"] for c in calls[False]]
+    assert len(logs[True]) == len(logs[False]) == 3
+    for fast, padded in zip(logs[True], logs[False], strict=True):
+        for key in ("loss", "reward", "kl", "entropy"):
+            assert fast[key] == pytest.approx(padded[key], rel=1e-3, abs=1e-5), key
+    assert any(r["kl"] > 0 for r in logs[True])  # the policy moved: the comparison is not of two untrained models
+    # Each step ran the reference and the policy on packed groups (the padded run never calls them).
+    assert len(packed_passes) == 6 and all(packed_passes)

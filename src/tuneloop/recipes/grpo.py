@@ -14,6 +14,11 @@ Features:
       fine-tuning (TRL loads a frozen reference copy when beta > 0).
     - Generation through transformers with the KV cache, so it runs on a CPU (no vLLM needed; vLLM settings are
       TRL's to add on a GPU).
+    - The fast path (train.packing, on by default; docs/performance.md): a subclass of GRPOTrainer that samples
+      each group from one prefill of its prompt (the KV cache copied to the group's rows) and runs the policy,
+      reference and old-policy passes on one padding-free row per batch, each prompt once with all its replies,
+      the LM head on reply tokens only (tuneloop.train.packed_groups). The losses, advantages and logged
+      metrics are TRL's own.
     - train.batch_size counts sampled replies: each step sees batch_size / num_generations prompts.
     - No validation pass during training: a generation-based evaluation costs as much as training here; the
       evaluate stage scores held-out prompts with every reward function, baseline beside tuned.
@@ -28,6 +33,8 @@ Raises:
 
 from __future__ import annotations
 
+import functools
+
 from tuneloop.config.schema import RunConfig
 from tuneloop.errors import ConfigError, DataError
 from tuneloop.models.device import pick_device, pick_dtype
@@ -36,7 +43,11 @@ from tuneloop.models.registry import resolve_model
 from tuneloop.train.arguments import common_training_arguments, trainer_lora, uses_adapter
 from tuneloop.train.callbacks import replace_default_printing, trainer_callbacks
 from tuneloop.train.fit import finish_training, fit, release_memory, resume_point
+from tuneloop.train.lean_activations import recompute_cheap_activations
 from tuneloop.train.model_setup import setup_tokenizer
+from tuneloop.train.packed_attention import register_packed_attention
+from tuneloop.train.packed_groups import group_token_log_probs, shared_prompt_generate
+from tuneloop.train.packed_preference import install_reply_log_probs
 from tuneloop.train.rewards import RewardFunction, resolve_rewards
 from tuneloop.workspace import RunDir, read_jsonl
 
@@ -55,13 +66,15 @@ def train_grpo(config: RunConfig, run: RunDir, resume: bool = False, console_pri
 
     tokenizer = setup_tokenizer(config, base_path)
     train_dataset = _setup_data(run, rewards)
-    model = _setup_model(config, base_path, device, compute_dtype)
+    fast = config.train.packing
+    model = _setup_model(config, base_path, device, compute_dtype, fast)
     # TRL wraps a fresh adapter (or takes the model holding model.adapter), so beta's reference is the adapter off.
     lora = uses_adapter(config.train.method)
     model, peft_config = trainer_lora(model, config, "CAUSAL_LM") if lora else (model, None)
 
     checkpoint = resume_point(run, resume, console_print)
-    trainer = GRPOTrainer(
+    trainer_class = fast_grpo_trainer() if fast else GRPOTrainer
+    trainer = trainer_class(
         model=model,
         reward_funcs=rewards,
         args=_training_arguments(config, run, device, compute_dtype, rewards),
@@ -77,6 +90,7 @@ def train_grpo(config: RunConfig, run: RunDir, resume: bool = False, console_pri
         f"train: GRPO ({config.train.method}) on {config.model.name}, {device} "
         f"{str(compute_dtype).removeprefix('torch.')}, {len(train_dataset)} prompts, {grpo.num_generations} replies "
         f"each, rewards {', '.join(r.name for r in rewards)}, beta {grpo.beta:g}, "
+        + ("prompt-shared sampling and packed groups, " if fast else "TRL's padded path (train.packing false), ")
         + (f"{config.train.max_steps} steps" if config.train.max_steps else f"{config.train.epochs:g} epoch(s)")
         + (f", resuming from {checkpoint.name}" if checkpoint else "")
     )
@@ -88,15 +102,72 @@ def train_grpo(config: RunConfig, run: RunDir, resume: bool = False, console_pri
     return summary
 
 
-def _setup_model(config: RunConfig, base_path: str, device: str, compute_dtype):
+def _setup_model(config: RunConfig, base_path: str, device: str, compute_dtype, fast: bool):
     """The causal LM; with LoRA its frozen weights stay in the compute dtype (train.low_precision_base), which
     makes sampling, the policy pass and the reference pass (adapter off) cheaper. Trained weights stay fp32.
-    PEFT keeps casting each adapter's input to fp32 here: TRL samples outside autocast."""
+    PEFT keeps casting each adapter's input to fp32 here: TRL samples outside autocast. On the fast path the
+    model gets the packed attention and the reply log-prob forward, before TRL adds its fused LM head."""
     import torch
 
     lora = uses_adapter(config.train.method)
     weights_dtype = compute_dtype if lora and config.train.low_precision_base else torch.float32
-    return load_causal_lm(base_path, weights_dtype, device)
+    model = load_causal_lm(base_path, weights_dtype, device, register_packed_attention() if fast else None)
+    if fast:
+        install_reply_log_probs(model, compute_dtype)
+        if config.train.lean_activations:
+            recompute_cheap_activations(model)
+    return model
+
+
+@functools.cache
+def fast_grpo_trainer():
+    """GRPOTrainer whose sampling prefills each prompt once per group and whose log-prob passes run packed groups
+    (tuneloop.train.packed_groups); what it cannot take (vLLM, images, tools' masks, MoE aux losses) goes to
+    TRL's own code."""
+    import torch
+    from trl import GRPOTrainer
+    from trl.extras.profiling import profiling_context
+    from trl.models import unwrap_model_for_generation
+
+    class FastGRPOTrainer(GRPOTrainer):
+        def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+            if (self.use_vllm or self.use_transformers_continuous_batching or images is not None
+                    or multimodal_fields or self.pad_to_multiple_of is not None):
+                return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                     has_tool_images)
+            with (
+                profiling_context(self, "transformers.generate"),
+                unwrap_model_for_generation(
+                    self.model_wrapped, self.accelerator,
+                    gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                    generation_kwargs=self.generation_kwargs,
+                    gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
+                ) as unwrapped_model,
+                torch.no_grad(),
+                self._dist.summon_full_params(self.model_wrapped, recurse=False),
+            ):
+                prompt_completion_ids = shared_prompt_generate(
+                    unwrapped_model, prompt_ids, self._tokenizer.pad_token_id, generation_config=self.generation_config)
+            completion_ids = prompt_completion_ids[:, max(len(ids) for ids in prompt_ids):].cpu()
+            # Each reply ends at its first end-of-sequence token, which it keeps (as TRL's own path).
+            is_end = torch.isin(completion_ids, torch.tensor(self.eos_token_ids))
+            ends = torch.where(is_end.any(dim=1), is_end.int().argmax(dim=1) + 1, completion_ids.shape[1])
+            return [ids[:end].tolist() for ids, end in zip(completion_ids, ends.tolist(), strict=True)], None
+
+        def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
+                                               batch_size=None, compute_entropy=False, compute_aux_loss=False,
+                                               **multimodal):
+            if not compute_aux_loss and all(value is None for value in multimodal.values()):
+                with self.accelerator.autocast():
+                    packed = group_token_log_probs(model, input_ids, attention_mask, logits_to_keep,
+                                                   self.temperature, compute_entropy)
+                if packed is not None:
+                    return (*packed, None)
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss,
+                **multimodal)
+
+    return FastGRPOTrainer
 
 
 def check_grpo_config(config: RunConfig, data_format: str) -> None:

@@ -6,8 +6,8 @@ block-diagonal mask, which still computes attention over the whole row: for 8 se
 tokens that is 8x the work, and on a CPU it was 40% of a training step. The function registered here
 runs causal sdpa on each sequence's slice instead (exactly the same result: no token attends across
 a boundary), and falls back to transformers' sdpa for ordinary padded batches (evaluation, generation).
-Rows of preference pairs that share each prompt between chosen and rejected (PAIR_SPANS) get attention that
-lets each reply see the prompt and itself only.
+Rows of prompts that share each prompt among its replies (PAIR_SPANS: preference pairs' chosen and rejected,
+GRPO's sampled groups) get attention that lets each reply see the prompt and itself only.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from __future__ import annotations
 import contextlib
 
 ATTENTION_NAME = "tuneloop_packed"
-# The keyword a model's forward passes down to its attention for rows of preference pairs sharing their prompt
-# (tuneloop.train.packed_preference.pack_pairs).
+# The keyword a model's forward passes down to its attention for rows of replies sharing their prompt
+# (tuneloop.train.packed_preference.pack_pairs, tuneloop.train.packed_groups.pack_groups).
 PAIR_SPANS = "tuneloop_pair_spans"
 
 
@@ -56,11 +56,14 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0
 
 
 def _shared_prompt_attention(query, key, value, pair_spans, dropout: float, scaling):
-    """Attention over rows of preference pairs laid out prompt, chosen, rejected (one prompt for both replies).
+    """Attention over rows of prompts each followed by its replies (one prompt for all of them).
 
-    pair_spans [pairs, 4]: where each pair's prompt, chosen and rejected start, and where the pair ends. Prompt and
-    chosen are one causal sequence; the rejected tokens see the prompt and the rejected tokens before them, never
-    the chosen reply, so each reply gets exactly the attention it would get after its own copy of the prompt.
+    pair_spans [prompts, 2 + replies]: where each prompt starts, where each of its replies starts, and where the
+    last reply ends; a reply that starts where the next one does is empty. Preference pairs are prompt, chosen,
+    rejected (tuneloop.train.packed_preference); GRPO's groups are a prompt and its sampled replies
+    (tuneloop.train.packed_groups). The prompt and its first reply are one causal sequence; every later reply sees
+    the prompt and its own earlier tokens, never another reply, so each reply gets exactly the attention it would
+    get after its own copy of the prompt.
     """
     import torch
 
@@ -71,21 +74,24 @@ def _shared_prompt_attention(query, key, value, pair_spans, dropout: float, scal
         query, key, value = query.float(), key.float(), value.float()
     pieces = []
     with torch.autocast(query.device.type, enabled=False) if upcast else contextlib.nullcontext():
-        for prompt, chosen, rejected, end in pair_spans.tolist():
+        for span in pair_spans.tolist():
+            prompt, first = span[0], span[1]
+            second = span[2] if len(span) > 2 else span[-1]
             pieces.append(torch.nn.functional.scaled_dot_product_attention(
-                query[:, :, prompt:rejected], key[:, :, prompt:rejected], value[:, :, prompt:rejected],
+                query[:, :, prompt:second], key[:, :, prompt:second], value[:, :, prompt:second],
                 is_causal=True, dropout_p=dropout, scale=scaling, enable_gqa=grouped))
-            if end == rejected:
-                continue
-            keys = torch.cat([key[:, :, prompt:chosen], key[:, :, rejected:end]], dim=2)
-            values = torch.cat([value[:, :, prompt:chosen], value[:, :, rejected:end]], dim=2)
-            # Causal aligned to the bottom right: rejected token i sees the whole prompt and rejected tokens 0..i.
-            visible = torch.ones(end - rejected, keys.shape[2], dtype=torch.bool, device=query.device)
-            mask = torch.zeros(visible.shape, dtype=query.dtype, device=query.device).masked_fill_(
-                ~visible.tril_(chosen - prompt), float("-inf"))
-            pieces.append(torch.nn.functional.scaled_dot_product_attention(
-                query[:, :, rejected:end], keys, values, attn_mask=mask, dropout_p=dropout, scale=scaling,
-                enable_gqa=grouped))
+            for start, end in zip(span[2:-1], span[3:], strict=True):
+                if end == start:
+                    continue
+                keys = torch.cat([key[:, :, prompt:first], key[:, :, start:end]], dim=2)
+                values = torch.cat([value[:, :, prompt:first], value[:, :, start:end]], dim=2)
+                # Causal aligned to the bottom right: reply token i sees the whole prompt and reply tokens 0..i.
+                visible = torch.ones(end - start, keys.shape[2], dtype=torch.bool, device=query.device)
+                mask = torch.zeros(visible.shape, dtype=query.dtype, device=query.device).masked_fill_(
+                    ~visible.tril_(first - prompt), float("-inf"))
+                pieces.append(torch.nn.functional.scaled_dot_product_attention(
+                    query[:, :, start:end], keys, values, attn_mask=mask, dropout_p=dropout, scale=scaling,
+                    enable_gqa=grouped))
     return torch.cat(pieces, dim=2).to(dtype).transpose(1, 2).contiguous(), None
 
 

@@ -118,14 +118,15 @@ def _log_prob_function():
         """
 
         @staticmethod
-        def forward(ctx, hidden, weight, targets, compute_dtype):
-            log_probs, log_norms = _chunked_log_probs(hidden, weight, targets, compute_dtype)
+        def forward(ctx, hidden, weight, targets, compute_dtype, with_entropy):
+            log_probs, log_norms, entropies = _chunked_log_probs(hidden, weight, targets, compute_dtype, with_entropy)
             ctx.compute_dtype = compute_dtype
             ctx.save_for_backward(hidden, weight, targets, log_norms)
-            return log_probs
+            ctx.mark_non_differentiable(entropies)  # logged, not trained on
+            return log_probs, entropies
 
         @staticmethod
-        def backward(ctx, grad_output):
+        def backward(ctx, grad_output, grad_entropies):
             hidden, weight, targets, log_norms = ctx.saved_tensors
             dtype = ctx.compute_dtype
             rows = _chunk_rows(weight)
@@ -143,7 +144,7 @@ def _log_prob_function():
                         grad_hidden[start:start + rows] = grad_logits @ head
                     if grad_weight is not None:
                         grad_weight += (grad_logits.T @ h).float()
-            return grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype), None, None
+            return grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype), None, None, None
 
     return LinearLogProb
 
@@ -152,21 +153,27 @@ def _chunk_rows(weight) -> int:
     return max(MIN_CHUNK_ROWS, CHUNK_FLOATS // weight.shape[0])
 
 
-def _chunked_log_probs(hidden, weight, targets, compute_dtype):
-    """(log-prob of each row's target, log-normalizer of each row), never more than one chunk of logits at once."""
+def _chunked_log_probs(hidden, weight, targets, compute_dtype, with_entropy: bool = False):
+    """(log-prob of each row's target, log-normalizer of each row, entropy of each row's distribution or an empty
+    tensor), never more than one chunk of logits at once."""
     import torch
 
     rows = _chunk_rows(weight)
     head = weight.detach().to(compute_dtype)
     log_probs = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
     log_norms = torch.empty_like(log_probs)
+    entropies = torch.empty(hidden.shape[0] if with_entropy else 0, dtype=torch.float32, device=hidden.device)
     with torch.no_grad(), torch.autocast(hidden.device.type, enabled=False):
         for start in range(0, hidden.shape[0], rows):
             logits = (hidden[start:start + rows].detach().to(compute_dtype) @ head.T).float()
-            log_norms[start:start + rows] = torch.logsumexp(logits, dim=-1)
+            log_norm = torch.logsumexp(logits, dim=-1)
+            log_norms[start:start + rows] = log_norm
             picked = logits.gather(1, targets[start:start + rows, None]).squeeze(1)
-            log_probs[start:start + rows] = picked - log_norms[start:start + rows]
-    return log_probs, log_norms
+            log_probs[start:start + rows] = picked - log_norm
+            if with_entropy:  # H = log Z - sum_v p_v z_v
+                probabilities = (logits - log_norm[:, None]).exp_()
+                entropies[start:start + rows] = log_norm - (probabilities * logits).sum(-1)
+    return log_probs, log_norms, entropies
 
 
 @functools.cache
@@ -174,34 +181,45 @@ def _log_prob_class():
     return _log_prob_function()
 
 
-def linear_log_probs(hidden, weight, targets, compute_dtype=None):
-    """log softmax(hidden @ weight.T)[targets] for hidden [N, H], weight [V, H], targets [N]; differentiable."""
+def linear_log_probs(hidden, weight, targets, compute_dtype=None, with_entropy: bool = False):
+    """log softmax(hidden @ weight.T)[targets] for hidden [N, H], weight [V, H], targets [N]; differentiable.
+
+    with_entropy: return (log-probs, the entropy of each row's distribution [N], not differentiable).
+    """
     import torch
 
     dtype = compute_dtype or hidden.dtype
     if not torch.is_grad_enabled() or not (hidden.requires_grad or weight.requires_grad):
-        return _chunked_log_probs(hidden, weight, targets, dtype)[0]
-    return _log_prob_class().apply(hidden, weight, targets, dtype)
+        log_probs, _, entropies = _chunked_log_probs(hidden, weight, targets, dtype, with_entropy)
+    else:
+        log_probs, entropies = _log_prob_class().apply(hidden, weight, targets, dtype, with_entropy)
+    return (log_probs, entropies) if with_entropy else log_probs
 
 
 def install_reply_log_probs(causal_lm, compute_dtype) -> None:
     """Give `causal_lm.forward` a `tuneloop_reply_log_probs=True` mode for `pack_pairs` batches.
 
     That mode takes the batch's `reply_predictors` and `reply_targets` and returns the log-prob of every reply
-    token [M]; the LM head runs on those positions only. Other calls run the forward it had. Install it before
-    TRL's trainer adds its fused LM head: that head passes unknown keywords on to this forward.
+    token [M] (with `tuneloop_reply_entropy=True`, also the entropy of each of those predictions [M]); the LM
+    head runs on those positions only; `tuneloop_temperature` divides the logits first (GRPO scores replies under
+    the distribution it sampled them from). Other calls run the forward it had. Install it before TRL's trainer adds
+    its fused LM head: that head passes unknown keywords on to this forward.
     """
     previous_forward = causal_lm.forward
 
     @functools.wraps(type(causal_lm).forward)
-    def forward(self, *args, tuneloop_reply_log_probs=False, reply_predictors=None, reply_targets=None, **kwargs):
+    def forward(self, *args, tuneloop_reply_log_probs=False, reply_predictors=None, reply_targets=None,
+                tuneloop_reply_entropy=False, tuneloop_temperature=1.0, **kwargs):
         if not tuneloop_reply_log_probs:
             return previous_forward(*args, **kwargs)
         kwargs["use_cache"] = False
         kwargs.pop("labels", None)
-        hidden = self.base_model(*args, **kwargs).last_hidden_state[0]
+        hidden = self.base_model(*args, **kwargs).last_hidden_state[0][reply_predictors]
+        if tuneloop_temperature != 1.0:  # (h / T) W^T = logits / T: the sampling distribution's log-probs
+            hidden = hidden / tuneloop_temperature
         head = self.get_output_embeddings()
-        return linear_log_probs(hidden[reply_predictors], head.weight, reply_targets, compute_dtype)
+        return linear_log_probs(hidden, head.weight, reply_targets, compute_dtype,
+                                with_entropy=tuneloop_reply_entropy)
 
     causal_lm.forward = types.MethodType(forward, causal_lm)
 
