@@ -191,7 +191,8 @@ def heldout_accuracy(adapter: str | None, config, run, limit: int) -> dict:
     rows = read_jsonl(run.split("test"))[:limit]
     prompts = [tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True) for row in rows]
     replies = generate_replies(model.eval(), tokenizer, prompts, COMPLETION, 20, "held-out")
-    correct = sum(answer_is_right(reply, row["answer"], REWARDS[0]["pattern"]) for reply, row in zip(replies, rows))
+    pattern = REWARDS[0]["pattern"]
+    correct = sum(answer_is_right(reply, row["answer"], pattern) for reply, row in zip(replies, rows, strict=True))
     return {"accuracy": round(100 * correct / len(rows), 1), "interval": wilson(correct, len(rows)),
             "problems": len(rows)}
 
@@ -236,10 +237,14 @@ def main() -> int:
     print(json.dumps({"median": medians, "base_heldout_accuracy": base["accuracy"]}))
     if len(tools) == 2:
         ours, peer = medians["tuneloop"], medians["trl"]
+
+        def ratio(key):
+            return round(ours[key] / peer[key], 2)
+
         print(json.dumps({
-            "training_tokens_per_s_ratio": round(ours["training_tokens_per_second"] / peer["training_tokens_per_second"], 2),
-            "sampling_tokens_per_s_ratio": round(ours["sampling_tokens_per_second"] / peer["sampling_tokens_per_second"], 2),
-            "peak_rss_ratio": round(ours["peak_rss_gb"] / peer["peak_rss_gb"], 2),
+            "training_tokens_per_s_ratio": ratio("training_tokens_per_second"),
+            "sampling_tokens_per_s_ratio": ratio("sampling_tokens_per_second"),
+            "peak_rss_ratio": ratio("peak_rss_gb"),
             "heldout_accuracy": {"tuneloop": ours["heldout_accuracy"], "trl": peer["heldout_accuracy"],
                                  "base": base["accuracy"]},
             "load_average_at_end": load_average(),

@@ -15,7 +15,8 @@ PAD = 0
 def _model(path):
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=register_packed_attention())
+    attention = register_packed_attention()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=attention)
     install_reply_log_probs(model, torch.float32)
     return model.eval()
 
