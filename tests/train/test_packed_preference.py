@@ -10,7 +10,9 @@ from tuneloop.config.load import validate_config
 from tuneloop.stages import data_stage, open_for_run, train_stage
 from tuneloop.train.packed_attention import register_packed_attention
 from tuneloop.train.packed_preference import (
+    KL_SIDE,
     KTO_SIDES,
+    PackedPairCollator,
     install_reply_log_probs,
     linear_log_probs,
     pack_pairs,
@@ -146,12 +148,39 @@ def test_kto_rows_score_the_completion_and_the_kl_completion_behind_one_prompt(t
     model = _model(tiny_model_dir)
     rows = [{"prompt_ids": p["prompt_ids"], "completion_ids": p["chosen_ids"], "KL_completion_ids": p["rejected_ids"],
              "label": index % 2 == 0} for index, p in enumerate(_pairs())]
-    batch = pack_pairs(rows, max_length=None, sides=KTO_SIDES)
+    rows.append({"prompt_ids": [], "completion_ids": [5, 6, 7], "KL_completion_ids": [8, 9, 10, 11], "label": True})
+    batch = PackedPairCollator(None, KTO_SIDES, KL_SIDE)(rows)
+    # The row holds each prompt and completion once; the KL completions follow in their own row, each behind its
+    # prompt's last token (the rest of the prompt is read from the cache).
+    assert batch["input_ids"].shape[1] == sum(len(r["prompt_ids"] + r["completion_ids"]) for r in rows)
+    assert batch["continuation_input_ids"].shape[1] == sum(len(r["KL_completion_ids"]) for r in rows) - 1
     with torch.no_grad():
-        sums, _, _ = sequence_log_probs(model, batch)
-        expected = [_alone(model, r["prompt_ids"], r[side]) for side in KTO_SIDES for r in rows]
+        sums, counts, _ = sequence_log_probs(model, batch)
+    sides = ("completion_ids", KL_SIDE)
+    expected = [_alone(model, r["prompt_ids"], r[side]) if r["prompt_ids"] else _alone(model, r[side][:1], r[side][1:])
+                for side in sides for r in rows]
     torch.testing.assert_close(sums, torch.stack(expected), rtol=1e-5, atol=1e-4)
-    assert batch["label"].tolist() == [True, False, True]
+    assert counts.tolist() == [len(r[side]) - (not r["prompt_ids"]) for side in sides for r in rows]
+    assert batch["sequence_tokens"].tolist() == [len(r["prompt_ids"] + r[side]) for side in sides for r in rows]
+    assert batch["label"].tolist() == [True, False, True, True]
+
+
+def test_kto_kl_completions_cut_to_max_length_and_take_no_gradient(tiny_model_dir):
+    model = _model(tiny_model_dir).train()
+    rows = [{"prompt_ids": p["prompt_ids"], "completion_ids": p["chosen_ids"], "KL_completion_ids": p["rejected_ids"],
+             "label": True} for p in _pairs()]
+    batch = PackedPairCollator(12, KTO_SIDES, KL_SIDE)(rows)
+    sums, _, _ = sequence_log_probs(model, batch)
+    with torch.no_grad():
+        expected = [_alone(model, r["prompt_ids"][:12], r[side][:12 - len(r["prompt_ids"][:12])])
+                    for side in ("completion_ids", KL_SIDE) for r in rows]
+    torch.testing.assert_close(sums.detach(), torch.stack(expected), rtol=1e-5, atol=1e-4)
+    # Only the completions are in the graph: the KL sums give no gradient to any weight, the completions do.
+    weights = [w for w in model.parameters() if w.requires_grad]
+    kl_grads = torch.autograd.grad(sums[len(rows):].sum(), weights, retain_graph=True, allow_unused=True)
+    assert all(g is None or not g.any() for g in kl_grads)
+    completion_grads = torch.autograd.grad(sums[:len(rows)].sum(), weights, allow_unused=True)
+    assert sum(g is not None and bool(g.any()) for g in completion_grads) > len(weights) // 2
 
 
 def _kto_trainers(tmp_path, model_dir, pair_files):
@@ -162,7 +191,6 @@ def _kto_trainers(tmp_path, model_dir, pair_files):
     from trl import KTOConfig, KTOTrainer
 
     from tuneloop.recipes.kto import packed_kto_trainer
-    from tuneloop.train.packed_preference import PackedPairCollator
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     rows = [{"prompt": [{"role": "user", "content": p["prompt"]}],
@@ -173,7 +201,7 @@ def _kto_trainers(tmp_path, model_dir, pair_files):
     trainers = []
     for name, trainer_class, extra in (("padded", KTOTrainer, {}),
                                        ("packed", packed_kto_trainer(), {"data_collator": PackedPairCollator(
-                                           None, KTO_SIDES)})):
+                                           None, KTO_SIDES, KL_SIDE)})):
         torch.manual_seed(0)
         model = get_peft_model(_model(model_dir).train(), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
         trainers.append(trainer_class(model=model, args=KTOConfig(output_dir=str(tmp_path / name), **args),

@@ -51,6 +51,7 @@ from tuneloop.train.lean_activations import recompute_cheap_activations
 from tuneloop.train.model_setup import keep_adapter_inputs_in_compute_dtype, setup_tokenizer
 from tuneloop.train.packed_attention import register_packed_attention
 from tuneloop.train.packed_preference import (
+    KL_SIDE,
     KTO_SIDES,
     PackedPairCollator,
     PackedTrainerSteps,
@@ -120,7 +121,7 @@ def train_kto(config: RunConfig, run: RunDir, resume: bool = False, console_prin
                      precompute_ref_log_probs=packed or (preference.precompute_ref_log_probs and not lora))
     model, peft_config = trainer_lora(model, config, "CAUSAL_LM") if lora else (model, None)
     trainer_class = packed_kto_trainer() if packed else KTOTrainer
-    extra = {"data_collator": PackedPairCollator(config.data.max_length, KTO_SIDES)} if packed else {}
+    extra = {"data_collator": PackedPairCollator(config.data.max_length, KTO_SIDES, KL_SIDE)} if packed else {}
     try:
         trainer = trainer_class(model=model, ref_model=None, args=args,
                                 train_dataset=Dataset.from_list(splits["train"]),
@@ -158,8 +159,9 @@ def packed_kto_trainer():
     class PackedKTOTrainer(PackedTrainerSteps, KTOTrainer):
         """KTOTrainer whose batches are PackedPairCollator rows and whose losses come from summed reply log-probs.
 
-        One forward per step scores each row's completion and its mismatched KL completion behind one copy of the
-        prompt; the KL side is detached (TRL computes it without gradients), so only the completions train.
+        Each step scores every row's prompt and completion in one forward, then its mismatched KL completion in a
+        no-grad pass reading the prompt from that forward's cache (TRL computes the KL side without gradients too),
+        so backward runs over prompts and completions only.
         """
 
         def compute_ref_log_probs(self, model, inputs):

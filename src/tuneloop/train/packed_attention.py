@@ -7,7 +7,9 @@ tokens that is 8x the work, and on a CPU it was 40% of a training step. The func
 runs causal sdpa on each sequence's slice instead (exactly the same result: no token attends across
 a boundary), and falls back to transformers' sdpa for ordinary padded batches (evaluation, generation).
 Rows of prompts that share each prompt among its replies (PAIR_SPANS: preference pairs' chosen and rejected,
-GRPO's sampled groups) get attention that lets each reply see the prompt and itself only.
+GRPO's sampled groups) get attention that lets each reply see the prompt and itself only; a row of continuations
+(CONTINUATION_SPANS: KTO's KL completions, scored without gradients) lets each see its prompt in the key/value
+cache an earlier pass left, and itself.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ ATTENTION_NAME = "tuneloop_packed"
 # The keyword a model's forward passes down to its attention for rows of replies sharing their prompt
 # (tuneloop.train.packed_preference.pack_pairs, tuneloop.train.packed_groups.pack_groups).
 PAIR_SPANS = "tuneloop_pair_spans"
+# The keyword for a row of continuations of prompts already in the cache (tuneloop.train.packed_preference
+# .pack_continuations): [continuations, 4] = the prompt's start and end in the cache, the continuation's start and
+# end in this row.
+CONTINUATION_SPANS = "tuneloop_continuation_spans"
 
 
 def packed_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
@@ -26,6 +32,10 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    continuation_spans = kwargs.get(CONTINUATION_SPANS)
+    if continuation_spans is not None and query.shape[0] == 1:
+        return _continuation_attention(query, key, value, continuation_spans, dropout if module.training else 0.0,
+                                       scaling)
     pair_spans = kwargs.get(PAIR_SPANS)
     if pair_spans is not None and query.shape[0] == 1 and query.shape[2] == key.shape[2]:
         return _shared_prompt_attention(query, key, value, pair_spans, dropout if module.training else 0.0, scaling)
@@ -81,18 +91,49 @@ def _shared_prompt_attention(query, key, value, pair_spans, dropout: float, scal
                 query[:, :, prompt:second], key[:, :, prompt:second], value[:, :, prompt:second],
                 is_causal=True, dropout_p=dropout, scale=scaling, enable_gqa=grouped))
             for start, end in zip(span[2:-1], span[3:], strict=True):
-                if end == start:
-                    continue
-                keys = torch.cat([key[:, :, prompt:first], key[:, :, start:end]], dim=2)
-                values = torch.cat([value[:, :, prompt:first], value[:, :, start:end]], dim=2)
-                # Causal aligned to the bottom right: reply token i sees the whole prompt and reply tokens 0..i.
-                visible = torch.ones(end - start, keys.shape[2], dtype=torch.bool, device=query.device)
-                mask = torch.zeros(visible.shape, dtype=query.dtype, device=query.device).masked_fill_(
-                    ~visible.tril_(first - prompt), float("-inf"))
-                pieces.append(torch.nn.functional.scaled_dot_product_attention(
-                    query[:, :, start:end], keys, values, attn_mask=mask, dropout_p=dropout, scale=scaling,
-                    enable_gqa=grouped))
+                if end > start:
+                    pieces.append(_after_prompt(query[:, :, start:end], key, value, (prompt, first), (start, end),
+                                                dropout, scaling, grouped))
     return torch.cat(pieces, dim=2).to(dtype).transpose(1, 2).contiguous(), None
+
+
+def _continuation_attention(query, key, value, continuation_spans, dropout: float, scaling):
+    """Attention for a row of continuations whose prompts are in the cache: key/value are [cache, this row].
+
+    continuation_spans [continuations, 4]: the prompt's start and end in the cache, the continuation's start and
+    end in this row (tuneloop.train.packed_preference.pack_continuations). Each continuation sees its prompt and
+    its own earlier tokens, as if it followed that prompt in one sequence.
+    """
+    import torch
+
+    grouped = query.shape[1] != key.shape[1]
+    dtype = query.dtype
+    upcast = query.device.type == "cpu" and dtype == torch.bfloat16
+    if upcast:  # as in packed_sdpa_attention
+        query, key, value = query.float(), key.float(), value.float()
+    cached = key.shape[2] - query.shape[2]
+    pieces = []
+    with torch.autocast(query.device.type, enabled=False) if upcast else contextlib.nullcontext():
+        for prompt_start, prompt_end, start, end in continuation_spans.tolist():
+            if end > start:
+                pieces.append(_after_prompt(query[:, :, start:end], key, value, (prompt_start, prompt_end),
+                                            (cached + start, cached + end), dropout, scaling, grouped))
+    return torch.cat(pieces, dim=2).to(dtype).transpose(1, 2).contiguous(), None
+
+
+def _after_prompt(query, key, value, prompt: tuple[int, int], reply: tuple[int, int], dropout: float, scaling,
+                  grouped: bool):
+    """sdpa for one reply's queries over its prompt's keys and its own (key positions [start, end) of each)."""
+    import torch
+
+    keys = torch.cat([key[:, :, prompt[0]:prompt[1]], key[:, :, reply[0]:reply[1]]], dim=2)
+    values = torch.cat([value[:, :, prompt[0]:prompt[1]], value[:, :, reply[0]:reply[1]]], dim=2)
+    # Causal aligned to the bottom right: reply token i sees the whole prompt and reply tokens 0..i.
+    visible = torch.ones(query.shape[2], keys.shape[2], dtype=torch.bool, device=query.device)
+    mask = torch.zeros(visible.shape, dtype=query.dtype, device=query.device).masked_fill_(
+        ~visible.tril_(prompt[1] - prompt[0]), float("-inf"))
+    return torch.nn.functional.scaled_dot_product_attention(query, keys, values, attn_mask=mask, dropout_p=dropout,
+                                                            scale=scaling, enable_gqa=grouped)
 
 
 def register_packed_attention() -> str:

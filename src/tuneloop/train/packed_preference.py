@@ -11,6 +11,9 @@ position through the LM head, prompt tokens included. Here:
   LM head runs only on the positions that predict a reply token, in chunks, and the
   full logits never exist (TRL's fused LM head does this on Triton devices only; on a CPU it scores every position).
 - `sequence_log_probs` sums them per sequence; `preference_losses` turns them into the DPO-family losses.
+- `pack_continuations` (KTO's KL completions, which take no gradient) scores a second reply per prompt in a
+  no-grad pass that reads the prompt from the key/value cache the main pass left: the main pass's backward then
+  covers prompt and completion only, and no prompt is computed twice.
 
 The reference log-probs are not here: recipes/dpo.py computes them once before training with the same packed
 forward (adapter switched off) and caches them in the dataset.
@@ -22,7 +25,7 @@ import functools
 import types
 
 from tuneloop.train.chunked_loss import CHUNK_FLOATS, MIN_CHUNK_ROWS
-from tuneloop.train.packed_attention import PAIR_SPANS
+from tuneloop.train.packed_attention import CONTINUATION_SPANS, PAIR_SPANS
 
 # Losses computed from the summed log-probs of chosen and rejected replies alone (plus the reply lengths for
 # ipo); the others in TRL's list need TRL's padded path.
@@ -30,10 +33,11 @@ PACKED_DPO_LOSSES = ("sigmoid", "hinge", "ipo", "robust", "bco_pair", "apo_zero"
                      "sigmoid_norm", "sft")
 
 
-# The two replies of a row: DPO's chosen and rejected; KTO's completion and the mismatched completion TRL pairs with
-# the row's prompt for the KL estimate (KTO without the KL term has the completion alone).
+# The replies of a row: DPO's chosen and rejected; KTO's completion, trained on, with the mismatched completion TRL
+# pairs with the row's prompt for the KL estimate as a continuation (no gradient; absent without the KL term).
 PAIR_SIDES = ("chosen_ids", "rejected_ids")
-KTO_SIDES = ("completion_ids", "KL_completion_ids")
+KTO_SIDES = ("completion_ids",)
+KL_SIDE = "KL_completion_ids"
 # Cached reference log-probs a row may carry through to the batch (KTO's label comes through as well).
 CARRIED_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps", "ref_logps", "ref_KL_logps")
 
@@ -96,16 +100,61 @@ def pack_pairs(examples: list[dict], max_length: int | None, sides: tuple[str, .
     return batch
 
 
-class PackedPairCollator:
-    """The data collator giving `pack_pairs` batches (the Trainer moves the tensors to the device)."""
+def pack_continuations(examples: list[dict], max_length: int | None, side: str, main: dict) -> dict:
+    """A row of each example's `side` reply as a continuation of its prompt in `main` (a `pack_pairs` batch).
 
-    def __init__(self, max_length: int | None, sides: tuple[str, ...] = PAIR_SIDES) -> None:
+    The continuation pass runs after the main one and reads each prompt's keys and values from the cache that pass
+    filled, so a prompt is computed once. Each continuation starts with its prompt's last token again (its hidden
+    state predicts the reply's first token; the main pass's copy of it belongs to the trained reply) and attends to
+    the rest of its prompt in the cache. Its sequences are numbered after main's, and the returned keys are
+    prefixed `continuation_` (sequence_tokens is main's extended by these).
+    """
+    import torch
+
+    ids, positions, spans, predictors, targets, sequence_index, sequence_tokens = [], [], [], [], [], [], []
+    first_sequence = main["sequence_tokens"].numel()
+    for row, (example, main_span) in enumerate(zip(examples, main[PAIR_SPANS].tolist(), strict=True)):
+        prompt_start, prompt_end = main_span[0], main_span[1]
+        prompt_length = prompt_end - prompt_start
+        room = None if max_length is None else max_length - prompt_length
+        reply = example[side][:room]
+        last = example["prompt_ids"][prompt_length - 1:prompt_length]  # the prompt's last token, or none
+        sequence = (last + reply)[:-1]  # the last reply token predicts nothing
+        start = len(ids)
+        spans.append([prompt_start, prompt_end - len(last), start, start + len(sequence)])
+        predictors += range(start, start + len(sequence))
+        targets += (last + reply)[1:]
+        sequence_index += [first_sequence + row] * len(sequence)
+        ids += sequence
+        positions += range(prompt_length - len(last), prompt_length - len(last) + len(sequence))
+        sequence_tokens.append(prompt_length + len(reply))
+    return {
+        "continuation_input_ids": torch.tensor([ids], dtype=torch.int64),
+        "continuation_position_ids": torch.tensor([positions], dtype=torch.int64),
+        "continuation_spans": torch.tensor(spans, dtype=torch.int64),
+        "continuation_predictors": torch.tensor(predictors, dtype=torch.int64),
+        "continuation_targets": torch.tensor(targets, dtype=torch.int64),
+        "continuation_sequence_index": torch.tensor(sequence_index, dtype=torch.int64),
+        "sequence_tokens": torch.cat([main["sequence_tokens"], torch.tensor(sequence_tokens, dtype=torch.int64)]),
+    }
+
+
+class PackedPairCollator:
+    """The data collator giving `pack_pairs` batches, with `pack_continuations` of `continuation` where the examples
+    have it (the Trainer moves the tensors to the device)."""
+
+    def __init__(self, max_length: int | None, sides: tuple[str, ...] = PAIR_SIDES,
+                 continuation: str | None = None) -> None:
         self.max_length = max_length
         self.sides = sides
+        self.continuation = continuation
 
     def __call__(self, examples: list[dict]) -> dict:
         sides = tuple(side for side in self.sides if side in examples[0])
-        return pack_pairs(examples, self.max_length, sides)
+        batch = pack_pairs(examples, self.max_length, sides)
+        if self.continuation is not None and self.continuation in examples[0]:
+            batch.update(pack_continuations(examples, self.max_length, self.continuation, batch))
+        return batch
 
 
 def _log_prob_function():
@@ -225,14 +274,32 @@ def install_reply_log_probs(causal_lm, compute_dtype) -> None:
 
 
 def sequence_log_probs(model, batch: dict) -> tuple:
-    """(summed reply log-prob of each sequence [S], reply tokens of each [S], every reply token's log-prob [M])."""
+    """(summed reply log-prob of each sequence [S], reply tokens of each [S], every reply token's log-prob [M]).
+
+    A batch with continuations (`pack_continuations`) scores them after the main row, without gradients, from
+    the prompts' keys and values that pass left in a cache.
+    """
     import torch
+    from transformers import DynamicCache
 
     inputs = {key: batch[key] for key in ("input_ids", "position_ids", PAIR_SPANS, "reply_predictors",
                                           "reply_targets")}
-    log_probs = model(**inputs, tuneloop_reply_log_probs=True)
-    sequences = batch["sequence_tokens"].numel()
+    continued = "continuation_input_ids" in batch
+    # A cache built without the model's config keeps every position, even on sliding-window layers.
+    cache = DynamicCache() if continued else None
+    log_probs = model(**inputs, cache=cache, tuneloop_reply_log_probs=True) if continued else model(
+        **inputs, tuneloop_reply_log_probs=True)
     index = batch["sequence_index"]
+    if continued:
+        with torch.no_grad():
+            continuation = model(input_ids=batch["continuation_input_ids"],
+                                 position_ids=batch["continuation_position_ids"], cache=cache,
+                                 reply_predictors=batch["continuation_predictors"],
+                                 reply_targets=batch["continuation_targets"],
+                                 tuneloop_reply_log_probs=True, **{CONTINUATION_SPANS: batch["continuation_spans"]})
+        log_probs = torch.cat([log_probs, continuation])
+        index = torch.cat([index, batch["continuation_sequence_index"]])
+    sequences = batch["sequence_tokens"].numel()
     sums = torch.zeros(sequences, dtype=torch.float32, device=index.device).index_add(0, index, log_probs)
     counts = torch.bincount(index, minlength=sequences)
     return sums, counts, log_probs
