@@ -285,15 +285,14 @@ def sequence_log_probs(model, batch: dict) -> tuple:
     inputs = {key: batch[key] for key in ("input_ids", "position_ids", PAIR_SPANS, "reply_predictors",
                                           "reply_targets")}
     continued = "continuation_input_ids" in batch
-    # A cache built without the model's config keeps every position, even on sliding-window layers.
-    cache = DynamicCache() if continued else None
-    log_probs = model(**inputs, cache=cache, tuneloop_reply_log_probs=True) if continued else model(
-        **inputs, tuneloop_reply_log_probs=True)
+    if continued:  # a cache built without the model's config keeps every position, even on sliding-window layers
+        inputs["cache"] = DynamicCache()
+    log_probs = model(**inputs, tuneloop_reply_log_probs=True)
     index = batch["sequence_index"]
     if continued:
         with torch.no_grad():
             continuation = model(input_ids=batch["continuation_input_ids"],
-                                 position_ids=batch["continuation_position_ids"], cache=cache,
+                                 position_ids=batch["continuation_position_ids"], cache=inputs["cache"],
                                  reply_predictors=batch["continuation_predictors"],
                                  reply_targets=batch["continuation_targets"],
                                  tuneloop_reply_log_probs=True, **{CONTINUATION_SPANS: batch["continuation_spans"]})
