@@ -41,8 +41,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from preference_throughput import compute_dtype, load_average, wilson  # noqa: E402
-from train_throughput import add_comparison_arguments, peak_rss_gb, worker_result  # noqa: E402
+from preference_throughput import compute_dtype, wilson  # noqa: E402
+from train_throughput import add_comparison_arguments, load_average, peak_rss_gb, run_repeats  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "examples" / "data" / "arithmetic"
@@ -208,7 +208,6 @@ def main() -> int:
         return 0
 
     tools = [args.only] if args.only else ["trl", "tuneloop"]
-    results: dict[str, list[dict]] = {tool: [] for tool in tools}
     print(json.dumps({"load_average_at_start": load_average(), "steps": args.steps, "repeats": args.repeats,
                       "compute_dtype": str(compute_dtype())}), flush=True)
     with tempfile.TemporaryDirectory(prefix="tuneloop-grpo-") as tmp:
@@ -216,18 +215,12 @@ def main() -> int:
         config, prepared = prepare(workdir, args.steps)
         base = heldout_accuracy(None, config, prepared, args.heldout)
         print(json.dumps({"base": base}), flush=True)
-        for repeat in range(args.repeats):
-            for tool in tools:
-                command = [sys.executable, __file__, "--worker", tool, "--workdir", str(workdir),
-                           "--steps", str(args.steps)]
-                result = worker_result(command, cwd=ROOT, tool=tool)
-                if result is None:
-                    return 1
-                result["heldout"] = heldout_accuracy(result.pop("trained"), config, prepared, args.heldout)
-                result.update(repeat=repeat, load_average=load_average())
-                results[tool].append(result)
-                print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}),
-                      flush=True)
+        results = run_repeats(tools, args.repeats, lambda tool: [
+            sys.executable, __file__, "--worker", tool, "--workdir", str(workdir), "--steps", str(args.steps)],
+            lambda result: result.update(heldout=heldout_accuracy(result.pop("trained"), config, prepared,
+                                                                  args.heldout)), cwd=ROOT)
+        if results is None:
+            return 1
 
     keys = ("training_tokens_per_second", "sampling_tokens_per_second", "peak_rss_gb", "seconds",
             "sampling_seconds", "training_seconds", "tokens")

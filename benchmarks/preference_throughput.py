@@ -49,7 +49,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # The SFT benchmark's VmHWM reading, options and worker runner
-from train_throughput import add_comparison_arguments, peak_rss_gb, worker_result  # noqa: E402
+from train_throughput import add_comparison_arguments, load_average, peak_rss_gb, run_repeats  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HH = ROOT / ".." / "shared" / "datasets" / "hh-rlhf" / "harmless-base" / "test.jsonl.gz"
@@ -202,10 +202,6 @@ def heldout_accuracy(adapter: str | None, config, run, limit: int) -> dict:
             "pairs": len(pairs)}
 
 
-def load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=128, help="training pairs (one epoch; batch 8)")
@@ -223,7 +219,6 @@ def main() -> int:
         return 0
 
     tools = [args.only] if args.only else ["trl", "tuneloop"]
-    results: dict[str, list[dict]] = {tool: [] for tool in tools}
     print(json.dumps({"load_average_at_start": load_average(), "recipe": args.recipe, "pairs": args.pairs,
                       "repeats": args.repeats,
                       "compute_dtype": str(compute_dtype()), "trl_dtype": args.trl_dtype}), flush=True)
@@ -232,18 +227,13 @@ def main() -> int:
         config, prepared = prepare(workdir, args.pairs, args.recipe)
         base = heldout_accuracy(None, config, prepared, args.heldout)
         print(json.dumps({"base": base}), flush=True)
-        for repeat in range(args.repeats):
-            for tool in tools:
-                command = [sys.executable, __file__, "--worker", tool, "--workdir", str(workdir),
-                           "--pairs", str(args.pairs), "--trl-dtype", args.trl_dtype, "--recipe", args.recipe]
-                result = worker_result(command, cwd=ROOT, tool=tool)
-                if result is None:
-                    return 1
-                result["heldout"] = heldout_accuracy(result.pop("trained"), config, prepared, args.heldout)
-                result.update(repeat=repeat, load_average=load_average())
-                results[tool].append(result)
-                print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}),
-                      flush=True)
+        results = run_repeats(tools, args.repeats, lambda tool: [
+            sys.executable, __file__, "--worker", tool, "--workdir", str(workdir), "--pairs", str(args.pairs),
+            "--trl-dtype", args.trl_dtype, "--recipe", args.recipe],
+            lambda result: result.update(heldout=heldout_accuracy(result.pop("trained"), config, prepared,
+                                                                  args.heldout)), cwd=ROOT)
+        if results is None:
+            return 1
 
     medians = {tool: {"tokens_per_second": statistics.median(r["tokens_per_second"] for r in runs),
                       "peak_rss_gb": statistics.median(r["peak_rss_gb"] for r in runs),

@@ -89,6 +89,33 @@ def worker_result(command: list[str], cwd: Path | None = None, tool: str = "trl"
     return json.loads(line.removeprefix("RESULT "))
 
 
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def run_repeats(tools: list[str], repeats: int, command_of, score, cwd: Path | None = None,
+                digits: int = 3) -> dict[str, list[dict]] | None:
+    """Each tool's worker `repeats` times, the tools taking turns (so drift on a noisy machine hits both alike).
+
+    command_of(tool) is the worker's command line; score(result) adds the held-out figures to a worker's result
+    (popping what it needs, such as the trained model's path). Each result is printed as one JSON line with its
+    repeat and the load average as it ends. Returns the results per tool, or None when a worker failed (its output
+    shown).
+    """
+    results: dict[str, list[dict]] = {tool: [] for tool in tools}
+    for repeat in range(repeats):
+        for tool in tools:
+            result = worker_result(command_of(tool), cwd=cwd, tool=tool)
+            if result is None:
+                return None
+            score(result)
+            result.update(repeat=repeat, load_average=load_average())
+            results[tool].append(result)
+            print(json.dumps({k: round(v, digits) if isinstance(v, float) else v for k, v in result.items()}),
+                  flush=True)
+    return results
+
+
 def run_trl(model_path: str, method: str, train_file: Path, out: Path) -> dict:
     """TRL SFTTrainer with its defaults (bf16 autocast, gradient checkpointing, padded batches)."""
     from datasets import load_dataset
@@ -203,25 +230,22 @@ def main() -> int:
         return 0
 
     tools = [args.only] if args.only else ["trl", "tuneloop"]
-    results: dict[str, list[dict]] = {tool: [] for tool in tools}
+    print(json.dumps({"load_average_at_start": load_average(), "model": args.model, "method": args.method,
+                      "repeats": args.repeats}), flush=True)
     with tempfile.TemporaryDirectory(prefix="tuneloop-throughput-") as tmp:
         workdir = Path(tmp)
         for name, rows in (("train", chat_rows(0, args.rows)), ("validation", chat_rows(VALIDATION_START,
                                                                                          args.validation_rows))):
             (workdir / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        for repeat in range(args.repeats):
-            for tool in tools:
-                command = [sys.executable, __file__, "--worker", tool, "--workdir", str(workdir),
-                           "--model", args.model, "--method", args.method]
-                result = worker_result(command, tool=tool)
-                if result is None:
-                    return 1
-                result["validation_loss"] = validation_loss_of(result.pop("trained"), args.model, args.method,
-                                                               workdir)
-                result.update(repeat=repeat, model=args.model, method=args.method)
-                results[tool].append(result)
-                print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}),
-                      flush=True)
+
+        def score(result: dict) -> None:
+            result["validation_loss"] = validation_loss_of(result.pop("trained"), args.model, args.method, workdir)
+
+        results = run_repeats(tools, args.repeats, lambda tool: [
+            sys.executable, __file__, "--worker", tool, "--workdir", str(workdir), "--model", args.model,
+            "--method", args.method], score, digits=4)
+        if results is None:
+            return 1
 
     medians = {tool: {key: statistics.median(r[key] for r in runs)
                       for key in ("tokens_per_second", "peak_rss_gb", "seconds", "validation_loss", "tokens")}
@@ -235,6 +259,7 @@ def main() -> int:
             "ratio_wall_time": round(ours["seconds"] / peer["seconds"], 3),
             "validation_loss_difference": round(ours["validation_loss"] - peer["validation_loss"], 4),
             "real_tokens": {"tuneloop": ours["tokens"], "trl": peer["tokens"]},
+            "load_average_at_end": load_average(),
         }))
     return 0
 
