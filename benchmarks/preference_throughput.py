@@ -48,7 +48,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-# The SFT benchmark's VmHWM reading, options and worker runner
+# The SFT benchmark's VmHWM reading, options, load average and repeat loop
 from train_throughput import add_comparison_arguments, load_average, peak_rss_gb, run_repeats  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
