@@ -14,8 +14,6 @@ cache an earlier pass left, and itself.
 
 from __future__ import annotations
 
-import contextlib
-
 ATTENTION_NAME = "tuneloop_packed"
 # The keyword a model's forward passes down to its attention for rows of replies sharing their prompt
 # (tuneloop.train.packed_preference.pack_pairs, tuneloop.train.packed_groups.pack_groups).
@@ -46,15 +44,10 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0
         )
     grouped = query.shape[1] != key.shape[1]  # grouped-query attention: fewer key/value heads than query heads
     dropout = dropout if module.training else 0.0
-    dtype = query.dtype
-    upcast = query.device.type == "cpu" and dtype == torch.bfloat16
-    if upcast:
-        # PyTorch's CPU attention (forward + backward) runs about 1.4x faster in fp32 than in bf16 at these sizes.
-        # Autocast must be off around it, or it would cast the fp32 inputs straight back to bf16.
-        query, key, value = query.float(), key.float(), value.float()
     edges = boundaries.tolist()
-    with torch.autocast(query.device.type, enabled=False) if upcast else contextlib.nullcontext():
-        pieces = [
+
+    def pieces(query, key, value):
+        return [
             torch.nn.functional.scaled_dot_product_attention(
                 query[:, :, start:end], key[:, :, start:end], value[:, :, start:end],
                 is_causal=True, dropout_p=dropout, scale=scaling, enable_gqa=grouped,
@@ -62,7 +55,23 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0
             for start, end in zip(edges[:-1], edges[1:], strict=True)
             if end > start
         ]
-    return torch.cat(pieces, dim=2).to(dtype).transpose(1, 2).contiguous(), None
+
+    return _joined(query, key, value, pieces), None
+
+
+def _joined(query, key, value, pieces):
+    """pieces(query, key, value) -> attention outputs [1, heads, n, dim] in row order, joined as [1, tokens, heads,
+    dim] in the inputs' dtype. On a CPU, bf16 inputs are computed in fp32."""
+    import torch
+
+    dtype = query.dtype
+    if query.device.type != "cpu" or dtype != torch.bfloat16:
+        return torch.cat(pieces(query, key, value), dim=2).transpose(1, 2).contiguous()
+    # PyTorch's CPU attention (forward + backward) runs about 1.4x faster in fp32 than in bf16 at these sizes (1.8x on
+    # an AMX Xeon). Autocast must be off around it, or it would cast the fp32 inputs straight back to bf16.
+    with torch.autocast(query.device.type, enabled=False):
+        outputs = pieces(query.float(), key.float(), value.float())
+    return torch.cat(outputs, dim=2).to(dtype).transpose(1, 2).contiguous()
 
 
 def _shared_prompt_attention(query, key, value, pair_spans, dropout: float, scaling):
@@ -78,23 +87,23 @@ def _shared_prompt_attention(query, key, value, pair_spans, dropout: float, scal
     import torch
 
     grouped = query.shape[1] != key.shape[1]
-    dtype = query.dtype
-    upcast = query.device.type == "cpu" and dtype == torch.bfloat16
-    if upcast:  # as in packed_sdpa_attention
-        query, key, value = query.float(), key.float(), value.float()
-    pieces = []
-    with torch.autocast(query.device.type, enabled=False) if upcast else contextlib.nullcontext():
-        for span in pair_spans.tolist():
+    spans = pair_spans.tolist()
+
+    def pieces(query, key, value):
+        outputs = []
+        for span in spans:
             prompt, first = span[0], span[1]
             second = span[2] if len(span) > 2 else span[-1]
-            pieces.append(torch.nn.functional.scaled_dot_product_attention(
+            outputs.append(torch.nn.functional.scaled_dot_product_attention(
                 query[:, :, prompt:second], key[:, :, prompt:second], value[:, :, prompt:second],
                 is_causal=True, dropout_p=dropout, scale=scaling, enable_gqa=grouped))
             for start, end in zip(span[2:-1], span[3:], strict=True):
                 if end > start:
-                    pieces.append(_after_prompt(query[:, :, start:end], key, value, (prompt, first), (start, end),
-                                                dropout, scaling, grouped))
-    return torch.cat(pieces, dim=2).to(dtype).transpose(1, 2).contiguous(), None
+                    outputs.append(_after_prompt(query[:, :, start:end], key, value, (prompt, first), (start, end),
+                                                 dropout, scaling, grouped))
+        return outputs
+
+    return _joined(query, key, value, pieces), None
 
 
 def _continuation_attention(query, key, value, continuation_spans, dropout: float, scaling):
@@ -104,21 +113,16 @@ def _continuation_attention(query, key, value, continuation_spans, dropout: floa
     end in this row (tuneloop.train.packed_preference.pack_continuations). Each continuation sees its prompt and
     its own earlier tokens, as if it followed that prompt in one sequence.
     """
-    import torch
-
     grouped = query.shape[1] != key.shape[1]
-    dtype = query.dtype
-    upcast = query.device.type == "cpu" and dtype == torch.bfloat16
-    if upcast:  # as in packed_sdpa_attention
-        query, key, value = query.float(), key.float(), value.float()
     cached = key.shape[2] - query.shape[2]
-    pieces = []
-    with torch.autocast(query.device.type, enabled=False) if upcast else contextlib.nullcontext():
-        for prompt_start, prompt_end, start, end in continuation_spans.tolist():
-            if end > start:
-                pieces.append(_after_prompt(query[:, :, start:end], key, value, (prompt_start, prompt_end),
-                                            (cached + start, cached + end), dropout, scaling, grouped))
-    return torch.cat(pieces, dim=2).to(dtype).transpose(1, 2).contiguous(), None
+    spans = continuation_spans.tolist()
+
+    def pieces(query, key, value):
+        return [_after_prompt(query[:, :, start:end], key, value, (prompt_start, prompt_end),
+                              (cached + start, cached + end), dropout, scaling, grouped)
+                for prompt_start, prompt_end, start, end in spans if end > start]
+
+    return _joined(query, key, value, pieces), None
 
 
 def _after_prompt(query, key, value, prompt: tuple[int, int], reply: tuple[int, int], dropout: float, scaling,
